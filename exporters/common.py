@@ -3,22 +3,37 @@
 An architecture module (one per architecture) defines its nn.Module classes, written from the
 paper and the documented key layout, and registers an `ArchSpec`. The zoo manifest refers to
 architectures by name; `export_onnx` is the one export path for all of them.
+
+`export_onnx` writes the canonical file: RGB NCHW float32 in [0, 1] in and out (a 0..255 model
+gets its `x*255` / `/255` inside the graph), dynamic batch/height/width, input `lr`, output
+`sr`, opset 17 through the legacy TorchScript exporter (onnx2torch 1.5.15 covers opset <= 17 and
+the dynamo exporter emits newer op versions), `sreval.*` metadata (conventions plus the Table 1
+graph statistics of `sreval.graphstats`), then an onnxruntime parity check before the file
+appears at its final path.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import os
 import pickle
+import uuid
+import warnings
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import onnx
 import torch
 from torch import Tensor, nn
 
+from sreval.data import probe_batch
 from sreval.errors import ModelError
+from sreval.graphstats import graph_stats
+from sreval.io import rgb_to_ycbcr
 
 StateDict = dict[str, Tensor]
 
@@ -130,3 +145,276 @@ def load_weights(module: nn.Module, spec: ArchSpec, state_dict: StateDict, sourc
             f"expected {tuple(own[k].shape)} ({len(bad)} tensor(s) differ)"
         )
     module.load_state_dict({k: v.float() for k, v in state_dict.items()}, strict=True)
+
+
+# ----------------------------------------------------------------------------- shared layers
+
+
+class MeanShift(nn.Module):
+    """The fixed RGB mean shift of EDSR/RCAN/CARN, computed as `x * diag(W) + b`.
+
+    The official code implements it as a frozen 1x1 Conv2d (weight I/std, bias +-range*mean/std).
+    Here it is an elementwise Mul+Add, so the exported graph has no Conv node for it (Table 1
+    does not count mean-shift layers) while `weight` (3, 3, 1, 1) and `bias` (3,) stay in the
+    state dict under the official names. They are buffers, not parameters: they are not trained,
+    and `parameters()` then counts exactly what Table 1 counts. The forward reads two derived
+    (1, 3, 1, 1) buffers refreshed at every `load_state_dict`, so the exported graph holds them as
+    plain initializers (the legacy exporter does not constant-fold a ReduceSum). A checkpoint
+    whose weight is not diagonal would need a real channel mix, so loading one is refused.
+    """
+
+    weight: Tensor
+    bias: Tensor
+    diag: Tensor
+    shift: Tensor
+
+    def __init__(self, mean: tuple[float, float, float], value_range: float, sign: int) -> None:
+        super().__init__()
+        self.register_buffer("weight", torch.eye(3).view(3, 3, 1, 1))
+        self.register_buffer("bias", sign * value_range * torch.tensor(mean, dtype=torch.float32))
+        self.register_buffer("diag", torch.ones(1, 3, 1, 1), persistent=False)
+        self.register_buffer("shift", torch.zeros(1, 3, 1, 1), persistent=False)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        with torch.no_grad():
+            self.diag.copy_(torch.diagonal(self.weight.reshape(3, 3)).view(1, 3, 1, 1))
+            self.shift.copy_(self.bias.view(1, 3, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.diag + self.shift
+
+    def _load_from_state_dict(  # type: ignore[no-untyped-def]
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ) -> None:
+        w = state_dict.get(prefix + "weight")
+        if w is not None and w.numel() == 9:
+            m = w.reshape(3, 3).float()
+            if not torch.equal(m, torch.diag(torch.diagonal(m))):
+                raise ModelError(f"{prefix}weight: mean shift with a non-diagonal weight")
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+        self._refresh()
+
+
+def learnable_params(module: nn.Module) -> int:
+    """Values in the module's parameters (shared ones once; fixed mean-shift buffers excluded)."""
+    return sum(p.numel() for p in module.parameters())
+
+
+# ----------------------------------------------------------------------------- ONNX export
+
+
+class RangeAdapter(nn.Module):
+    """Maps the library's [0, 1] onto a module that reads and writes 0..value_range."""
+
+    def __init__(self, net: nn.Module, value_range: float) -> None:
+        super().__init__()
+        self.net = net
+        self.value_range = float(value_range)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.value_range == 1.0:
+            return self.net(x)
+        return self.net(x * self.value_range) / self.value_range
+
+
+RESERVED_KEYS = (
+    "sreval.scale", "sreval.range", "sreval.color", "sreval.layout", "sreval.preupsampled",
+    "sreval.arch", "sreval.gan_trained", "sreval.params", "sreval.conv_layers",
+    "sreval.params_checkpoint", "sreval.output",
+)
+# odd sizes catch padding / shuffle-order slips; a spec's extra["min_input"] grows them (RFDN)
+PARITY_SIZES = ((1, 13, 17), (2, 11, 9))
+PARITY_TOL = 1e-4  # of the [0, 1] output range
+
+
+def export_onnx(
+    module: nn.Module,
+    spec: ArchSpec,
+    path: str | Path,
+    *,
+    scale: int,
+    metadata: Mapping[str, str],
+    opset: int = 17,
+    wrap: bool = True,
+    output: int = -1,
+) -> Path:
+    """Export `module` (already holding its weights, put in eval mode here) as the canonical
+    ONNX file at `path`.
+
+    `wrap=True` puts the [0, 1] range adapter around a 0..255 module; `wrap=False` exports the
+    module in its native convention (Y-only models, which are [0, 1] already) and records that
+    convention. `spec.extra["min_input"]` (smallest input side the model accepts) enlarges the
+    example and parity inputs. A module returning several images (LapSRN's x2 and x4) keeps
+    them all; the one at index `output` is named `sr` (the others `sr_<i>`) and recorded as
+    `sreval.output`. `metadata` adds entries (weights source, licence, weights sha256, ...); it
+    may repeat but not contradict a computed `sreval.*` entry. The file is written to a
+    temporary name, checked against the module with onnxruntime on odd sizes, and only then
+    moved into place (`os.replace`): a failed export leaves no file behind.
+    """
+    path = Path(path)
+    if scale not in spec.scales:
+        raise ModelError(f"{spec.name} has no x{scale} model (scales: {spec.scales})")
+    net = RangeAdapter(module, spec.value_range if wrap else 1.0).eval()
+    channels, min_size = _in_channels(spec), int(spec.extra.get("min_input", "1"))
+    example = torch.rand(1, channels, max(16, min_size), max(16, min_size))
+    names = _output_names(net, example, output)
+    proto = _trace_to_onnx(net, example, opset, names)
+    _inline_identity_initializers(proto)
+    props = _merge(_metadata(proto, module, spec, scale, wrap, names), metadata, spec.name)
+    for key, value in props.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, str(value)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # same folder, so os.replace is an atomic rename; a unique name for concurrent exports
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        onnx.save_model(proto, tmp)
+        check_parity(net, tmp, channels, spec.name, min_size)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _metadata(
+    proto: onnx.ModelProto,
+    module: nn.Module,
+    spec: ArchSpec,
+    scale: int,
+    wrap: bool,
+    names: list[str],
+) -> dict[str, str]:
+    """The computed `sreval.*` entries: conventions and Table 1 statistics."""
+    stats = graph_stats(proto)
+    props = _conventions(spec, scale, wrap) | {
+        "sreval.arch": spec.name,
+        "sreval.gan_trained": "1" if spec.gan_trained else "0",
+        "sreval.params": str(stats.params),
+        "sreval.conv_layers": str(stats.conv_layers),
+    }
+    own = learnable_params(module)
+    if own != stats.params:
+        # e.g. multi-scale CARN / EUSR checkpoints: Table 1 shows both counts
+        props["sreval.params_checkpoint"] = str(own)
+    if len(names) > 1:
+        props["sreval.output"] = str(names.index("sr"))
+    return props
+
+
+def _merge(computed: dict[str, str], extra: Mapping[str, str], name: str) -> dict[str, str]:
+    """The caller's entries after ours; a contradicted `sreval.*` value is an error."""
+    clash = sorted(k for k in extra if k in RESERVED_KEYS and computed.get(k) != extra[k])
+    if clash:
+        raise ModelError(f"export of {name}: metadata {clash} contradicts the computed values")
+    return computed | {k: str(v) for k, v in extra.items()}
+
+
+def _in_channels(spec: ArchSpec) -> int:
+    return 3 if spec.channels == "rgb" else 1
+
+
+def _conventions(spec: ArchSpec, scale: int, wrap: bool) -> dict[str, str]:
+    value_range = 1.0 if wrap else spec.value_range
+    return {
+        "sreval.scale": str(scale),
+        "sreval.range": f"{value_range:g}",
+        "sreval.color": spec.channels,
+        "sreval.layout": "nchw",
+        "sreval.preupsampled": "1" if spec.preupsampled else "0",
+    }
+
+
+def _outputs(y: Tensor | tuple[Tensor, ...] | list[Tensor]) -> list[Tensor]:
+    return list(y) if isinstance(y, (tuple, list)) else [y]
+
+
+def _output_names(net: nn.Module, example: Tensor, output: int) -> list[str]:
+    """`sr` for the chosen output, `sr_<i>` for any others (one cheap probe run)."""
+    with torch.no_grad():
+        count = len(_outputs(net(example)))
+    if not -count <= output < count:
+        raise ModelError(f"output index {output} out of range: the model gives {count} output(s)")
+    chosen = output % count
+    return ["sr" if i == chosen else f"sr_{i}" for i in range(count)]
+
+
+def _trace_to_onnx(
+    net: nn.Module, example: Tensor, opset: int, output_names: list[str]
+) -> onnx.ModelProto:
+    axes = {0: "batch", 2: "height", 3: "width"}
+    buf = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        # the legacy exporter is deprecated, but it emits the opset-17 graphs onnx2torch reads
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net,
+            (example,),
+            buf,
+            dynamo=False,
+            opset_version=opset,
+            input_names=["lr"],
+            output_names=output_names,
+            dynamic_axes={name: axes for name in ["lr", *output_names]},
+            do_constant_folding=True,
+        )
+    return onnx.load_model_from_string(buf.getvalue())
+
+
+def _inline_identity_initializers(proto: onnx.ModelProto) -> None:
+    """Let consumers read an initializer directly where the exporter put an Identity in between.
+
+    The legacy exporter wraps shared (or deduplicated) initializers in Identity nodes; onnx2torch
+    then fails (`KeyError: 'add_mean.weight'`) and the node count is noise.
+    """
+    graph = proto.graph
+    inits = {t.name for t in graph.initializer}
+    outputs = {o.name for o in graph.output}
+    alias: dict[str, str] = {}
+    keep = []
+    for node in graph.node:
+        if node.op_type == "Identity" and node.input[0] in inits and node.output[0] not in outputs:
+            alias[node.output[0]] = node.input[0]
+        else:
+            keep.append(node)
+    if not alias:
+        return
+    for node in keep:
+        for i, name in enumerate(node.input):
+            if name in alias:
+                node.input[i] = alias[name]
+    del graph.node[:]
+    graph.node.extend(keep)
+    kept_info = [v for v in graph.value_info if v.name not in alias]
+    del graph.value_info[:]
+    graph.value_info.extend(kept_info)
+
+
+def check_parity(
+    net: nn.Module, onnx_path: Path, channels: int, name: str, min_size: int = 1
+) -> float:
+    """Max |torch - onnxruntime| over all outputs on crops of a real photo at odd sizes (each
+    side grown by `min_size` for models that need larger inputs); ModelError above PARITY_TOL."""
+    import onnxruntime as ort  # an optional extra (cpu/gpu flavours); only needed to export
+
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    worst = 0.0
+    grow = 0 if min_size <= min(min(h, w) for _, h, w in PARITY_SIZES) else min_size
+    for n, h, w in PARITY_SIZES:
+        h, w = h + grow, w + grow
+        x = probe_batch(n, h, w, seed=h * w)
+        if channels == 1:  # Y-only models: the luma of the same photo crops
+            x = rgb_to_ycbcr(x)[:, :1]
+        with torch.no_grad():
+            refs = [t.numpy() for t in _outputs(net(x))]
+        for ref, got in zip(refs, sess.run(None, {"lr": x.numpy()}), strict=True):
+            if got.shape != ref.shape:
+                raise ModelError(
+                    f"export of {name}: onnxruntime gives {got.shape}, torch {ref.shape}"
+                )
+            worst = max(worst, float(np.max(np.abs(got - ref))))
+    if not worst <= PARITY_TOL:
+        raise ModelError(f"export of {name}: onnxruntime differs from torch by {worst:.3g}")
+    return worst

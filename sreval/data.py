@@ -15,6 +15,7 @@ them from an 8-bit image (see `sreval.io.imresize(..., matlab_uint8=True)`).
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import warnings
@@ -274,3 +275,26 @@ def _modest_hr(img: np.ndarray, scale: int) -> np.ndarray:
         img = imresize(img, size=size, matlab_uint8=True)
     h, w = img.shape[0] - img.shape[0] % scale, img.shape[1] - img.shape[1] % scale
     return np.ascontiguousarray(crop_center(img, h, w))
+
+
+@functools.lru_cache(maxsize=1)
+def _probe_photo() -> np.ndarray:
+    return read_image(_skimage_data_dir() / EMBEDDED_FILES[0])
+
+
+def probe_batch(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
+    """n crops (n, 3, h, w) of a real photo at seeded positions, for parity and shape probes.
+
+    Uniform noise is a poor probe: real-weight networks are not built for it, and some (PAN)
+    blow up to 1e20 on it, where any float comparison is meaningless.
+    """
+    photo = _probe_photo()
+    if photo.shape[0] < h or photo.shape[1] < w:
+        photo = imresize(photo, size=(max(h, photo.shape[0]), max(w, photo.shape[1])))
+    rng = np.random.default_rng(seed)
+    crops = []
+    for _ in range(n):
+        y = int(rng.integers(0, photo.shape[0] - h + 1))
+        x = int(rng.integers(0, photo.shape[1] - w + 1))
+        crops.append(photo[y:y + h, x:x + w].transpose(2, 0, 1))
+    return torch.from_numpy(np.ascontiguousarray(np.stack(crops))).float()
