@@ -5,15 +5,21 @@ Library boundary: float32 RGB in [0, 1]; numpy arrays are HxWx3, torch tensors N
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import os
 import tempfile
 import warnings
 from pathlib import Path
+from collections.abc import Iterator
 from typing import TypeVar
 
-import cv2
+# OpenCV's own decode limit is 2**30 pixels (12 GB as float32 RGB): far more than any SR
+# benchmark image, so lower it before cv2 is imported to refuse decompression bombs early.
+os.environ.setdefault("CV_IO_MAX_IMAGE_PIXELS", str(1 << 26))
+
+import cv2  # noqa: E402
 import numpy as np
 import torch
 
@@ -48,12 +54,36 @@ def read_image(path: str | Path) -> np.ndarray:
     raw = _read_bytes(path)
     # np.fromfile + imdecode instead of cv2.imread: imread cannot open non-ASCII paths on
     # some platforms and gives no reason when it fails.
-    img = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
+    try:
+        with _quiet_stderr():
+            img = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED)
+    except cv2.error as exc:  # e.g. larger than CV_IO_MAX_IMAGE_PIXELS
+        msg = str(exc).strip().splitlines()[-1][:200]
+        raise DataError(f"cannot read image {path}: refused by the decoder ({msg})") from None
     if img is None:
         raise DataError(f"cannot read image {path}: not a decodable image (corrupt or unsupported)")
     if img.size == 0:
         raise DataError(f"cannot read image {path}: zero-size image {img.shape}")
     return _to_float_rgb(img, path)
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Silence fd 2 while a C library decodes: libpng prints its own errors there ('libpng
+    error: ...') besides returning failure, which would break our one-line error reports."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 (embedded interpreter): nothing to silence
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _read_bytes(path: Path) -> np.ndarray:

@@ -1,0 +1,665 @@
+"""The `sreval` command line: each command parses options, calls one library function, prints.
+
+Library errors (SrevalError) become one red line on stderr and exit code 1; never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Optional, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from sreval.errors import SrevalError
+
+
+
+def _quiet_opencv() -> None:
+    """OpenCV logs decoder warnings (e.g. "PNG input buffer is incomplete") on stderr by
+    itself; the error sreval reports for that image is the one line users should see."""
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # read when cv2 is first imported
+    cv2 = sys.modules.get("cv2")
+    if cv2 is not None:  # already imported (a test process, a notebook): set it directly
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
+app = typer.Typer(
+    name="sreval",
+    help="Adversarial robustness of super-resolution models (any ONNX file or zoo name).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handle_errors(fn: F) -> F:
+    """Turn library errors into one line + exit code; keep tracebacks for SREVAL_DEBUG=1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _quiet_opencv()
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except SrevalError as e:
+            err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("[yellow]interrupted[/yellow]")
+            raise typer.Exit(130) from None
+        except Exception as e:  # a bug or an unforeseen input: still one line, unless debugging
+            if os.environ.get("SREVAL_DEBUG"):
+                raise
+            msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+            err.print(f"[red]internal error:[/red] {type(e).__name__}: {msg} "
+                      f"(SREVAL_DEBUG=1 shows the traceback)", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def progress_bar(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress callback for the library: a bar with ETA on stderr, silent when not a TTY."""
+    bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   console=err, transient=True, disable=not err.is_terminal)
+    task = bar.add_task(label, total=None)
+    with bar:
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+# ----------------------------------------------------------------------------- shared options
+
+ModelArg = Annotated[str, typer.Argument(help="ONNX file or zoo name.", show_default=False)]
+DataOpt = Annotated[str, typer.Option("--data", "-d", help="Dataset folder, dataset name (Set5, ...) or 'default' (embedded photos).")]
+DataRoot = Annotated[Optional[Path], typer.Option("--data-root", envvar="SREVAL_DATA", help="Where dataset names resolve.")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run folder for report.json and results.csv.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
+LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="Use the first N images only.")]
+ScaleOpt = Annotated[Optional[int], typer.Option("--scale", min=1, max=16, help="Upscaling factor (default: metadata or probed).")]
+RangeOpt = Annotated[Optional[float], typer.Option("--range", help="Model value range: 1 or 255 (default: metadata, else 1).")]
+ColorOpt = Annotated[Optional[str], typer.Option("--color", help="rgb, bgr, y (MATLAB studio-range Y: VDSR, LapSRN, FSRCNN) or yfull (full-range Y: OpenCV zoo) (default: metadata, channels, detection).")]
+LayoutOpt = Annotated[Optional[str], typer.Option("--layout", help="nchw or nhwc (default: metadata or shapes).")]
+PreupOpt = Annotated[Optional[bool], typer.Option("--preupsampled/--no-preupsampled", help="Model takes the bicubic-upscaled image.")]
+OutputOpt = Annotated[Optional[int], typer.Option("--output", min=0, help="Index of the output to use (default: the one at --scale, else the largest).")]
+SaveOpt = Annotated[bool, typer.Option("--save-images", help="Save LR/SR images as PNG under RUN_DIR/images.")]
+
+
+def _print_summary(report: dict[str, Any], keys: tuple[str, ...]) -> None:
+    table = Table(title=f"{report['command']}: {report['model']['name'] if report.get('model') else ''}")
+    for k in ("attack", "alpha", "n") + keys:
+        table.add_column(k, justify="right")
+    for s in report["summary"]:
+        alpha = s.get("alpha") or 0.0
+        cells = [str(s["attack"]), f"{alpha * 255:g}/255" if alpha else "-", str(s["n"])]
+        cells += [f"{s[k]:.2f}" if isinstance(s.get(k), float) else "-" for k in keys]
+        table.add_row(*cells)
+    out.print(table)
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+@app.command()
+@handle_errors
+def attack(
+    model: ModelArg,
+    data: DataOpt = "default",
+    alpha: Annotated[str, typer.Option("--alpha", "-a", help="Budgets, e.g. 1/255,8/255 or 0.0314.")] = "1/255,2/255,4/255,8/255,16/255,32/255",
+    steps: Annotated[int, typer.Option("--steps", "-T", help="I-FGSM iterations.")] = 50,
+    reference: Annotated[str, typer.Option("--reference", help="hr (official code), clean-sr (eq. 1) or auto (hr when HR exists).")] = "auto",
+    quantize: Annotated[bool, typer.Option("--quantize/--no-quantize", help="Round the attacked LR to 8 bits.")] = True,
+    out_dir: OutOpt = Path("runs/attack"),
+    save_images: SaveOpt = False,
+    batch: Annotated[Optional[int], typer.Option("--batch", min=1, help="Budgets attacked together (default: all).")] = None,
+    data_root: DataRoot = None,
+    limit: LimitOpt = None,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    scale: ScaleOpt = None, range_: RangeOpt = None, color: ColorOpt = None,
+    layout: LayoutOpt = None, preupsampled: PreupOpt = None, output: OutputOpt = None,
+    defense: Annotated[Optional[list[str]], typer.Option("--defense", help="resize or self-ensemble (repeatable): adds rows basic+D (bare attack through D) and basic+D-adaptive (attack through D).")] = None,
+    method: Annotated[str, typer.Option("--method", help="ifgsm (gradients), square (gradient-free, onnxruntime only, weaker) or auto (square where onnx2torch cannot convert the model).")] = "ifgsm",
+    queries: Annotated[int, typer.Option("--queries", min=1, help="Square attack: model runs per image.")] = 500,
+) -> None:
+    """Basic attack (I-FGSM, paper eq. 1-3): LR and SR PSNR per image and budget."""
+    from sreval.errors import ConfigError
+    from sreval.jobs import run_attack_job, run_defended_attack_job
+
+    if defense and method != "ifgsm":
+        raise ConfigError("--defense works with --method ifgsm only")
+    job = (functools.partial(run_defended_attack_job, defenses=defense) if defense
+           else functools.partial(run_attack_job, method=method, queries=queries))
+    with progress_bar("attacking") as bar:
+        report = job(
+            model, data, alpha=alpha, steps=steps, reference=reference, quantize=quantize,
+            out_dir=out_dir, save_images=save_images, batch=batch, data_root=data_root,
+            limit=limit, device=device, seed=seed, progress=bar,
+            conventions=dict(scale=scale, range=range_, color=color, layout=layout,
+                             preupsampled=preupsampled, output=output),
+        )
+    _print_summary(report, ("psnr_lr", "psnr_sr", "psnr_hr"))
+    if report["config"].get("note"):
+        out.print(f"[yellow]note:[/yellow] {report['config']['note']}", highlight=False)
+    out.print(f"report: {out_dir / 'report.json'}")
+
+
+@app.command()
+@handle_errors
+def evaluate(
+    model: ModelArg,
+    data: DataOpt = "default",
+    out_dir: OutOpt = Path("runs/evaluate"),
+    save_images: SaveOpt = False,
+    data_root: DataRoot = None,
+    limit: LimitOpt = None,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    scale: ScaleOpt = None, range_: RangeOpt = None, color: ColorOpt = None,
+    layout: LayoutOpt = None, preupsampled: PreupOpt = None, output: OutputOpt = None,
+    defense: Annotated[Optional[list[str]], typer.Option("--defense", help="resize or self-ensemble (repeatable): adds clean rows none+D through the defense.")] = None,
+    runtime: Annotated[str, typer.Option("--runtime", help="auto (PyTorch conversion, onnxruntime where it cannot convert), torch or onnxruntime (no conversion).")] = "auto",
+) -> None:
+    """Clean SR quality against HR: PSNR (Y and RGB) and SSIM per image."""
+    from sreval.errors import ConfigError
+    from sreval.jobs import run_defended_evaluate_job, run_evaluate_job
+
+    if defense and runtime != "auto":
+        raise ConfigError("--defense works with --runtime auto only")
+    job = (functools.partial(run_defended_evaluate_job, defenses=defense) if defense
+           else functools.partial(run_evaluate_job, runtime=runtime))
+    with progress_bar("evaluating") as bar:
+        report = job(
+            model, data, out_dir=out_dir, save_images=save_images, data_root=data_root,
+            limit=limit, device=device, seed=seed, progress=bar,
+            conventions=dict(scale=scale, range=range_, color=color, layout=layout,
+                             preupsampled=preupsampled, output=output),
+        )
+    _print_summary(report, ("psnr_sr", "psnr_sr_rgb", "ssim_sr"))
+    if report["config"].get("runtime") == "onnxruntime" and runtime == "auto":
+        out.print("[yellow]note:[/yellow] onnx2torch cannot convert this model: evaluated with onnxruntime "
+                  "(no parity check possible)", highlight=False)
+    out.print(f"report: {out_dir / 'report.json'}")
+
+
+@app.command()
+@handle_errors
+def inspect(
+    model: ModelArg,
+    device: DeviceOpt = "auto",
+    scale: ScaleOpt = None, range_: RangeOpt = None, color: ColorOpt = None,
+    layout: LayoutOpt = None, preupsampled: PreupOpt = None, output: OutputOpt = None,
+) -> None:
+    """Show the detected conventions, scale, opset, parity and unsupported operators."""
+    from sreval.jobs import inspect_model
+
+    info = inspect_model(model, device=device, conventions=dict(
+        scale=scale, range=range_, color=color, layout=layout, preupsampled=preupsampled, output=output))
+    table = Table(show_header=False, title=f"sreval inspect: {info['path']}")
+    for k, v in info.items():
+        table.add_row(k, v if isinstance(v, str) else repr(v))
+    out.print(table)
+    if info.get("unsupported_ops") or info.get("conversion"):
+        raise typer.Exit(1)
+
+
+# ----------------------------------------------------------------------------- zoo
+
+zoo_app = typer.Typer(help="The model zoo: list, build, verify, Table 1.", no_args_is_help=True)
+app.add_typer(zoo_app, name="zoo")
+
+
+@zoo_app.command("list")
+@handle_errors
+def zoo_list() -> None:
+    """Every manifest entry: built or not, weights available or not, Table 1 facts."""
+    from sreval import zoo
+
+    table = Table(title="sreval model zoo")
+    for col in ("name", "arch", "scale", "built", "weights", "Table 1 (params / conv / GAN)", "weights source"):
+        table.add_column(col)
+    for e in zoo.manifest().values():
+        t1 = e.table1
+        facts = f"{t1['params']} / {t1['conv_layers']} / {'yes' if t1['gan'] else 'no'}" if t1 else "-"
+        table.add_row(e.name, e.arch, f"x{e.scale}", "yes" if e.built else "no",
+                      "yes" if zoo.weights_available(e) else "no", facts, e.weights.describe())
+    out.print(table)
+
+
+@zoo_app.command("build")
+@handle_errors
+def zoo_build(
+    names: Annotated[list[str], typer.Argument(help="Zoo names ('all': every entry whose weights are here).")],
+    weights: Annotated[Optional[Path], typer.Option("--weights", help="Local checkpoint (one NAME only).")] = None,
+) -> None:
+    """Export zoo entries to canonical ONNX files (parity-checked against onnxruntime)."""
+    from sreval import zoo
+
+    if names == ["all"]:
+        names = [n for n, e in zoo.manifest().items() if zoo.weights_available(e)]
+    if weights is not None and len(names) != 1:
+        raise typer.BadParameter("--weights goes with exactly one NAME")
+    for name in names:
+        out.print(f"{name}: {zoo.build(name, weights=weights)}")
+
+
+@zoo_app.command("verify")
+@handle_errors
+def zoo_verify(
+    names: Annotated[Optional[list[str]], typer.Argument(help="Zoo names (default: every built one).")] = None,
+    data: DataOpt = "Set5",
+    data_root: DataRoot = None,
+    tol: Annotated[float, typer.Option("--tol", help="Allowed |PSNR - manifest| in dB.")] = 0.05,
+    device: DeviceOpt = "cpu",
+) -> None:
+    """Parity and clean PSNR of built models against the manifest; exit 1 on any regression."""
+    from sreval import zoo
+
+    verdicts = zoo.verify(names, data, tol=tol, data_root=data_root, device=device)
+    table = Table(title=f"zoo verify on {data} (tolerance {tol} dB)")
+    for col in ("name", "PSNR (Y)", "expected", "parity", "status"):
+        table.add_column(col)
+    for v in verdicts:
+        colour = "red" if v.failed else "green"
+        table.add_row(v.name, f"{v.psnr:.3f}" if v.psnr is not None else "-",
+                      f"{v.expected:.3f}" if v.expected is not None else "-",
+                      f"{v.parity:.1e}" if v.parity is not None else "-",
+                      f"[{colour}]{v.status}[/{colour}] {v.message}")
+    out.print(table)
+    if not verdicts or any(v.failed for v in verdicts):
+        err.print("[red]error:[/red] " + ("no built models to verify" if not verdicts else
+                  "regressions: " + ", ".join(v.name for v in verdicts if v.failed)))
+        raise typer.Exit(1)
+
+
+@zoo_app.command("table")
+@handle_errors
+def zoo_table(
+    names: Annotated[Optional[list[str]], typer.Argument(help="Zoo names (default: the paper's models).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Table 1 of the paper, computed from each exported ONNX graph."""
+    import json
+
+    from sreval import zoo
+
+    rows = zoo.table(names)
+    if as_json:
+        out.print_json(json.dumps([r.as_dict() for r in rows]))
+        return
+    table = Table(title="Table 1: parameters and convolutional layers (x4 graph)")
+    for col in ("name", "params", "x4-graph params", "checkpoint params", "conv layers", "GAN", "paper", "match"):
+        table.add_column(col)
+    for r in rows:
+        paper = f"{r.paper_params} / {r.paper_conv_layers}" if r.paper_params else "-"
+        match = {True: "[green]yes[/green]", False: "[red]NO[/red]", None: "-"}[r.matches_paper]
+        table.add_row(r.name, r.params_m, f"{r.params:,}", f"{r.params_checkpoint:,}" if r.params_checkpoint else "-",
+                      str(r.conv_layers), "yes" if r.gan_trained else "no", paper, match)
+    out.print(table)
+
+
+# ----------------------------------------------------------------------------- the rest of the paper
+# universal, partial and targeted attacks, transferability, robustness index (defenses: --defense)
+
+SWEEP = "1/255,2/255,4/255,8/255,16/255,32/255"
+AlphaOpt = Annotated[str, typer.Option("--alpha", "-a", help="Budgets, e.g. 1/255,8/255 or 0.0314.")]
+StepsOpt = Annotated[int, typer.Option("--steps", "-T", help="I-FGSM iterations.")]
+RefOpt = Annotated[str, typer.Option("--reference", help="hr (official code), clean-sr (eq. 1) or auto (hr when HR exists).")]
+QuantOpt = Annotated[bool, typer.Option("--quantize/--no-quantize", help="Round the attacked LR to 8 bits.")]
+
+
+def _conv(scale: Any, range_: Any, color: Any, layout: Any, preupsampled: Any, output: Any) -> dict[str, Any]:
+    return dict(scale=scale, range=range_, color=color, layout=layout, preupsampled=preupsampled, output=output)
+
+
+def _report_line(out_dir: Path) -> None:
+    out.print(f"report: {out_dir / 'report.json'}")
+
+
+def _signed(v: float | None) -> str:
+    return "n/a (needs 3+ images with varying values)" if v is None else f"{v:+.3f}"
+
+
+@app.command()
+@handle_errors
+def universal(
+    model: ModelArg,
+    data: DataOpt = "default",
+    alpha: AlphaOpt = SWEEP,
+    steps: StepsOpt = 50,
+    crop: Annotated[Optional[int], typer.Option("--crop", help="LR side of the square centre crop (default: the largest fitting every image).")] = None,
+    holdout: Annotated[Optional[float], typer.Option("--holdout", help="Fraction of images NOT used to fit the perturbation, measured apart (0..1).")] = None,
+    reference: RefOpt = "auto",
+    quantize: QuantOpt = True,
+    out_dir: OutOpt = Path("runs/universal"),
+    save_images: SaveOpt = False,
+    batch: Annotated[Optional[int], typer.Option("--batch", help="Images per forward/backward (default: all).")] = None,
+    data_root: DataRoot = None,
+    limit: LimitOpt = None,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    scale: ScaleOpt = None, range_: RangeOpt = None, color: ColorOpt = None,
+    layout: LayoutOpt = None, preupsampled: PreupOpt = None, output: OutputOpt = None,
+) -> None:
+    """Universal attack (eq. 5-7): one perturbation for all images; saved as .npy and PNG."""
+    from sreval.jobs import run_universal_job
+
+    with progress_bar("fitting") as bar:
+        report = run_universal_job(
+            model, data, alpha=alpha, steps=steps, crop=crop, holdout=holdout, reference=reference,
+            quantize=quantize, out_dir=out_dir, save_images=save_images, batch=batch, data_root=data_root,
+            limit=limit, device=device, seed=seed, progress=bar,
+            conventions=_conv(scale, range_, color, layout, preupsampled, output))
+    keys = ("psnr_lr", "psnr_sr", "psnr_hr")
+    table = Table(title=f"universal: {report['model']['name']}  (crop {report['universal']['crop']} LR px)")
+    for col in ("alpha", "images", "n") + keys:
+        table.add_column(col, justify="right")
+    for s in report["summary"]:
+        table.add_row(f"{s['alpha'] * 255:g}/255", "held out" if s.get("group") == "holdout" else "fitted on",
+                      str(s["n"]), *[f"{s[k]:.2f}" if isinstance(s.get(k), float) else "-" for k in keys])
+    out.print(table)
+    _report_line(out_dir)
+
+
+@app.command()
+@handle_errors
+def partial(
+    model: ModelArg,
+    data: DataOpt = "default",
+    alpha: AlphaOpt = SWEEP,
+    steps: StepsOpt = 50,
+    reference: RefOpt = "auto",
+    quantize: QuantOpt = True,
+    out_dir: OutOpt = Path("runs/partial"),
+    save_images: SaveOpt = False,
+    batch: Annotated[Optional[int], typer.Option("--batch", help="Budgets attacked together (default: all).")] = None,
+    data_root: DataRoot = None,
+    limit: LimitOpt = None,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    scale: ScaleOpt = None, range_: RangeOpt = None, color: ColorOpt = None,
+    layout: LayoutOpt = None, preupsampled: PreupOpt = None, output: OutputOpt = None,
+) -> None:
+    """Partial attack (eq. 8-10): attack the central half, measure outside; damage per distance ring."""
+    from sreval.jobs import run_partial_job
+
+    with progress_bar("attacking") as bar:
+        report = run_partial_job(
+            model, data, alpha=alpha, steps=steps, reference=reference, quantize=quantize, out_dir=out_dir,
+            save_images=save_images, batch=batch, data_root=data_root, limit=limit, device=device,
+            seed=seed, progress=bar, conventions=_conv(scale, range_, color, layout, preupsampled, output))
+    _print_summary(report, ("psnr_lr", "psnr_sr"))
+    for prof in report["permeation"]:
+        rings = ", ".join(f"{d}:{m:.3g}" for d, m in list(zip(prof["distance_lr"], prof["mse_y"]))[:8])
+        out.print(f"alpha {prof['alpha'] * 255:g}/255: MSE(Y) by distance in LR pixels  {rings}")
+    _report_line(out_dir)
+
+
+@app.command()
+@handle_errors
+def targeted(
+    model: ModelArg,
+    source: Annotated[Optional[Path], typer.Option("--source", help="Source HR image (default: foreman frame 0 of the assets).")] = None,
+    target: Annotated[Optional[Path], typer.Option("--target", help="Target HR image, same size (default: foreman frame 1).")] = None,
+    alpha: AlphaOpt = "16/255",
+    steps: StepsOpt = 50,
+    quantize: QuantOpt = True,
+    out_dir: OutOpt = Path("runs/targeted"),
+    save_images: SaveOpt = False,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    scale: ScaleOpt = None, range_: RangeOpt = None, color: ColorOpt = None,
+    layout: LayoutOpt = None, preupsampled: PreupOpt = None, output: OutputOpt = None,
+) -> None:
+    """Targeted attack (eq. 11): make the SR output look like a target HR image."""
+    from sreval.jobs import run_targeted_job
+
+    with progress_bar("attacking") as bar:
+        report = run_targeted_job(
+            model, source=source, target=target, alpha=alpha, steps=steps, quantize=quantize,
+            out_dir=out_dir, save_images=save_images, device=device, seed=seed, progress=bar,
+            conventions=_conv(scale, range_, color, layout, preupsampled, output))
+    keys = ("psnr_target_hr", "psnr_source_hr", "psnr_lr", "psnr_lr_target")
+    table = Table(title=f"targeted: {report['model']['name']}  ({report['targeted']['source']} -> {report['targeted']['target']})")
+    for k in ("alpha",) + keys:
+        table.add_column(k, justify="right")
+    clean = report["targeted"]["clean"]
+    table.add_row("clean", *[f"{clean[k]:.2f}" if isinstance(clean.get(k), float) else "-" for k in keys])
+    for r in report["results"]:
+        table.add_row(f"{r['alpha'] * 255:g}/255", *[f"{r[k]:.2f}" if isinstance(r.get(k), float) else "-" for k in keys])
+    out.print(table)
+    _report_line(out_dir)
+
+
+@app.command()
+@handle_errors
+def transfer(
+    models: Annotated[list[str], typer.Argument(help="Two or more ONNX files or zoo names, all of one scale.", show_default=False)],
+    data: DataOpt = "default",
+    alpha: AlphaOpt = "8/255",
+    steps: StepsOpt = 50,
+    reference: RefOpt = "auto",
+    quantize: QuantOpt = True,
+    out_dir: OutOpt = Path("runs/transfer"),
+    batch: Annotated[Optional[int], typer.Option("--batch", help="Budgets attacked together (default: all).")] = None,
+    data_root: DataRoot = None,
+    limit: LimitOpt = None,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    scale: ScaleOpt = None, range_: RangeOpt = None, color: ColorOpt = None,
+    layout: LayoutOpt = None, preupsampled: PreupOpt = None, output: OutputOpt = None,
+) -> None:
+    """Transferability: examples made on each source model (rows) fed to each target (columns)."""
+    from sreval.jobs import run_transfer_job
+
+    with progress_bar("attacking") as bar:
+        report = run_transfer_job(
+            models, data, alpha=alpha, steps=steps, reference=reference, quantize=quantize,
+            out_dir=out_dir, batch=batch, data_root=data_root, limit=limit, device=device, seed=seed,
+            progress=bar, conventions=_conv(scale, range_, color, layout, preupsampled, output))
+    names = report["transfer"]["models"]
+    for block in report["transfer"]["matrix"]:
+        matrix = block["psnr_sr"]
+        table = Table(title=f"SR PSNR (dB), alpha {block['alpha'] * 255:g}/255: rows = source, columns = target")
+        table.add_column("source \\ target")
+        for n in names:
+            table.add_column(n, justify="right")
+        for src, row in zip(names, matrix):
+            table.add_row(src, *[("-" if v is None else f"[bold]{v:.2f}[/bold]" if s == src else f"{v:.2f}")
+                                 for s, v in zip(names, row)])
+        out.print(table)
+    _report_line(out_dir)
+
+
+@app.command()
+@handle_errors
+def index(
+    model: ModelArg,
+    data: DataOpt = "default",
+    alpha: AlphaOpt = "1/255",
+    samples: Annotated[int, typer.Option("--samples", help="N_s random perturbations per image.")] = 1024,
+    batch: Annotated[Optional[int], typer.Option("--batch", help="Perturbations per forward/backward (halved on out-of-memory).")] = 64,
+    steps: StepsOpt = 50,
+    reference: RefOpt = "auto",
+    quantize: QuantOpt = True,
+    attack_report: Annotated[Optional[Path], typer.Option("--attack-report", help="Read the basic attack's SR PSNR from this report instead of running it.")] = None,
+    out_dir: OutOpt = Path("runs/index"),
+    data_root: DataRoot = None,
+    limit: LimitOpt = None,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    scale: ScaleOpt = None, range_: RangeOpt = None, color: ColorOpt = None,
+    layout: LayoutOpt = None, preupsampled: PreupOpt = None, output: OutputOpt = None,
+) -> None:
+    """Robustness index (sec. 5.2) per image, and its correlation with the basic attack's SR PSNR."""
+    from sreval.jobs import run_index_job
+
+    with progress_bar("sampling") as bar:
+        report = run_index_job(
+            model, data, alpha=alpha, samples=samples, batch=batch, steps=steps, reference=reference,
+            quantize=quantize, attack_report=attack_report, out_dir=out_dir, data_root=data_root,
+            limit=limit, device=device, seed=seed, progress=bar,
+            conventions=_conv(scale, range_, color, layout, preupsampled, output))
+    table = Table(title=f"robustness index: {report['model']['name']}")
+    for col in ("image", "index", "mean b_i", "SR PSNR (basic)"):
+        table.add_column(col, justify="right")
+    for r in report["results"]:
+        if r["attack"] == "index":
+            ps = r.get("psnr_sr_basic")
+            table.add_row(r["image"], f"{r['robustness_index']:.4g}", f"{r['b_mean']:.4g}",
+                          f"{ps:.2f}" if isinstance(ps, float) else "-")
+    out.print(table)
+    ri = report["robustness_index"]
+    out.print(f"correlation over {ri['n']} images: Pearson {_signed(ri['pearson'])}, "
+              f"Spearman {_signed(ri['spearman'])} (negative: a higher index, a lower PSNR)")
+    _report_line(out_dir)
+
+
+# ----------------------------------------------------------------------------- sweeps, reports, checks, demo
+
+
+def _fmt_db(v: Any) -> str:
+    return f"{v:.2f}" if isinstance(v, float) else "inf" if v is None else str(v)
+
+
+@app.command()
+@handle_errors
+def sweep(
+    models: Annotated[str, typer.Option("--models", "-m", help="Comma-separated ONNX files or zoo names.", show_default=False)],
+    data: Annotated[str, typer.Option("--data", "-d", help="Comma-separated dataset names (Set5, Set14, BSD100: under --data-root), folders, or 'default'.")] = "Set5",
+    attacks: Annotated[str, typer.Option("--attacks", help="Comma-separated: clean, basic, universal, partial, targeted, transfer, index, defense.")] = "basic",
+    alpha: AlphaOpt = SWEEP,
+    steps: StepsOpt = 50,
+    reference: RefOpt = "auto",
+    quantize: QuantOpt = True,
+    out_dir: OutOpt = Path("runs/sweep"),
+    crop: Annotated[Optional[int], typer.Option("--crop", help="LR side of a centre crop of every image (HR cropped above it).")] = None,
+    limit: LimitOpt = None,
+    batch: Annotated[Optional[int], typer.Option("--batch", help="Budgets (universal: images) per forward/backward.")] = None,
+    index_samples: Annotated[int, typer.Option("--index-samples", help="N_s of the robustness index (attack 'index', at the smallest budget).")] = 1024,
+    defenses: Annotated[str, typer.Option("--defenses", help="Defenses of the attack 'defense'.")] = "resize,self-ensemble",
+    keep_images: Annotated[int, typer.Option("--keep-images", help="Images per cell whose PNGs are kept for the report's figures.")] = 1,
+    executor: Annotated[str, typer.Option("--executor", help="local, or ray (cluster at RAY_ADDRESS, else a local Ray; needs sreval[ray]).")] = "local",
+    data_root: DataRoot = None,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+) -> None:
+    """Run the grid models x datasets x attacks (all budgets per cell); finished cells are cached
+    and an interrupted sweep resumes where it stopped."""
+    from sreval.attacks.common import parse_alpha
+    from sreval.sweep import SweepConfig, run_sweep
+
+    cfg = SweepConfig(models=tuple(models.split(",")), datasets=tuple(data.split(",")),
+                      attacks=tuple(attacks.split(",")), alphas=tuple(parse_alpha(alpha)), steps=steps,
+                      reference=reference, quantize=quantize, limit=limit, crop=crop, seed=seed, batch=batch,
+                      index_samples=index_samples, defenses=tuple(defenses.split(",")), keep_images=keep_images)
+    with progress_bar("cells") as bar:
+        result = run_sweep(cfg, out_dir, executor=executor, device=device, data_root=data_root, progress=bar)
+    table = Table(title=f"sweep: {len(result.outcomes)} cells ({result.count('done')} computed, "
+                        f"{result.count('cached')} cached)")
+    for col in ("attack", "model", "dataset", "status"):
+        table.add_column(col)
+    for o in result.outcomes:
+        table.add_row(o.cell.attack, o.cell.model, o.cell.dataset, o.status)
+    out.print(table)
+    _report_line(out_dir)
+    out.print(f"render it: sreval report {out_dir}", soft_wrap=True)
+
+
+@app.command("report")
+@handle_errors
+def report_command(
+    run_dir: Annotated[Path, typer.Argument(help="A sweep folder or any job's output folder.", show_default=False)],
+    html: Annotated[Optional[Path], typer.Option("--html", help="HTML file to write (default RUN_DIR/report.html).")] = None,
+    markdown: Annotated[Optional[Path], typer.Option("--markdown", help="Markdown file (default RUN_DIR/report.md).")] = None,
+) -> None:
+    """Render a run as one self-contained HTML file (the paper's figures) and a Markdown summary."""
+    from sreval.htmlreport import render_report
+
+    rendered = render_report(run_dir, html_path=html, markdown_path=markdown)
+    out.print(f"sections: {', '.join(rendered.sections)}")
+    out.print(f"html: {rendered.html}", soft_wrap=True)
+    out.print(f"markdown: {rendered.markdown}", soft_wrap=True)
+
+
+@app.command()
+@handle_errors
+def check(
+    run_dir: Annotated[Path, typer.Argument(help="A sweep folder or any job's output folder.", show_default=False)],
+    golden: Annotated[Path, typer.Option("--golden", help="Golden file (JSON, schema sreval.golden/1).", show_default=False)],
+    tol: Annotated[float, typer.Option("--tol", help="Allowed |difference| of a PSNR in dB (other numbers: the same as a power ratio).")] = 0.1,
+    update: Annotated[bool, typer.Option("--update", help="Write the golden file from this run instead of checking.")] = False,
+) -> None:
+    """Compare every number of a run with a golden file; exit 1 listing each regression."""
+    from sreval.check import check_run, summary_line, write_golden
+
+    if update:
+        g = write_golden(run_dir, golden)
+        out.print(f"golden file written: {golden} ({len(g['cells'])} cells, "
+                  f"{sum(len(v) for r in g['cells'].values() for v in r.values())} numbers)", soft_wrap=True)
+        return
+    result = check_run(run_dir, golden, tol=tol)
+    for r in result.regressions:  # one line each (cell / row / metric: expected, got): greppable in CI logs
+        out.print(f"regression: {r.line()}", highlight=False, soft_wrap=True)
+    for note in result.notes:
+        out.print(f"note: {note}", highlight=False, soft_wrap=True)
+    for n in result.new:
+        out.print(f"new (not in the golden file): {n}", highlight=False, soft_wrap=True)
+    if not result.ok:
+        err.print(f"[red]error:[/red] {summary_line(result)}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    out.print(summary_line(result))
+
+
+@app.command()
+@handle_errors
+def demo(
+    out_dir: OutOpt = Path("runs/demo"),
+    models: Annotated[str, typer.Option("--models", "-m", help="Comma-separated zoo names or ONNX files.")] = "bicubic,realesr-animevideov3-x4,realesrgan-x4plus",
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Embedded photos used.")] = 1,
+    crop: Annotated[int, typer.Option("--crop", min=1, help="LR side of the centre crop of each photo.")] = 32,
+    steps: StepsOpt = 10,
+    alpha: AlphaOpt = "2/255,8/255",
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+) -> None:
+    """The main job, offline: build the zoo models a fresh machine can build, attack the embedded
+    photos at a few budgets, render the HTML report, print a short table."""
+    from sreval.attacks.common import parse_alpha
+    from sreval.demo import DemoConfig, run_demo
+
+    cfg = DemoConfig(models=tuple(m.strip() for m in models.split(",") if m.strip()), limit=limit, crop=crop,
+                     steps=steps, alphas=tuple(parse_alpha(alpha)), seed=seed)
+    with progress_bar("demo") as bar:
+        result = run_demo(cfg, out_dir, device=device, progress=bar)
+    table = Table(title=f"basic attack, {limit} embedded photo(s), {crop}x{crop} LR crops, T = {steps}")
+    table.add_column("model", no_wrap=True)
+    for col in ("alpha", "LR PSNR", "SR PSNR", "SR vs HR", "clean SR vs HR"):
+        table.add_column(col, justify="right")
+    for r in result.table:
+        table.add_row(str(r["model"]), f"{r['alpha'] * 255:g}/255", _fmt_db(r["psnr_lr"]), _fmt_db(r["psnr_sr"]),
+                      _fmt_db(r["psnr_hr"]), _fmt_db(r["clean_psnr"]))
+    out.print(table)
+    out.print("PSNR in dB (Y channel); LR/SR PSNR: attacked vs clean, lower = more damage")
+    out.print(f"report: {result.html}", soft_wrap=True)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

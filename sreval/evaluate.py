@@ -1,0 +1,118 @@
+"""Running a model over a dataset and measuring what came out: the clean evaluation and the
+per-image measurements every attack reports."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from sreval.data import Sample
+from sreval.errors import DataError, ModelError
+from sreval.io import quantize, write_image
+from sreval.metrics import psnr, ssim
+
+Progress = Callable[[int, int], None]  # (done, total)
+Row = dict[str, Any]
+
+
+def to_tensor(img: np.ndarray, device: torch.device | str = "cpu") -> Tensor:
+    """HWC numpy in [0, 1] -> (1, 3, H, W) float32."""
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float()[None].to(device)
+
+
+def to_image(x: Tensor) -> np.ndarray:
+    """(3, H, W) or (1, 3, H, W) tensor -> HWC float32 numpy."""
+    x = x.detach().float().cpu()
+    if x.ndim == 4:
+        x = x[0]
+    return x.permute(1, 2, 0).numpy()
+
+
+def super_resolve(model: nn.Module, x: Tensor) -> Tensor:
+    """The model's output as an image file would hold it: clipped to [0, 1], 8-bit rounded."""
+    with torch.no_grad():
+        y = model(x)
+    if not torch.isfinite(y).all():
+        raise ModelError("model output contains NaN or Inf")
+    return quantize(y.clamp(0.0, 1.0))
+
+
+def finite(v: float) -> float | None:
+    return v if math.isfinite(v) else None
+
+
+def measure(
+    x0: Tensor, x: Tensor, sr0: Tensor, sr: Tensor, scale: int, mask: np.ndarray | None = None
+) -> Row:
+    """LR PSNR (X0 vs X, no shave) and SR PSNR (f(X0) vs f(X), shave = scale), Y and RGB.
+    `mask` (HR-sized, True where measured) restricts the SR PSNR, as the partial attack needs."""
+    a0, a, s0, s = (to_image(t) for t in (x0, x, sr0, sr))
+    return {
+        "psnr_lr": psnr(a0, a, y=True),
+        "psnr_sr": psnr(s0, s, y=True, shave=scale, mask=mask),
+        "psnr_lr_rgb": psnr(a0, a, y=False),
+        "psnr_sr_rgb": psnr(s0, s, y=False, shave=scale, mask=mask),
+    }
+
+
+def measure_hr(sr: Tensor, hr: np.ndarray | None, scale: int) -> Row:
+    """Quality against the ground truth, where there is one."""
+    if hr is None:
+        return {}
+    out = to_image(sr)
+    if out.shape != hr.shape:
+        raise DataError(f"SR output is {out.shape[1]}x{out.shape[0]} but HR is {hr.shape[1]}x{hr.shape[0]}")
+    return {"psnr_hr": psnr(out, hr, y=True, shave=scale), "ssim_hr": ssim(out, hr, shave=scale)}
+
+
+@dataclass(frozen=True)
+class ImageSaver:
+    """Writes attacked LR / SR images as PNG under one folder, or nothing when folder is None."""
+
+    folder: Path | None
+
+    def __call__(self, name: str, **images: Tensor) -> None:
+        if self.folder is None:
+            return
+        for kind, img in images.items():
+            write_image(self.folder / f"{name}_{kind}.png", to_image(img))
+
+
+def evaluate_clean(
+    model: nn.Module,
+    samples: Sequence[Sample],
+    scale: int,
+    *,
+    device: torch.device,
+    progress: Progress | None = None,
+    saver: ImageSaver = ImageSaver(None),
+) -> list[Row]:
+    """Clean SR quality against HR (PSNR Y/RGB, SSIM Y), one row per image, attack 'none'."""
+    rows: list[Row] = []
+    for i, s in enumerate(samples):
+        if s.hr is None:
+            raise DataError(f"{s.name}: no HR image to evaluate against (LR-only dataset)")
+        sr = super_resolve(model, to_tensor(s.lr, device))
+        out = to_image(sr)
+        if out.shape != s.hr.shape:
+            raise DataError(
+                f"{s.name}: SR output is {out.shape[1]}x{out.shape[0]} but HR is "
+                f"{s.hr.shape[1]}x{s.hr.shape[0]}"
+            )
+        rows.append({
+            "image": s.name, "attack": "none", "alpha": 0.0,
+            "psnr_sr": psnr(out, s.hr, y=True, shave=scale),
+            "psnr_sr_rgb": psnr(out, s.hr, y=False, shave=scale),
+            "ssim_sr": ssim(out, s.hr, shave=scale),
+        })
+        saver(s.name, sr=sr)
+        if progress:
+            progress(i + 1, len(samples))
+    return rows

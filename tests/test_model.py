@@ -1,0 +1,118 @@
+"""SRModel: loading, conventions, parity, gradients, refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from sreval.errors import ModelError, ParityError
+from sreval.model import SRModel, load_model
+from tests.tiny import Scaled, TinySR, export
+
+
+@pytest.fixture(scope="module")
+def legacy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export(TinySR(scale=2), tmp_path_factory.mktemp("m") / "tiny_legacy.onnx")
+
+
+@pytest.fixture(scope="module")
+def dynamo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export(TinySR(scale=3), tmp_path_factory.mktemp("m") / "tiny_dynamo.onnx", dynamo=True)
+
+
+@pytest.mark.parametrize("which,scale", [("legacy", 2), ("dynamo", 3)])
+def test_load_probes_scale_and_passes_parity(which: str, scale: int, request: pytest.FixtureRequest) -> None:
+    path = request.getfixturevalue(which)
+    m = load_model(path, device="cpu")
+    assert m.conventions.scale == scale
+    assert m.conventions.color == "rgb" and m.conventions.range == 1.0
+    p = m.check_parity()
+    assert p.ok and p.max_diff <= 1e-4 and p.grad_l1 > 0
+    assert len(m.sha256) == 64
+
+
+def test_torch_module_is_frozen_eval_and_matches_native(legacy: Path) -> None:
+    native = TinySR(scale=2).eval()
+    m = SRModel(legacy, device="cpu")
+    t = m.torch()
+    assert not t.training
+    assert all(not p.requires_grad for p in t.parameters())
+    x = torch.rand(2, 3, 9, 13)
+    assert torch.allclose(t(x), native(x), atol=1e-5)
+
+
+def test_metadata_scale_wins_over_probe(tmp_path: Path) -> None:
+    p = export(TinySR(scale=2), tmp_path / "m.onnx", metadata={"sreval.scale": "2", "sreval.name": "tiny"})
+    m = SRModel(p, device="cpu")
+    assert m.conventions.scale == 2 and m.describe()["name"] == "tiny"
+
+
+@pytest.mark.parametrize("kw,meta", [
+    (dict(value_range=255.0), {"sreval.range": "255"}),
+    (dict(bgr=True), {"sreval.color": "bgr"}),
+    (dict(nhwc=True), {"sreval.layout": "nhwc"}),
+])
+def test_adapter_undoes_each_convention(tmp_path: Path, kw: dict, meta: dict) -> None:
+    native = TinySR(scale=2).eval()
+    p = export(Scaled(TinySR(scale=2), **kw), tmp_path / "c.onnx", nhwc=kw.get("nhwc", False), metadata=meta)
+    m = load_model(p, device="cpu")
+    x = torch.rand(1, 3, 10, 12)
+    with torch.no_grad():
+        assert torch.allclose(m.torch()(x), native(x), atol=1e-4)
+        assert torch.allclose(m.ort()(x), native(x), atol=1e-4)
+
+
+def test_override_beats_metadata(tmp_path: Path) -> None:
+    p = export(Scaled(TinySR(scale=2), value_range=255.0), tmp_path / "r.onnx")
+    m = SRModel(p, device="cpu", range=255.0)
+    assert m.conventions.range == 255.0
+
+
+def test_missing_truncated_and_non_onnx_files_are_refused(tmp_path: Path, legacy: Path) -> None:
+    with pytest.raises(ModelError, match="not found"):
+        SRModel(tmp_path / "nope.onnx")
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"this is not a protobuf at all \x00\xff")
+    with pytest.raises(ModelError, match="not an ONNX model"):
+        SRModel(bad)
+    trunc = tmp_path / "trunc.onnx"
+    trunc.write_bytes(legacy.read_bytes()[: legacy.stat().st_size // 2])
+    with pytest.raises(ModelError):
+        SRModel(trunc)
+
+
+class NotSR(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.interpolate(x, scale_factor=1.5, mode="nearest")
+
+
+class Flat(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3))
+
+
+class Explodes(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.interpolate(x / (x - x), scale_factor=2.0)
+
+
+@pytest.mark.parametrize("module,match", [
+    (NotSR(), "integer multiple"),
+    (Flat(), "not an image|not an SR model"),
+    (Explodes(), "NaN or Inf"),
+])
+def test_models_that_are_not_sr_are_refused(tmp_path: Path, module: torch.nn.Module, match: str) -> None:
+    p = export(module, tmp_path / "x.onnx")
+    with pytest.raises(ModelError, match=match):
+        load_model(p, device="cpu")
+
+
+def test_parity_failure_says_by_how_much(legacy: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    m = SRModel(legacy, device="cpu")
+    t = m.torch()
+    with torch.no_grad():
+        t.core.state_dict()[next(k for k in t.core.state_dict() if k.endswith("bias"))].add_(0.01)
+    with pytest.raises(ParityError, match=r"differs from onnxruntime by [0-9.e-]+ of the output range"):
+        m.check_parity()
