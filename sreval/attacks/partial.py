@@ -1,0 +1,208 @@
+"""The partial attack (paper sec. 3.3, eq. 8-10): perturb only the central half of the LR
+image and measure the damage only outside the HR counterpart of that region.
+
+Beyond the paper: how the damage decays with distance from the attacked region. Every HR
+pixel outside the mask gets its Chebyshev distance to the mask, in LR pixels (ceil of the HR
+distance / scale); the mean squared error of f(X) vs f(X0) per ring of equal distance makes
+the paper's "permeation" a curve instead of one number.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from sreval.attacks.basic import REFERENCES, BasicConfig
+from sreval.attacks.common import (
+    check_steps, deliver, ifgsm, in_chunks, mse_to, parse_alpha, per_sample, random_start,
+)
+from sreval.data import Sample
+from sreval.errors import ConfigError, DataError
+from sreval.evaluate import ImageSaver, Progress, Row, measure, measure_hr, super_resolve, to_image, to_tensor
+from sreval.io import rgb_to_y
+from sreval.metrics import psnr
+
+
+def mask_bounds(h: int, w: int) -> tuple[int, int, int, int]:
+    """Eq. 10: rows [top, bottom) and columns [left, right) with h/4 <= y < 3h/4, w/4 <= x < 3w/4."""
+    if min(h, w) < 2:
+        raise DataError(f"partial attack: LR image {w}x{h} is too small for a central mask")
+    return math.ceil(h / 4), math.ceil(3 * h / 4), math.ceil(w / 4), math.ceil(3 * w / 4)
+
+
+def central_mask(h: int, w: int) -> Tensor:
+    """The LR mask M of eq. 10 as a (1, 1, h, w) float tensor, 1 = attacked."""
+    top, bottom, left, right = mask_bounds(h, w)
+    m = torch.zeros(1, 1, h, w)
+    m[..., top:bottom, left:right] = 1.0
+    return m
+
+
+def hr_mask(mask: Tensor, scale: int) -> Tensor:
+    """M_H: every LR pixel of M becomes a scale x scale block."""
+    return mask.repeat_interleave(scale, dim=-2).repeat_interleave(scale, dim=-1)
+
+
+@dataclass(frozen=True)
+class PartialIFGSM:
+    """`x_adv = PartialIFGSM(model, eps=8/255, steps=50, scale=4)(x)`: I-FGSM whose step is
+    masked to the central LR region (eq. 8) and whose loss only sees the SR pixels outside its
+    HR counterpart (eq. 9). Several budgets: budget-major output, as `IFGSM`."""
+
+    model: nn.Module
+    eps: float | Sequence[float]
+    scale: int
+    steps: int = 50
+    reference: str = "clean-sr"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        parse_alpha([self.eps] if isinstance(self.eps, float) else self.eps)
+        check_steps(self.steps)
+        if self.reference not in REFERENCES:
+            raise ConfigError(f"reference must be hr or clean-sr, got {self.reference!r}")
+
+    @property
+    def budgets(self) -> list[float]:
+        return [float(self.eps)] if isinstance(self.eps, (int, float)) else [float(e) for e in self.eps]
+
+    def __call__(self, x: Tensor, hr: Tensor | None = None) -> Tensor:
+        n, k = x.shape[0], len(self.budgets)
+        x0 = x.repeat(k, 1, 1, 1)
+        eps = per_sample(torch.tensor(self.budgets).repeat_interleave(n), n * k, x0)
+        m = central_mask(*x.shape[-2:]).to(x.device)
+        outside = 1.0 - hr_mask(m, self.scale)
+        start = None
+        if self.reference == "hr":
+            if hr is None:
+                raise ConfigError("reference 'hr' needs the HR image")
+            target = hr.repeat(k, 1, 1, 1)
+        else:
+            with torch.no_grad():
+                target = self.model(x0)
+            gen = torch.Generator().manual_seed(self.seed)
+            # the random start is masked too: nothing outside M may ever change
+            start = x0 + (random_start(x0, eps, 1.0 / self.steps, gen) - x0) * m
+        return ifgsm(self.model, x0, eps, self.steps, mse_to(target, outside), start=start, grad_mask=m)
+
+
+# ----------------------------------------------------------------------------- permeation
+
+
+def ring_distance(h: int, w: int, scale: int) -> np.ndarray:
+    """HR-sized int map: 0 inside M_H, else the Chebyshev distance to M_H in LR pixels
+    (1 = the first LR pixel's worth of HR pixels around the attacked region)."""
+    top, bottom, left, right = (b * scale for b in mask_bounds(h, w))
+    ys, xs = np.arange(h * scale)[:, None], np.arange(w * scale)[None, :]
+    dy = np.maximum(np.maximum(top - ys, ys - (bottom - 1)), 0)
+    dx = np.maximum(np.maximum(left - xs, xs - (right - 1)), 0)
+    return np.ceil(np.maximum(dy, dx) / scale).astype(int)
+
+
+def permeation(sr0: np.ndarray, sr: np.ndarray, rings: np.ndarray, shave: int) -> dict[str, list]:
+    """Per ring outside the mask (shaved border excluded): the mean squared error of the Y
+    channel (0..255 units, as PSNR), and how many HR pixels the ring has."""
+    err = ((rgb_to_y(sr) - rgb_to_y(sr0)) * 255.0) ** 2
+    h, w = rings.shape
+    keep = np.zeros((h, w), bool)
+    keep[shave:h - shave, shave:w - shave] = True
+    dist, mse, count = [], [], []
+    for r in range(1, int(rings.max()) + 1):
+        sel = keep & (rings == r)
+        if sel.any():
+            dist.append(r)
+            mse.append(float(err[sel].mean()))
+            count.append(int(sel.sum()))
+    return {"distance_lr": dist, "mse_y": mse, "pixels": count}
+
+
+def half_distance(profile: dict[str, list]) -> int | None:
+    """The first ring whose MSE is at most half the first ring's: a one-number decay length."""
+    mse, dist = profile["mse_y"], profile["distance_lr"]
+    if not mse or mse[0] <= 0:
+        return None
+    return next((d for d, m in zip(dist, mse) if m <= mse[0] / 2), None)
+
+
+def mean_profile(profiles: Sequence[dict[str, list]]) -> dict[str, list]:
+    """Ring-wise mean over images (each ring over the images large enough to have it)."""
+    by_ring: dict[int, list[float]] = {}
+    for p in profiles:
+        for d, m in zip(p["distance_lr"], p["mse_y"]):
+            by_ring.setdefault(d, []).append(m)
+    dist = sorted(by_ring)
+    return {"distance_lr": dist, "mse_y": [float(np.mean(by_ring[d])) for d in dist],
+            "images": [len(by_ring[d]) for d in dist]}
+
+
+# ----------------------------------------------------------------------------- the dataset runner
+
+
+@dataclass(frozen=True)
+class PartialResult:
+    rows: list[Row]
+    reference: str
+    permeation: dict[float, dict[str, list]]  # alpha -> mean ring profile over images
+
+
+def run_partial(
+    model: nn.Module,
+    samples: Sequence[Sample],
+    scale: int,
+    cfg: BasicConfig,
+    *,
+    device: torch.device,
+    progress: Progress | None = None,
+    saver: ImageSaver = ImageSaver(None),
+) -> PartialResult:
+    """The partial attack on every image at every budget: one row per (image, budget) with
+    SR PSNR outside the mask (psnr_sr), inside it (psnr_sr_inside) and the decay profile."""
+    reference = cfg.reference_for(samples)
+    rows: list[Row] = []
+    profiles: dict[float, list[dict[str, list]]] = {a: [] for a in cfg.alphas}
+    for i, s in enumerate(samples):
+        x0 = to_tensor(s.lr, device)
+        hr = to_tensor(s.hr, device) if s.hr is not None else None
+        h, w = s.lr.shape[:2]
+        inside = hr_mask(central_mask(h, w), scale)[0, 0].numpy() > 0.5
+        rings = ring_distance(h, w, scale)
+        sr0 = super_resolve(model, x0)
+        for alpha, x in zip(cfg.alphas, _attack(model, x0, hr, cfg, reference, scale)):
+            sr = super_resolve(model, x[None])
+            prof = permeation(to_image(sr0), to_image(sr), rings, scale)
+            profiles[alpha].append(prof)
+            rows.append({
+                "image": s.name, "attack": "partial", "alpha": alpha,
+                **measure(x0, x[None], sr0, sr, scale, mask=~inside), **measure_hr(sr, s.hr, scale),
+                "psnr_sr_inside": psnr(to_image(sr0), to_image(sr), y=True, shave=scale, mask=inside),
+                "mse_ring1": prof["mse_y"][0] if prof["mse_y"] else None,
+                "half_distance_lr": half_distance(prof),
+                "permeation": prof,
+            })
+            saver(f"{s.name}_a{alpha * 255:g}", lr=x, sr=sr)
+        if progress:
+            progress(i + 1, len(samples))
+    return PartialResult(rows, reference, {a: mean_profile(p) for a, p in profiles.items()})
+
+
+def _attack(model: nn.Module, x0: Tensor, hr: Tensor | None, cfg: BasicConfig, reference: str,
+            scale: int) -> Tensor:
+    """All budgets of one image in chunks of cfg.batch (halved on out-of-memory), delivered."""
+    def run(sl: slice) -> Tensor:
+        attack = PartialIFGSM(model, list(cfg.alphas[sl]), scale, cfg.steps, reference, cfg.seed)
+        return attack(x0, hr)
+
+    x = in_chunks(run, len(cfg.alphas), cfg.batch)
+    if cfg.quantize:
+        x = deliver(x, x0.expand_as(x), per_sample(list(cfg.alphas), len(cfg.alphas), x))
+    m = central_mask(*x0.shape[-2:]).to(x0.device)
+    return x0 + (x - x0) * m  # rounding must not touch an LR that is not 8-bit outside M
+
+
+__all__ = ["PartialIFGSM", "PartialResult", "run_partial", "central_mask", "hr_mask", "mask_bounds",
+           "ring_distance", "permeation", "half_distance", "mean_profile"]
