@@ -1,0 +1,245 @@
+"""Convention detection for ONNX files that do not say how they want their input.
+
+The scale, the output to use, pre-upsampling, the layout where the shape leaves it open and
+the channel count come from the graph's shapes and one probe run (`sreval.model`). What no
+shape shows, the value range (0..1 or 0..255) and the colour order (RGB or BGR), is found
+here by running every candidate convention through the onnxruntime reference on natural
+photos (central crops of two photos of the embedded default set, the LR made from them with
+MATLAB bicubic as SR test sets are) and scoring each output against the HR crop (RGB PSNR,
+`scale` pixels shaved, averaged over the photos). A model fed its own convention gives a
+good SR image; a wrong range gives garbage (4 to 20 dB worse on the real models), a swapped
+colour order mostly a small colour shift (0.1 to 0.4 dB: rarely conclusive).
+
+Why HR and not agreement with a bicubic upscale: measured on RFDN (a 0..255 model), the
+wrong range agreed BETTER with bicubic than the right one (astronaut crop: 26.6 vs 25.4 dB)
+because its output is blander, while against HR the right range wins on every photo by
+4 to 7 dB; bicubic agreement also preferred the wrong colour order for IMDN.
+
+The confidence of each field is its margin: the best score with the winning value minus the
+best score with any other value, in dB. A detected value is adopted (by `SRModel` at load,
+for files without `sreval.*` metadata) only when the margin is at least ADOPT_MARGIN_DB and
+the winner beats a MATLAB-bicubic upscale of the same crops by at least BEAT_BICUBIC_DB,
+i.e. really behaves as a trained upscaler; otherwise the default stays and the report says
+detection was inconclusive. The second condition matters: fed the wrong range, a network
+with a bicubic or bilinear skip (PAN, or an untrained test model) degenerates to about its
+skip path, which can score better than a bad residual in the right range, but never better
+than bicubic, which a trained model beats in its own convention.
+
+Not detectable this way: studio-range (`y`) versus full-range (`yfull`) Y. An SR model maps
+an affinely changed Y to an almost identically changed output, so both agree with bicubic
+equally well; `y` stays the default for one-channel models and `--color yfull` selects the
+OpenCV convention.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from sreval.errors import SrevalError
+from sreval.model import PROBE_SECONDS, Conventions
+
+if TYPE_CHECKING:
+    from sreval.model import SRModel
+
+ADOPT_MARGIN_DB = 3.0
+BEAT_BICUBIC_DB = 0.1
+CROP = 32  # LR pixels; larger than the smallest input of the efficient models (RFDN: 15)
+PHOTOS = ("chelsea.png", "coffee.png")  # two of the embedded default set, at full size
+DETECTABLE = ("range", "color")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One convention tried: the values of the detected fields, its score or why it failed."""
+
+    values: dict[str, Any]
+    psnr: float | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class FieldResult:
+    value: Any
+    margin_db: float
+    adopted: bool
+
+    @property
+    def confidence(self) -> str:
+        if self.margin_db >= ADOPT_MARGIN_DB:
+            return "high"
+        return "medium" if self.margin_db >= 1.0 else "low"
+
+
+@dataclass(frozen=True)
+class Detection:
+    """The candidates (best first, failures last) and, per field, the winner and its margin."""
+
+    candidates: tuple[Candidate, ...]
+    fields: dict[str, FieldResult]
+    photos: tuple[str, ...]
+    crop: int
+    bicubic: float  # the same score for a MATLAB-bicubic upscale
+
+    @property
+    def best(self) -> Candidate | None:
+        return self.candidates[0] if self.candidates and self.candidates[0].psnr is not None else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "method": "every candidate run with onnxruntime on central LR crops of natural photos; "
+                      "score = mean RGB PSNR against the HR crops (shave = scale); margin = best "
+                      "score with the winning value minus best score with another value",
+            "photos": list(self.photos), "crop": self.crop,
+            "adopt_margin_db": ADOPT_MARGIN_DB, "beat_bicubic_db": BEAT_BICUBIC_DB, "bicubic_psnr": self.bicubic,
+            "fields": {k: {"value": f.value, "margin_db": _finite(f.margin_db), "confidence": f.confidence,
+                           "adopted": f.adopted} for k, f in self.fields.items()},
+            "candidates": [{**c.values, "psnr": _finite(c.psnr) if c.psnr is not None else None,
+                            **({"error": c.error} if c.error else {})}
+                           for c in self.candidates],
+        }
+
+    def summary(self) -> str:
+        """One line per field, e.g. 'range 255 (high: +24.1 dB over the next best, adopted)'."""
+        parts = []
+        for name, f in self.fields.items():
+            margin = ("only candidate that runs" if math.isinf(f.margin_db)
+                      else f"{f.margin_db:+.1f} dB over the next best")
+            parts.append(f"{name} {_show(f.value)} ({f.confidence}: {margin}{', adopted' if f.adopted else ''})")
+        best = self.best
+        tail = (f"; best scores {best.psnr:.1f} dB against HR (bicubic {self.bicubic:.1f} dB)"
+                if best and best.psnr is not None else "")
+        return "; ".join(parts) + tail
+
+
+def _finite(v: float) -> float | None:
+    return v if math.isfinite(v) else None
+
+
+def _show(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def choices(conv: Conventions, fields: tuple[str, ...] | list[str]) -> dict[str, list[Any]]:
+    """The values each field may take for this model; fields with one value only are left out
+    (the colour of a one-channel model: y vs yfull is not detectable, see the docstring)."""
+    out: dict[str, list[Any]] = {}
+    for f in fields:
+        if f == "range":
+            out[f] = [1.0, 255.0]
+        elif f == "color" and conv.channels == 3:
+            out[f] = ["rgb", "bgr"]
+    return out
+
+
+def candidate_values(conv: Conventions, fields: tuple[str, ...] | list[str]) -> list[dict[str, Any]]:
+    """Every combination of the values the fields may take for this model."""
+    options = choices(conv, fields)
+    names = list(options)
+    return [dict(zip(names, combo)) for combo in itertools.product(*(options[n] for n in names))]
+
+
+@functools.lru_cache(maxsize=8)
+def _photos(scale: int, crop: int) -> tuple[tuple[str, np.ndarray, np.ndarray], ...]:
+    """(name, LR, HR) per photo: a central HR crop of the full-size photo and its MATLAB
+    bicubic downscale, made the way SR test sets are made (cheaper than the whole default set)."""
+    from sreval.data import _skimage_data_dir, crop_center, downscale
+    from sreval.io import read_image
+
+    out = []
+    for name in PHOTOS:
+        img = read_image(_skimage_data_dir() / name)
+        h = min(crop * scale, img.shape[0]) // scale * scale
+        w = min(crop * scale, img.shape[1]) // scale * scale
+        hr = np.ascontiguousarray(crop_center(img, h, w))
+        out.append((name.rsplit(".", 1)[0], downscale(hr, scale), hr))
+    return tuple(out)
+
+
+def _bicubic_score(scale: int, photos: tuple[tuple[str, np.ndarray, np.ndarray], ...]) -> float:
+    from sreval.io import imresize, quantize
+    from sreval.metrics import psnr
+
+    return float(np.mean([psnr(quantize(imresize(lr, float(scale))), hr, y=False, shave=scale)
+                          for _, lr, hr in photos]))
+
+
+def _score(model: SRModel, conv: Conventions, photos: tuple[tuple[str, np.ndarray, np.ndarray], ...]) -> float:
+    """Mean RGB PSNR (shave = scale) of the model's SR of each LR crop against its HR crop."""
+    from sreval.evaluate import to_image, to_tensor
+    from sreval.metrics import psnr
+
+    adapter = model.ort(conv, time_limit=PROBE_SECONDS)
+    scores = []
+    for _, lr, hr in photos:
+        with torch.no_grad():
+            out = adapter(to_tensor(lr))
+        if not torch.isfinite(out).all():
+            return -math.inf
+        img = to_image(out.clamp(0.0, 1.0))
+        if img.shape != hr.shape:
+            raise SrevalError(f"output {img.shape[1]}x{img.shape[0]}, expected {hr.shape[1]}x{hr.shape[0]}")
+        scores.append(min(psnr(img, hr, y=False, shave=conv.scale), 100.0))
+    return float(np.mean(scores))
+
+
+def detect(model: SRModel, fields: tuple[str, ...] | list[str] = DETECTABLE, crop: int = CROP) -> Detection:
+    """Score every candidate convention for `fields` on the photo crop; see the module docstring."""
+    base = model.conventions
+    fields = list(choices(base, fields))
+    photos = _photos(base.scale, crop)
+    scored: list[Candidate] = []
+    for values in candidate_values(base, fields):
+        try:
+            scored.append(Candidate(values, _score(model, replace(base, **values), photos)))
+        except SrevalError as e:
+            scored.append(Candidate(values, None, str(e).splitlines()[0][:200]))
+        except Exception as e:  # onnxruntime refuses a candidate (e.g. a value it cannot take)
+            first = str(e).splitlines()[0][:200] if str(e) else ""
+            scored.append(Candidate(values, None, f"{type(e).__name__}: {first}"))
+    scored.sort(key=lambda c: (c.psnr is None, -(c.psnr if c.psnr is not None else 0.0)))
+    bicubic = _bicubic_score(base.scale, photos)
+    return Detection(tuple(scored), _fields(scored, list(fields), bicubic), tuple(p[0] for p in photos),
+                     crop, bicubic)
+
+
+def _fields(scored: list[Candidate], fields: list[str], bicubic: float) -> dict[str, FieldResult]:
+    ok = [c for c in scored if c.psnr is not None]
+    out: dict[str, FieldResult] = {}
+    if not ok:
+        return out
+    best = ok[0]
+    for f in fields:
+        others = [c.psnr for c in ok if c.values[f] != best.values[f] and c.psnr is not None]
+        margin = best.psnr - max(others) if others else math.inf  # type: ignore[operator]
+        adopted = margin >= ADOPT_MARGIN_DB and best.psnr >= bicubic + BEAT_BICUBIC_DB  # type: ignore[operator]
+        out[f] = FieldResult(best.values[f], margin, adopted)
+    return out
+
+
+def adopt(model: SRModel, fields: list[str]) -> tuple[Conventions, Detection | None]:
+    """Detection at load: the model's conventions with the confidently detected fields
+    replaced (their source becomes 'detected'); unchanged when detection cannot run."""
+    try:
+        det = detect(model, fields)
+    except SrevalError:  # no photo (scikit-image missing), or the model refuses the crop
+        return model.conventions, None
+    changes = {f: r.value for f, r in det.fields.items() if r.adopted}
+    for f in changes:
+        model.sources[f] = "detected"
+    return replace(model.conventions, **changes), det
+
+
+def propose(model: SRModel) -> Detection:
+    """`sreval inspect`: detection of every detectable field, whatever fixed it (the one run
+    at load is reused where it covered them all)."""
+    done = model.detection
+    if done is not None and set(done.fields) >= set(choices(model.conventions, DETECTABLE)):
+        return done
+    return detect(model, DETECTABLE)

@@ -1,0 +1,144 @@
+"""Convention detection: candidates scored on natural photos, margins, when a detected value
+is adopted, and how `inspect` and the report show it."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from torch import Tensor, nn
+from torch.nn import functional as F
+from typer.testing import CliRunner
+
+from sreval import detect
+from sreval.cli import app
+from sreval.data import load_dataset
+from sreval.io import write_image
+from sreval.detect import candidate_values, propose
+from sreval.jobs import run_evaluate_job
+from sreval.model import Conventions, SRModel
+from tests.test_conventions import Up, export
+from tests.tiny import TinySR
+
+runner = CliRunner()
+
+
+class Range255(nn.Module):
+    """Reads and writes 0..255 and turns to white when fed 0..1 (its pixels 'below 3')."""
+
+    def forward(self, z: Tensor) -> Tensor:
+        up = F.interpolate(z, scale_factor=2, mode="bilinear", align_corners=False)
+        return up + 20 * F.relu(3.0 - up)
+
+
+class BgrOnly(nn.Module):
+    """Reads and writes BGR: darkens where its 'blue' exceeds its 'red', rare in warm photos."""
+
+    def forward(self, z: Tensor) -> Tensor:
+        up = F.interpolate(z, scale_factor=2, mode="bilinear", align_corners=False)
+        return up - 4 * F.relu(up[:, 0:1] - up[:, 2:3] - 0.05)
+
+
+class NoBias(nn.Module):
+    """Positively homogeneous (no biases, ReLU): the same output in either range."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv2d(1, 4, 3, padding=1, bias=False)
+        nn.init.normal_(self.c.weight, std=0.01)
+        self.shuffle = nn.PixelShuffle(2)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return F.interpolate(z, scale_factor=2, mode="nearest") + self.shuffle(F.relu(self.c(z)))
+
+
+@pytest.fixture(scope="module")
+def r255(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export(Range255(), tmp_path_factory.mktemp("d") / "r255.onnx")
+
+
+def test_candidates() -> None:
+    rgb = candidate_values(Conventions(scale=2), ("range", "color"))
+    assert len(rgb) == 4 and {"range": 255.0, "color": "bgr"} in rgb
+    y = candidate_values(Conventions(scale=2, color="y"), ("range", "color"))
+    assert y == [{"range": 1.0}, {"range": 255.0}]  # y vs yfull: not detectable
+
+
+def test_range_detected_with_a_large_margin(r255: Path) -> None:
+    d = propose(SRModel(r255, device="cpu"))
+    f = d.fields["range"]
+    assert f.value == 255.0 and f.margin_db > 10 and f.confidence == "high"
+    assert d.best is not None and d.best.values["range"] == 255.0
+    assert d.fields["color"].confidence == "low"  # a colour-blind model: no evidence either way
+    assert "range 255 (high" in d.summary()
+
+
+def test_colour_order_detected(tmp_path: Path) -> None:
+    d = propose(SRModel(export(BgrOnly(), tmp_path / "bgr.onnx"), device="cpu"))
+    assert d.fields["color"].value == "bgr" and d.fields["color"].margin_db > 10
+
+
+def test_not_adopted_unless_it_beats_bicubic(r255: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A confident winner that upscales worse than bicubic is no proof of a trained model
+    (untrained or skip-dominated models can win in the wrong range): the default stays."""
+    m = SRModel(r255, device="cpu")
+    assert m.conventions.range == 1.0 and m.sources["range"] == "default"
+    assert m.detection is not None and not m.detection.fields["range"].adopted
+    monkeypatch.setattr(detect, "BEAT_BICUBIC_DB", -30.0)
+    m = SRModel(r255, device="cpu")
+    assert m.conventions.range == 255.0 and m.sources["range"] == "detected"
+    assert m.describe()["detection"]["fields"]["range"]["adopted"] is True
+
+
+def test_override_and_metadata_skip_detection(r255: Path, tmp_path: Path) -> None:
+    m = SRModel(r255, device="cpu", range=255, color="rgb")
+    assert m.detection is None and m.sources["range"] == "override"
+    p = export(Up(2), tmp_path / "meta.onnx")
+    import onnx
+
+    proto = onnx.load(p)
+    proto.metadata_props.add(key="sreval.scale", value="2")
+    onnx.save(proto, p)
+    assert SRModel(p, device="cpu").detection is None  # our own files say what they are
+    assert SRModel(p, device="cpu", detect=True).detection is not None
+    assert SRModel(r255, device="cpu", detect=False).detection is None
+
+
+def test_homogeneous_model_is_inconclusive(tmp_path: Path) -> None:
+    m = SRModel(export(NoBias(), tmp_path / "nb.onnx", channels=1), device="cpu")
+    f = m.detection.fields["range"]
+    assert f.margin_db == pytest.approx(0.0, abs=0.05) and not f.adopted and m.sources["range"] == "default"
+
+
+def test_random_tiny_models_keep_the_defaults(tmp_path: Path) -> None:
+    for seed in range(3):
+        m = SRModel(export(TinySR(scale=2, seed=seed), tmp_path / f"t{seed}.onnx"), device="cpu")
+        assert (m.conventions.range, m.conventions.color) == (1.0, "rgb")
+
+
+def test_inspect_shows_proposal_and_sources(r255: Path) -> None:
+    r = runner.invoke(app, ["inspect", str(r255), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert "range 255 (high" in r.output and "sources" in r.output and "range: default" in r.output
+
+
+def test_report_records_sources_and_detection(r255: Path, tmp_path: Path) -> None:
+    d = tmp_path / "set" / "HR"
+    d.mkdir(parents=True)
+    write_image(d / "a.png", load_dataset("default", 1, limit=1)[0].hr[:64, :64])
+    rep = run_evaluate_job(r255, d.parent, out_dir=tmp_path / "run", device="cpu", conventions={"color": "rgb"})
+    model = rep["model"]
+    assert model["convention_sources"]["color"] == "override"
+    assert model["convention_sources"]["range"] == "default"
+    assert model["detection"]["fields"]["range"]["value"] == 255.0
+    text = (tmp_path / "run" / "report.json").read_text()
+    assert json.loads(text)["model"]["detection"]["photos"] == ["chelsea", "coffee"]
+
+
+def test_detection_as_dict_is_strict_json(r255: Path) -> None:
+    d = propose(SRModel(r255, device="cpu", detect=False)).as_dict()
+    json.dumps(d, allow_nan=False)
+    assert all(math.isfinite(c["psnr"]) for c in d["candidates"])
+    assert d["bicubic_psnr"] > 20
