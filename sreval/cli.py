@@ -134,6 +134,7 @@ def attack(
     defense: Annotated[Optional[list[str]], typer.Option("--defense", help="resize or self-ensemble (repeatable): adds rows basic+D (bare attack through D) and basic+D-adaptive (attack through D).")] = None,
     method: Annotated[str, typer.Option("--method", help="ifgsm (gradients), square (gradient-free, onnxruntime only, weaker) or auto (square where onnx2torch cannot convert the model).")] = "ifgsm",
     queries: Annotated[int, typer.Option("--queries", min=1, help="Square attack: model runs per image.")] = 500,
+    precision: Annotated[str, typer.Option("--precision", help="fp32, or bf16/fp16 mixed precision for the attack's forward/backward (the report states the PSNR difference to fp32).")] = "fp32",
 ) -> None:
     """Basic attack (I-FGSM, paper eq. 1-3): LR and SR PSNR per image and budget."""
     from sreval.errors import ConfigError
@@ -142,7 +143,7 @@ def attack(
     if defense and method != "ifgsm":
         raise ConfigError("--defense works with --method ifgsm only")
     job = (functools.partial(run_defended_attack_job, defenses=defense) if defense
-           else functools.partial(run_attack_job, method=method, queries=queries))
+           else functools.partial(run_attack_job, method=method, queries=queries, precision=precision))
     with progress_bar("attacking") as bar:
         report = job(
             model, data, alpha=alpha, steps=steps, reference=reference, quantize=quantize,
@@ -154,6 +155,10 @@ def attack(
     _print_summary(report, ("psnr_lr", "psnr_sr", "psnr_hr"))
     if report["config"].get("note"):
         out.print(f"[yellow]note:[/yellow] {report['config']['note']}", highlight=False)
+    if report.get("precision_check"):
+        pc = report["precision_check"]
+        out.print(f"{pc['precision']} vs fp32 on {', '.join(pc['images'])}: mean |SR PSNR difference| "
+                  f"{pc['mean_abs_difference_db']:.3f} dB", highlight=False)
     out.print(f"report: {out_dir / 'report.json'}")
 
 

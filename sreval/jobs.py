@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+import math
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,15 +58,18 @@ def run_attack_job(
     conventions: dict[str, Any] | None = None,
     method: str = "ifgsm",
     queries: int = 500,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """`sreval attack`: the basic attack over a dataset; writes report.json and results.csv.
+    `precision` bf16/fp16 runs the attack's forward/backward in mixed precision; the report
+    then states the SR PSNR difference against a float32 attack on the same (first) images.
     `method` 'square' (or 'auto' on a model onnx2torch cannot convert) runs the gradient-free
     Square attack through onnxruntime instead (`sreval.blackbox`)."""
     from sreval.blackbox import choose_method, run_square_job
 
     # Validate the cheap options before the expensive model conversion.
     cfg = BasicConfig(alphas=tuple(parse_alpha(alpha)), steps=check_steps(steps),
-                      reference=reference, quantize=quantize, seed=seed, batch=batch)
+                      reference=reference, quantize=quantize, seed=seed, batch=batch, precision=precision)
     torch.manual_seed(seed)
     model = load_model(model_spec, device=device, check=False, **(conventions or {}))
     chosen, fallback = choose_method(model, method)
@@ -79,13 +83,29 @@ def run_attack_job(
     ref = cfg.reference_for(samples)
     saver = ImageSaver(Path(out_dir) / "images" if save_images else None)
     rows = run_basic(model.torch(), samples, scale, cfg, device=model.device, progress=progress, saver=saver)
+    sections = {}
+    if precision != "fp32":
+        sections["precision_check"] = precision_check(model, samples[:2], scale, cfg, rows)
     return write_report(
         Path(out_dir), command="attack", model=model_info(model, parity), data=data_info(data, samples),
         config={**asdict(cfg), "reference": ref, "device": str(model.device)},
         environment=environment(str(model.device)),
         conventions=metric_conventions(scale, quantize_lr=quantize, reference=ref),
-        results=rows,
+        results=rows, sections=sections,
     )
+
+
+def precision_check(model: SRModel, samples: list[Sample], scale: int, cfg: BasicConfig,
+                    rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Re-attack the first images in float32: what mixed precision changes in SR PSNR."""
+    ref_rows = run_basic(model.torch(), samples, scale, replace(cfg, precision="fp32"), device=model.device)
+    mixed = {(r["image"], r["alpha"]): r["psnr_sr"] for r in rows}
+    diffs = [{"image": r["image"], "alpha": r["alpha"], "psnr_sr_fp32": r["psnr_sr"],
+              f"psnr_sr_{cfg.precision}": mixed[(r["image"], r["alpha"])],
+              "difference": mixed[(r["image"], r["alpha"])] - r["psnr_sr"]} for r in ref_rows]
+    finite = [abs(d["difference"]) for d in diffs if math.isfinite(d["difference"])]
+    return {"precision": cfg.precision, "images": [s.name for s in samples], "rows": diffs,
+            "mean_abs_difference_db": sum(finite) / len(finite) if finite else None}
 
 
 def run_evaluate_job(

@@ -51,6 +51,7 @@ COLORS = ("rgb", "bgr", "y", "yfull")
 LAYOUTS = ("nchw", "nhwc")
 FIELDS = ("scale", "range", "color", "layout", "preupsampled", "output")
 RUNTIMES = ("auto", "torch", "onnxruntime")
+CHANNELS_LAST_DEFAULT = True
 PARITY_TOL = 1e-4  # of the output range, which the adapter maps to [0, 1]
 # float16 keeps 11 significant bits: one unit in the last place at 1.0 is 2^-10, and a few
 # layers accumulate several. 2^-8 (about 1/256, under one 8-bit grey level) still catches a
@@ -188,11 +189,13 @@ class Adapter(nn.Module):
     overrides the dtype the core is fed (float32 for a float16 model converted on CPU).
     """
 
-    def __init__(self, core: nn.Module, conv: Conventions, compute_dtype: str | None = None):
+    def __init__(self, core: nn.Module, conv: Conventions, compute_dtype: str | None = None,
+                 channels_last: bool = False):
         super().__init__()
         self.core = core
         self.conv = conv
         self.compute_dtype = _TORCH_DTYPES[compute_dtype or conv.dtype]
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def forward(self, x: Tensor) -> Tensor:
         from sreval.io import imresize_torch
@@ -260,7 +263,7 @@ class Adapter(nn.Module):
         inp = x * c.range
         if c.layout == "nhwc":
             inp = inp.permute(0, 2, 3, 1)
-        out = self.core(inp.to(self.compute_dtype))
+        out = self.core(inp.to(self.compute_dtype).contiguous(memory_format=self.memory_format))
         if isinstance(out, (tuple, list)):
             if c.output >= len(out):
                 raise ModelError(f"output index {c.output} out of range: the model gives {len(out)} outputs")
@@ -508,8 +511,11 @@ class SRModel:
     """
 
     def __init__(self, path: str | Path, *, device: str = "auto", detect: bool | None = None,
-                 **overrides: Any):
+                 channels_last: bool | None = None, **overrides: Any):
         self.path = Path(path)
+        # channels_last (NHWC) convolutions: faster with cuDNN, and measured on CPU too
+        # (benchmarks/README.md); None = the default for the device.
+        self.channels_last = CHANNELS_LAST_DEFAULT if channels_last is None else channels_last
         self.proto, self.sha256 = _read_onnx(self.path)
         self.device = resolve_device(device)
         self.metadata = {p.key: p.value for p in self.proto.metadata_props}
@@ -738,6 +744,8 @@ class SRModel:
                 p.requires_grad_(False)
             if self.conventions.dtype == "float16" and self.device.type == "cpu":
                 core = core.float()  # CPU half kernels are slow or missing; compute in float32
+            if self.channels_last and self.conventions.layout == "nchw":
+                core = core.to(memory_format=torch.channels_last)
             self.__dict__["_core"] = core.to(self.device)
         return self.__dict__["_core"]
 
@@ -745,7 +753,8 @@ class SRModel:
         """The differentiable onnx2torch conversion behind the adapter (frozen, eval)."""
         if "_torch" not in self.__dict__:
             fp32 = self.conventions.dtype == "float16" and self.device.type == "cpu"
-            adapter = Adapter(self._converted(), self.conventions, "float32" if fp32 else None).eval()
+            adapter = Adapter(self._converted(), self.conventions, "float32" if fp32 else None,
+                              channels_last=self.channels_last and self.conventions.layout == "nchw").eval()
             self.__dict__["_torch"] = adapter
         return self.__dict__["_torch"]
 

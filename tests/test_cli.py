@@ -165,3 +165,13 @@ def test_reference_hr_on_lr_only_data(tiny: Path, tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     rep = json.loads((tmp_path / "o" / "report.json").read_text())
     assert rep["config"]["reference"] == "clean-sr"
+
+
+def test_mixed_precision_reports_its_difference_to_fp32(tiny: Path, data: Path, tmp_path: Path) -> None:
+    r = run("attack", tiny, "--data", data, "--alpha", "8/255", "--steps", "3", "--precision", "bf16",
+            "--out", tmp_path, "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    pc = json.loads((tmp_path / "report.json").read_text())["precision_check"]
+    assert pc["precision"] == "bf16" and len(pc["rows"]) == 2
+    assert isinstance(pc["mean_abs_difference_db"], float) and "vs fp32" in r.output
+    assert_one_line_error(run("attack", tiny, "--data", data, "--precision", "fp8"), "precision")

@@ -116,3 +116,16 @@ def test_parity_failure_says_by_how_much(legacy: Path, monkeypatch: pytest.Monke
         t.core.state_dict()[next(k for k in t.core.state_dict() if k.endswith("bias"))].add_(0.01)
     with pytest.raises(ParityError, match=r"differs from onnxruntime by [0-9.e-]+ of the output range"):
         m.check_parity()
+
+
+def test_channels_last_fast_path_equals_contiguous(legacy: Path) -> None:
+    """The default channels_last layout must not change a number, forward or backward."""
+    fast = SRModel(legacy, device="cpu", channels_last=True).torch()
+    plain = SRModel(legacy, device="cpu", channels_last=False).torch()
+    x = torch.rand(2, 3, 11, 13)
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    ya, yb = fast(xa), plain(xb)
+    assert (ya - yb).abs().max().item() <= 1e-5
+    (ga,) = torch.autograd.grad(ya.square().sum(), xa)
+    (gb,) = torch.autograd.grad(yb.square().sum(), xb)
+    assert (ga - gb).abs().max().item() <= 1e-5

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from sreval.attacks.common import (
-    check_steps, deliver, ifgsm, in_chunks, mse_to, parse_alpha, per_sample, project,
+    check_precision, check_steps, deliver, ifgsm, in_chunks, mse_to, parse_alpha, per_sample, project,
 )
 from sreval.data import Sample
 from sreval.errors import ConfigError, DataError
@@ -33,8 +33,10 @@ class IFGSM:
     steps: int = 50
     reference: str = "clean-sr"
     seed: int = 0
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        check_precision(self.precision)
         parse_alpha([self.eps] if isinstance(self.eps, float) else self.eps)
         check_steps(self.steps)
         if self.reference not in REFERENCES:
@@ -49,7 +51,7 @@ class IFGSM:
         return attack_flat(
             self.model, x.repeat(k, 1, 1, 1), torch.tensor(self.budgets).repeat_interleave(n),
             None if hr is None else hr.repeat(k, 1, 1, 1), self.steps, self.reference,
-            seeds=[(self.seed, i) for _ in range(k) for i in range(n)],
+            seeds=[(self.seed, i) for _ in range(k) for i in range(n)], precision=self.precision,
         )
 
 
@@ -65,17 +67,18 @@ def start_noise(x0: Tensor, eps: Tensor, steps: int, seeds: Sequence[tuple[int, 
 
 def attack_flat(
     model: nn.Module, x0: Tensor, eps: Tensor | Sequence[float], hr: Tensor | None, steps: int,
-    reference: str, *, seeds: Sequence[tuple[int, ...]],
+    reference: str, *, seeds: Sequence[tuple[int, ...]], precision: str = "fp32",
 ) -> Tensor:
     """I-FGSM on a flat batch where sample i has its own budget eps[i] (and HR, and seed)."""
     eps_t = per_sample(eps, x0.shape[0], x0)
     if reference == "hr":
         if hr is None:
             raise ConfigError("reference 'hr' needs the HR image")
-        return ifgsm(model, x0, eps_t, steps, mse_to(hr))
+        return ifgsm(model, x0, eps_t, steps, mse_to(hr), precision=precision)
     with torch.no_grad():
         target = model(x0)
-    return ifgsm(model, x0, eps_t, steps, mse_to(target), start=start_noise(x0, eps_t, steps, seeds))
+    return ifgsm(model, x0, eps_t, steps, mse_to(target), start=start_noise(x0, eps_t, steps, seeds),
+                 precision=precision)
 
 
 @dataclass(frozen=True)
@@ -86,8 +89,10 @@ class BasicConfig:
     quantize: bool = True
     seed: int = 0
     batch: int | None = None  # (image, budget) pairs per forward; None = auto (see auto_batch)
+    precision: str = "fp32"  # of the attack's forward/backward; measurements stay float32
 
     def __post_init__(self) -> None:
+        check_precision(self.precision)
         object.__setattr__(self, "alphas", tuple(parse_alpha(list(self.alphas))))
         check_steps(self.steps)
         if self.reference not in REFERENCES + ("auto",):
@@ -137,7 +142,7 @@ def attack_image(
 
     def run(sl: slice) -> Tensor:
         return attack_flat(model, flat_x0[sl], eps[sl], None if flat_hr is None else flat_hr[sl],
-                           cfg.steps, reference, seeds=seeds[sl])
+                           cfg.steps, reference, seeds=seeds[sl], precision=cfg.precision)
 
     x = in_chunks(run, n * k, cfg.batch or auto_batch(model, x0, n * k))
     if cfg.quantize:

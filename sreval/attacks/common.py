@@ -3,6 +3,7 @@ and memory-adaptive batching."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from fractions import Fraction
@@ -73,6 +74,23 @@ def random_start(x0: Tensor, eps: Tensor, scale: float, generator: torch.Generat
     return project(x0 + noise * eps * scale, x0, eps)
 
 
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision
+
+
+def autocast(x: Tensor, precision: str) -> contextlib.AbstractContextManager[object]:
+    """Mixed precision for the attack's forward/backward (the loss stays float32)."""
+    dtype = PRECISIONS[check_precision(precision)]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(x.device.type, dtype=dtype)
+
+
 def ifgsm(
     model: nn.Module,
     x0: Tensor,
@@ -83,6 +101,7 @@ def ifgsm(
     start: Tensor | None = None,
     grad_mask: Tensor | None = None,
     descend: bool = False,
+    precision: str = "fp32",
 ) -> Tensor:
     """The I-FGSM loop of the paper (eq. 2-3, 8, 11), for a batch whose samples may each have
     their own budget `eps` (B,1,1,1). The loss is summed over samples, so each sample gets its
@@ -92,7 +111,9 @@ def ifgsm(
     for _ in range(steps):
         x.requires_grad_(True)
         with torch.enable_grad():  # callers may sit in no_grad (evaluation code)
-            loss = loss_fn(model(x)).sum()
+            with autocast(x, precision):
+                sr = model(x)
+            loss = loss_fn(sr.float()).sum()
             (grad,) = torch.autograd.grad(loss, x)
         direction = grad.sign()
         if grad_mask is not None:
