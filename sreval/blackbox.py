@@ -172,7 +172,7 @@ def run_square_job(
     cfg = SquareConfig(alphas=tuple(parse_alpha(alpha)), queries=queries, quantize=quantize, seed=seed)
     scale = model.conventions.scale
     samples = open_data(data, scale, data_root, limit)
-    saver = ImageSaver(Path(out_dir) / "images" if save_images else None)
+    saver = ImageSaver.for_run(out_dir, save_images)
     rows = run_square(model.ort(), samples, scale, cfg, device=model.device, progress=progress, saver=saver)
     note = NOTE + (f"; {fallback}" if fallback else "")
     return write_report(

@@ -78,6 +78,11 @@ class ImageSaver:
 
     folder: Path | None
 
+    @classmethod
+    def for_run(cls, out_dir: Path, save: bool) -> ImageSaver:
+        """The saver of a run folder: RUN_DIR/images when images are to be saved."""
+        return cls(Path(out_dir) / "images" if save else None)
+
     def __call__(self, name: str, **images: Tensor) -> None:
         if self.folder is None:
             return

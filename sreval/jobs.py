@@ -81,7 +81,7 @@ def run_attack_job(
     scale = model.conventions.scale
     samples = open_data(data, scale, data_root, limit)
     ref = cfg.reference_for(samples)
-    saver = ImageSaver(Path(out_dir) / "images" if save_images else None)
+    saver = ImageSaver.for_run(out_dir, save_images)
     rows = run_basic(model.torch(), samples, scale, cfg, device=model.device, progress=progress, saver=saver)
     sections = {}
     if precision != "fp32":
@@ -131,7 +131,7 @@ def run_evaluate_job(
     parity = model.check_parity() if runtime == "torch" else None
     scale = model.conventions.scale
     samples = open_data(data, scale, data_root, limit)
-    saver = ImageSaver(Path(out_dir) / "images" if save_images else None)
+    saver = ImageSaver.for_run(out_dir, save_images)
     rows = evaluate_clean(module, samples, scale, device=model.device, progress=progress, saver=saver)
     return write_report(
         Path(out_dir), command="evaluate", model=model_info(model, parity), data=data_info(data, samples),
@@ -191,10 +191,6 @@ def _open_run(model_spec: str | Path, data: str | Path, device: str, seed: int,
     return model, parity, scale, open_data(data, scale, data_root, limit)
 
 
-def _saver(out_dir: Path, save_images: bool) -> ImageSaver:
-    return ImageSaver(Path(out_dir) / "images" if save_images else None)
-
-
 def run_universal_job(
     model_spec: str | Path, data: str | Path, *, alpha: str | list[float], steps: int = 50,
     crop: int | None = None, holdout: float | None = None, reference: str = "auto",
@@ -216,7 +212,7 @@ def run_universal_job(
                           reference=reference, quantize=quantize, seed=seed, batch=batch)
     model, parity, scale, samples = _open_run(model_spec, data, device, seed, conventions, data_root, limit)
     res = run_universal(model.torch(), samples, scale, cfg, device=model.device, progress=progress,
-                        saver=_saver(out_dir, save_images))
+                        saver=ImageSaver.for_run(out_dir, save_images))
     files = []
     for a, delta in res.perturbations.items():
         stem = f"perturbation_a{a * 255:g}"
@@ -255,7 +251,7 @@ def run_partial_job(
                       reference=reference, quantize=quantize, seed=seed, batch=batch)
     model, parity, scale, samples = _open_run(model_spec, data, device, seed, conventions, data_root, limit)
     res = run_partial(model.torch(), samples, scale, cfg, device=model.device, progress=progress,
-                      saver=_saver(out_dir, save_images))
+                      saver=ImageSaver.for_run(out_dir, save_images))
     return write_report(
         Path(out_dir), command="partial", model=model_info(model, parity), data=data_info(data, samples),
         config={**asdict(cfg), "reference": res.reference, "device": str(model.device)},
@@ -291,7 +287,7 @@ def run_targeted_job(
     scale = model.conventions.scale
     pair = load_pair(source, target, scale)
     res = run_targeted(model.torch(), pair, scale, cfg, device=model.device, progress=progress,
-                       saver=_saver(out_dir, save_images))
+                       saver=ImageSaver.for_run(out_dir, save_images))
     return write_report(
         Path(out_dir), command="targeted", model=model_info(model, parity),
         data={"source": str(source), "target": str(target), "hr_size": list(pair.source.hr.shape[:2])},
@@ -409,7 +405,7 @@ def run_defended_attack_job(
                       reference=reference, quantize=quantize, seed=seed, batch=batch)
     model, parity, scale, samples = _open_run(model_spec, data, device, seed, conventions, data_root, limit)
     rows = run_defended_attack(model.torch(), samples, scale, cfg, names, device=model.device,
-                               progress=progress, saver=_saver(out_dir, save_images))
+                               progress=progress, saver=ImageSaver.for_run(out_dir, save_images))
     ref = cfg.reference_for(samples)
     return write_report(
         Path(out_dir), command="attack", model=model_info(model, parity), data=data_info(data, samples),
@@ -437,7 +433,7 @@ def run_defended_evaluate_job(
     names = parse_defenses(defenses)
     model, parity, scale, samples = _open_run(model_spec, data, device, seed, conventions, data_root, limit)
     rows = evaluate_defended(model.torch(), samples, scale, names, device=model.device,
-                             progress=progress, saver=_saver(out_dir, save_images))
+                             progress=progress, saver=ImageSaver.for_run(out_dir, save_images))
     return write_report(
         Path(out_dir), command="evaluate", model=model_info(model, parity), data=data_info(data, samples),
         config={"device": str(model.device), "seed": seed, "defenses": list(names)},
