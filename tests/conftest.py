@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from sreval.data import assets_dir
 
@@ -20,3 +22,14 @@ def assets() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One torch thread for a module: tiny models on a busy 2-core machine mostly wait for the
+    second core (measured: a tiny defense sweep 17 s with 2 threads, 0.6 s with 1), and the
+    golden numbers are only bit-for-bit repeatable at a fixed thread count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

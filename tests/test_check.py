@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +22,7 @@ from tests.tiny import TinySR, export
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Tiny models on a busy 2-core machine: torch's second thread mostly waits for a core
-    (measured: a tiny defense sweep 17 s with 2 threads, 0.6 s with 1)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 GOLDEN_DIR = Path(__file__).parent / "golden"
 # What CI runs against the golden files (the real-weight zoo models a CI machine can build).
 GOLDEN_RUNS = {

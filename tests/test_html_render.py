@@ -8,13 +8,11 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from sreval.cli import app
@@ -26,14 +24,7 @@ from tests.tiny import TinySR, export
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Tiny models on a busy 2-core machine: torch's second thread mostly waits for a core
-    (measured: a tiny defense sweep 17 s with 2 threads, 0.6 s with 1)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 DATA_URI = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
 ALL_BUT_TARGETED = ("clean", "basic", "universal", "partial", "transfer", "index", "defense")
 
