@@ -9,13 +9,19 @@ import torch
 from torch import Tensor, nn
 
 from sreval.attacks.common import (
-    check_precision, check_steps, deliver, ifgsm, in_chunks, mse_to, parse_alpha, per_sample, project,
+    budget_list, check_precision, check_steps, deliver, ifgsm, in_chunks, mse_to, parse_alpha, per_sample, project,
 )
 from sreval.data import Sample
 from sreval.errors import ConfigError, DataError
 from sreval.evaluate import ImageSaver, Progress, Row, measure, measure_hr, super_resolve, to_tensor
 
 REFERENCES = ("hr", "clean-sr")
+
+
+def check_reference(reference: str) -> str:
+    if reference not in REFERENCES:
+        raise ConfigError(f"reference must be hr or clean-sr, got {reference!r}")
+    return reference
 
 
 @dataclass(frozen=True)
@@ -37,14 +43,13 @@ class IFGSM:
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
-        parse_alpha([self.eps] if isinstance(self.eps, float) else self.eps)
+        budget_list(self.eps)
         check_steps(self.steps)
-        if self.reference not in REFERENCES:
-            raise ConfigError(f"reference must be hr or clean-sr, got {self.reference!r}")
+        check_reference(self.reference)
 
     @property
     def budgets(self) -> list[float]:
-        return [float(self.eps)] if isinstance(self.eps, (int, float)) else [float(e) for e in self.eps]
+        return budget_list(self.eps)
 
     def __call__(self, x: Tensor, hr: Tensor | None = None) -> Tensor:
         n, k = x.shape[0], len(self.budgets)

@@ -36,6 +36,11 @@ def parse_alpha(text: str | float | Sequence[str | float]) -> list[float]:
     return out
 
 
+def budget_list(eps: float | Sequence[float]) -> list[float]:
+    """The budget(s) an attack object was given, validated, as a list."""
+    return parse_alpha([eps] if isinstance(eps, (int, float)) else list(eps))
+
+
 def check_steps(steps: int) -> int:
     if not isinstance(steps, int) or steps < 1:
         raise ConfigError(f"steps must be an integer >= 1, got {steps!r}")

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sreval.attacks.basic import REFERENCES, BasicConfig
+from sreval.attacks.basic import BasicConfig, check_reference
 from sreval.attacks.common import (
-    check_steps, deliver, ifgsm, in_chunks, mse_to, parse_alpha, per_sample, random_start,
+    budget_list, check_steps, deliver, ifgsm, in_chunks, mse_to, per_sample, random_start,
 )
 from sreval.data import Sample
 from sreval.errors import ConfigError, DataError
@@ -62,14 +62,13 @@ class PartialIFGSM:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        parse_alpha([self.eps] if isinstance(self.eps, float) else self.eps)
+        budget_list(self.eps)
         check_steps(self.steps)
-        if self.reference not in REFERENCES:
-            raise ConfigError(f"reference must be hr or clean-sr, got {self.reference!r}")
+        check_reference(self.reference)
 
     @property
     def budgets(self) -> list[float]:
-        return [float(self.eps)] if isinstance(self.eps, (int, float)) else [float(e) for e in self.eps]
+        return budget_list(self.eps)
 
     def __call__(self, x: Tensor, hr: Tensor | None = None) -> Tensor:
         n, k = x.shape[0], len(self.budgets)
