@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from sreval.errors import ConfigError, DataError
-from sreval.report import atomic_write
+from sreval.report import atomic_write, read_json
 
 SCHEMA = "sreval.golden/1"
 ROW_IDENTITY = ("attack", "image", "alpha", "group", "source", "target")
@@ -120,15 +120,7 @@ def write_golden(run_dir: Path, path: Path) -> dict[str, Any]:
 
 
 def read_golden(path: Path) -> dict[str, Any]:
-    try:
-        golden = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise DataError(f"no golden file at {path} (make one with --update)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not a readable golden file ({e})") from None
-    if not isinstance(golden, dict) or golden.get("schema") != SCHEMA:
-        raise DataError(f"{path}: not an sreval golden file (schema {SCHEMA} expected)")
-    return golden
+    return read_json(Path(path), SCHEMA, "golden file", f"no golden file at {path} (make one with --update)")
 
 
 def within(metric: str, expected: Any, got: Any, tol: float) -> bool:

@@ -164,18 +164,23 @@ def write_report(
     return report
 
 
-def read_report(path: Path) -> dict[str, Any]:
+def read_json(path: Path, schema: str, what: str, missing: str) -> dict[str, Any]:
+    """A JSON file of ours, checked for its schema; every failure is one DataError line."""
     from sreval.errors import DataError
 
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise DataError(missing) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not a readable {what} ({e})") from None
+    if not isinstance(data, dict) or data.get("schema") != schema:
+        raise DataError(f"{path}: not an sreval {what} (schema {schema} expected)")
+    return data
+
+
+def read_report(path: Path) -> dict[str, Any]:
     p = Path(path)
     if p.is_dir():
         p = p / "report.json"
-    try:
-        report = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise DataError(f"no report at {p}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{p}: not a readable report ({e})") from None
-    if not isinstance(report, dict) or report.get("schema") != SCHEMA:
-        raise DataError(f"{p}: not an sreval report (schema {SCHEMA} expected)")
-    return report
+    return read_json(p, SCHEMA, "report", f"no report at {p}")
