@@ -213,10 +213,11 @@ def _resize_matrix_np(in_len: int, out_len: int, scale: float) -> np.ndarray:
     dist = u[:, None] - idx
     weights = scale * _cubic(scale * dist) if antialias else _cubic(dist)
     weights /= weights.sum(axis=1, keepdims=True)
-    # Symmetric boundary: MATLAB reflects out-of-range indices with the edge pixel repeated
-    # (aux = [1..n, n..1]); several taps may then land on the same input pixel.
-    mirror = np.concatenate([np.arange(in_len), np.arange(in_len - 1, -1, -1)])
-    cols = mirror[np.mod(idx.astype(np.int64) - 1, 2 * in_len)]
+    # MATLAB's imresize "replicates end-points": a tap beyond the image edge reads the edge
+    # pixel (clamped, not mirrored as BasicSR's port does); several taps may then land on the
+    # same input pixel. With per-pass uint8 rounding this reproduces the benchmark LR files
+    # bit for bit (tests/test_io.py).
+    cols = np.clip(idx.astype(np.int64) - 1, 0, in_len - 1)
     mat = np.zeros((out_len, in_len), dtype=np.float64)
     rows = np.repeat(np.arange(out_len), taps)
     np.add.at(mat, (rows, cols.ravel()), weights.ravel())
