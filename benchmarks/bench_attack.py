@@ -1,9 +1,12 @@
-"""Time sreval's basic attack against a minimal hand-written PyTorch I-FGSM loop, in one process.
+"""Time sreval's basic attack against native PyTorch I-FGSM loops, in one process.
 
-Both attack the same network: the baseline attacks the native PyTorch module one budget at a
-time (the simplest correct loop); sreval attacks the ONNX export of that module, converted by
-onnx2torch, through its adapter, with its default fast path (frozen parameters, all budgets of an
-image in one batch). The ratio sreval / baseline is what counts: on CPU it must stay <= 1.05.
+All attack the same network. The floor is the best native loop: the native PyTorch module,
+frozen, channels_last, every budget in one batch, nothing else in the loop. The textbook loop
+attacks the native module one budget at a time. sreval attacks the ONNX export of that module,
+converted by onnx2torch, through its adapter and its shared loop (which also records the loss
+per step and the gradient health for the report's evidence). The ratio sreval / floor is what
+counts: on CPU it must stay <= 1.05. sreval and the floor run interleaved (--repeat times, the
+best of each kept) so that a busy machine slows both alike.
 
 The robustness index (N_s random perturbations, gradient L1 norm each) is timed the same way,
 against a loop that takes one perturbation at a time.
@@ -15,6 +18,7 @@ against a loop that takes one perturbation at a time.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import tempfile
@@ -34,6 +38,22 @@ def hand_written_ifgsm(model: nn.Module, x0: Tensor, hr: Tensor, eps: float, ste
     for _ in range(steps):
         x.requires_grad_(True)
         loss = (model(x) - hr).square().mean()
+        (g,) = torch.autograd.grad(loss, x)
+        x = torch.min(torch.max((x.detach() + eps / steps * g.sign()).clamp(0, 1), x0 - eps), x0 + eps)
+    return x.detach()
+
+
+def best_native_ifgsm(model: nn.Module, x0: Tensor, hr: Tensor, alphas: list[float], steps: int) -> Tensor:
+    """The physical floor on this machine: the native module with frozen parameters in
+    channels_last, every budget in one batch (per-sample eps), nothing else in the loop."""
+    k = len(alphas)
+    x0 = x0.repeat(k, 1, 1, 1).contiguous(memory_format=torch.channels_last)
+    hr = hr.repeat(k, 1, 1, 1)
+    eps = torch.tensor(alphas, dtype=x0.dtype, device=x0.device).reshape(k, 1, 1, 1)
+    x = x0.clone()
+    for _ in range(steps):
+        x.requires_grad_(True)
+        loss = (model(x) - hr).square().flatten(1).mean(1).sum()
         (g,) = torch.autograd.grad(loss, x)
         x = torch.min(torch.max((x.detach() + eps / steps * g.sign()).clamp(0, 1), x0 - eps), x0 + eps)
     return x.detach()
@@ -93,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", choices=("attack", "index", "both"), default="both")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
+    ap.add_argument("--skip-textbook", action="store_true", help="time only sreval and the best native loop")
     args = ap.parse_args(argv)
 
     from sreval.analysis import IndexConfig, gradient_norms
@@ -108,17 +129,23 @@ def main(argv: list[str] | None = None) -> int:
         native = native.to(device)
         for p in native.parameters():
             p.requires_grad_(False)
+        native_cl = copy.deepcopy(native).to(memory_format=torch.channels_last)
         adapter = sr_model.torch()
         cfg = BasicConfig(alphas=tuple(ALPHAS), steps=args.steps, reference="hr", quantize=False)
         for size in args.sizes.split(","):
             h, w = (int(v) for v in size.split("x"))
             x0 = torch.rand(1, 3, h, w, device=device)
             hr = torch.rand(1, 3, 4 * h, 4 * w, device=device)
-            base = mine = float("nan")
+            base = mine = best = float("nan")
             if args.only != "index":
-                base = timed(lambda: [hand_written_ifgsm(native, x0, hr, a, args.steps) for a in ALPHAS],
-                             device, args.repeat)
-                mine = timed(lambda: attack_image(adapter, x0, hr, cfg, "hr"), device, args.repeat)
+                if not args.skip_textbook:
+                    base = timed(lambda: [hand_written_ifgsm(native, x0, hr, a, args.steps) for a in ALPHAS],
+                                 device, args.repeat)
+                # sreval and the floor interleaved, so that a busy machine slows both alike
+                mine = best = float("inf")
+                for _ in range(args.repeat):
+                    best = min(best, timed(lambda: best_native_ifgsm(native_cl, x0, hr, ALPHAS, args.steps), device, 1))
+                    mine = min(mine, timed(lambda: attack_image(adapter, x0, hr, cfg, "hr"), device, 1))
             with torch.no_grad():
                 ref = native(x0)
             n = args.index_samples
@@ -129,10 +156,12 @@ def main(argv: list[str] | None = None) -> int:
                 mine_i = timed(lambda: gradient_norms(adapter, x0, icfg).max(), device, args.repeat)
             row = {"arch": args.arch, "device": str(device), "size": size, "steps": args.steps,
                    "budgets": len(ALPHAS), "baseline_s": base, "sreval_s": mine, "ratio": mine / base,
+                   "floor_s": best, "ratio_to_floor": mine / best,
                    "index_samples": n, "index_baseline_s": base_i, "index_sreval_s": mine_i,
                    "index_ratio": mine_i / base_i, "threads": torch.get_num_threads()}
             results.append(row)
-            print(f"{args.arch} {size} on {device}: attack {mine:.2f} s vs hand-written {base:.2f} s "
+            print(f"{args.arch} {size} on {device}: attack {mine:.2f} s vs best native loop {best:.2f} s "
+                  f"(ratio {mine / best:.3f}) vs textbook loop {base:.2f} s "
                   f"(ratio {mine / base:.3f}); index[{n}] {mine_i:.2f} s vs {base_i:.2f} s "
                   f"(ratio {mine_i / base_i:.3f})", flush=True)
     if args.json:

@@ -67,7 +67,7 @@ def run_transfer(
         hr = to_tensor(s.hr, device) if s.hr is not None else None
         clean = {t: super_resolve(m, x0) for t, m in models.items()}
         for src in names:
-            xs = attack_image(models[src], x0, hr, cfg, reference)
+            xs, _ = attack_image(models[src], x0, hr, cfg, reference)
             for alpha, x in zip(cfg.alphas, xs):
                 rows += _transfer_rows(s, src, alpha, x[None], x0, models, clean, scale, saver)
         if progress:

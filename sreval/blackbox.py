@@ -27,12 +27,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from sreval.attacks.basic import ATTACK_METHODS
 from sreval.attacks.common import deliver, parse_alpha, per_sample
 from sreval.data import Sample
 from sreval.errors import ConfigError, ModelError, UnsupportedOperatorError
 from sreval.evaluate import ImageSaver, Progress, Row, measure, measure_hr, super_resolve, to_tensor
 
-METHODS = ("ifgsm", "square", "auto")
+METHODS = ATTACK_METHODS + ("square", "auto")  # the gradient attacks, the gradient-free one, or auto
 NOTE = ("square: gradient-free Square attack (Andriushchenko et al. 2020) through onnxruntime only; "
         "weaker than the gradient attack (I-FGSM), so its SR PSNR overstates robustness: an upper "
         "bound on the damage a white-box attacker leaves")
@@ -131,8 +132,9 @@ def run_square(
 
 
 def choose_method(model: Any, method: str) -> tuple[str, str | None]:
-    """('ifgsm' | 'square', why square where it was not asked for). `ifgsm` on a model that
-    onnx2torch cannot convert is refused with the reason and the way out."""
+    """(a gradient method | 'square', why square where it was not asked for). A gradient
+    method on a model that onnx2torch cannot convert is refused with the reason and the way
+    out; 'auto' is ifgsm, or square where there is no conversion."""
     from sreval.model import ConversionError
 
     if method not in METHODS:
@@ -146,7 +148,7 @@ def choose_method(model: Any, method: str) -> tuple[str, str | None]:
             return "square", f"no PyTorch conversion ({e}), so no gradient attack: fell back to square"
         raise ModelError(f"{e}; the gradient attack needs a PyTorch conversion: --method square runs a "
                          f"gradient-free attack through onnxruntime (weaker)") from None
-    return "ifgsm", None
+    return ("ifgsm" if method == "auto" else method), None
 
 
 def run_square_job(

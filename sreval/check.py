@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from sreval.errors import ConfigError, DataError
-from sreval.report import atomic_write, read_json
+from sreval.files import atomic_write
+from sreval.report import read_json
 
 SCHEMA = "sreval.golden/1"
 ROW_IDENTITY = ("attack", "image", "alpha", "group", "source", "target")

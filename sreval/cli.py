@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from sreval.errors import SrevalError
 
@@ -38,8 +39,16 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True)
+# Markup and emoji codes are off: paths, image and model names and messages come from users and
+# files, and "[/x]" in one must print as itself (not raise MarkupError or vanish). Our own
+# labels get their colour from Text styles (label()).
+out = Console(markup=False, emoji=False, highlight=False)
+err = Console(stderr=True, markup=False, emoji=False, highlight=False)
+
+
+def label(tag: str, style: str, rest: object = "") -> Text:
+    """'tag' in colour, then plain text."""
+    return Text.assemble((tag, style), " " if rest != "" else "", str(rest))
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -54,17 +63,17 @@ def handle_errors(fn: F) -> F:
         except (typer.Exit, typer.Abort):
             raise
         except SrevalError as e:
-            err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+            err.print(label("error:", "red", e), soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
-            err.print("[yellow]interrupted[/yellow]")
+            err.print(label("interrupted", "yellow"))
             raise typer.Exit(130) from None
         except Exception as e:  # a bug or an unforeseen input: still one line, unless debugging
             if os.environ.get("SREVAL_DEBUG"):
                 raise
             msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
-            err.print(f"[red]internal error:[/red] {type(e).__name__}: {msg} "
-                      f"(SREVAL_DEBUG=1 shows the traceback)", highlight=False, soft_wrap=True)
+            err.print(label("internal error:", "red", f"{type(e).__name__}: {msg} "
+                            f"(SREVAL_DEBUG=1 shows the traceback)"), soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -96,6 +105,27 @@ LayoutOpt = Annotated[Optional[str], typer.Option("--layout", help="nchw or nhwc
 PreupOpt = Annotated[Optional[bool], typer.Option("--preupsampled/--no-preupsampled", help="Model takes the bicubic-upscaled image.")]
 OutputOpt = Annotated[Optional[int], typer.Option("--output", min=0, help="Index of the output to use (default: the one at --scale, else the largest).")]
 SaveOpt = Annotated[bool, typer.Option("--save-images", help="Save LR/SR images as PNG under RUN_DIR/images.")]
+LoopMethodOpt = Annotated[str, typer.Option("--method", help="ifgsm (the paper's), pgd (random start, --restarts), apgd (adaptive step size, Croce & Hein) or mifgsm (momentum, for transfer).")]
+NormOpt = Annotated[str, typer.Option("--norm", help="linf (the paper: --alpha bounds each pixel) or l2 (--alpha bounds the norm of the whole LR perturbation, [0,1] pixel units).")]
+RestartsOpt = Annotated[int, typer.Option("--restarts", min=1, help="pgd / apgd: random restarts, the best result kept per image and budget.")]
+RoundOpt = Annotated[bool, typer.Option("--quantize-aware/--round-at-end", help="With --quantize: the loss sees the 8-bit rounding (straight-through), so the delivered file is what was optimised; or round only at the end.")]
+
+
+def _loop(method: str = "ifgsm", norm: str = "linf", restarts: int = 1, quantize_aware: bool = True,
+          ensemble: str | None = None) -> Any:
+    """The shared loop's options from the command line (validated by the library)."""
+    from sreval.attacks.basic import STRONGEST, LoopOptions
+
+    members = tuple(m.strip() for m in ensemble.split(",") if m.strip()) if ensemble else STRONGEST
+    return LoopOptions(method, norm, restarts, quantize_aware, members)
+
+
+def _print_evidence(report: dict[str, Any]) -> None:
+    """One warning line per failed sanity check (they are flagged in report.json too)."""
+    ev = report.get("evidence") or {}
+    for c in ev.get("checks", []):
+        if not c["ok"]:
+            out.print(Text(f"warning: sanity check {c['name']} failed: {c['detail']}", style="yellow"))
 
 
 def _print_summary(report: dict[str, Any], keys: tuple[str, ...]) -> None:
@@ -132,7 +162,12 @@ def attack(
     scale: ScaleOpt = None, range_: RangeOpt = None, color: ColorOpt = None,
     layout: LayoutOpt = None, preupsampled: PreupOpt = None, output: OutputOpt = None,
     defense: Annotated[Optional[list[str]], typer.Option("--defense", help="resize or self-ensemble (repeatable): adds rows basic+D (bare attack through D) and basic+D-adaptive (attack through D).")] = None,
-    method: Annotated[str, typer.Option("--method", help="ifgsm (gradients), square (gradient-free, onnxruntime only, weaker) or auto (square where onnx2torch cannot convert the model).")] = "ifgsm",
+    method: Annotated[str, typer.Option("--method", help="ifgsm (the paper's I-FGSM), pgd, apgd, mifgsm, strongest (per image and budget the worst case over --ensemble), square (gradient-free, onnxruntime only, weaker) or auto (square where onnx2torch cannot convert the model).")] = "ifgsm",
+    norm: NormOpt = "linf",
+    restarts: RestartsOpt = 1,
+    quantize_aware: RoundOpt = True,
+    ensemble: Annotated[Optional[str], typer.Option("--ensemble", help="Members of --method strongest (default ifgsm,pgd,apgd).")] = None,
+    sanity: Annotated[bool, typer.Option("--sanity/--no-sanity", help="Run the sanity checks (two short probe attacks on the first image); failures are warnings and flags in report.json.")] = True,
     queries: Annotated[int, typer.Option("--queries", min=1, help="Square attack: model runs per image.")] = 500,
     precision: Annotated[str, typer.Option("--precision", help="fp32, or bf16/fp16 mixed precision for the attack's forward/backward (the report states the PSNR difference to fp32).")] = "fp32",
 ) -> None:
@@ -140,10 +175,13 @@ def attack(
     from sreval.errors import ConfigError
     from sreval.jobs import run_attack_job, run_defended_attack_job
 
-    if defense and method != "ifgsm":
-        raise ConfigError("--defense works with --method ifgsm only")
-    job = (functools.partial(run_defended_attack_job, defenses=defense) if defense
-           else functools.partial(run_attack_job, method=method, queries=queries, precision=precision))
+    if defense and method in ("strongest", "square", "auto"):
+        raise ConfigError(f"--defense works with the gradient methods ifgsm, pgd, apgd, mifgsm, not {method}")
+    gradient = method not in ("square", "auto")
+    loop = _loop(method if gradient else "ifgsm", norm, restarts, quantize_aware, ensemble)
+    job = (functools.partial(run_defended_attack_job, defenses=defense, loop=loop) if defense
+           else functools.partial(run_attack_job, method=method, queries=queries, precision=precision, loop=loop,
+                                  sanity=sanity))
     with progress_bar("attacking") as bar:
         report = job(
             model, data, alpha=alpha, steps=steps, reference=reference, quantize=quantize,
@@ -153,8 +191,9 @@ def attack(
                              preupsampled=preupsampled, output=output),
         )
     _print_summary(report, ("psnr_lr", "psnr_sr", "psnr_hr"))
+    _print_evidence(report)
     if report["config"].get("note"):
-        out.print(f"[yellow]note:[/yellow] {report['config']['note']}", highlight=False)
+        out.print(label("note:", "yellow", report["config"]["note"]))
     if report.get("precision_check"):
         pc = report["precision_check"]
         out.print(f"{pc['precision']} vs fp32 on {', '.join(pc['images'])}: mean |SR PSNR difference| "
@@ -195,8 +234,8 @@ def evaluate(
         )
     _print_summary(report, ("psnr_sr", "psnr_sr_rgb", "ssim_sr"))
     if report["config"].get("runtime") == "onnxruntime" and runtime == "auto":
-        out.print("[yellow]note:[/yellow] onnx2torch cannot convert this model: evaluated with onnxruntime "
-                  "(no parity check possible)", highlight=False)
+        out.print(label("note:", "yellow", "onnx2torch cannot convert this model: evaluated with onnxruntime "
+                                           "(no parity check possible)"))
     out.print(f"report: {out_dir / 'report.json'}")
 
 
@@ -282,11 +321,11 @@ def zoo_verify(
         table.add_row(v.name, f"{v.psnr:.3f}" if v.psnr is not None else "-",
                       f"{v.expected:.3f}" if v.expected is not None else "-",
                       f"{v.parity:.1e}" if v.parity is not None else "-",
-                      f"[{colour}]{v.status}[/{colour}] {v.message}")
+                      label(v.status, colour, v.message))
     out.print(table)
     if not verdicts or any(v.failed for v in verdicts):
-        err.print("[red]error:[/red] " + ("no built models to verify" if not verdicts else
-                  "regressions: " + ", ".join(v.name for v in verdicts if v.failed)))
+        err.print(label("error:", "red", "no built models to verify" if not verdicts else
+                        "regressions: " + ", ".join(v.name for v in verdicts if v.failed)))
         raise typer.Exit(1)
 
 
@@ -310,7 +349,7 @@ def zoo_table(
         table.add_column(col)
     for r in rows:
         paper = f"{r.paper_params} / {r.paper_conv_layers}" if r.paper_params else "-"
-        match = {True: "[green]yes[/green]", False: "[red]NO[/red]", None: "-"}[r.matches_paper]
+        match = {True: Text("yes", "green"), False: Text("NO", "red"), None: "-"}[r.matches_paper]
         table.add_row(r.name, r.params_m, f"{r.params:,}", f"{r.params_checkpoint:,}" if r.params_checkpoint else "-",
                       str(r.conv_layers), "yes" if r.gan_trained else "no", paper, match)
     out.print(table)
@@ -352,6 +391,8 @@ def universal(
     out_dir: OutOpt = Path("runs/universal"),
     save_images: SaveOpt = False,
     batch: Annotated[Optional[int], typer.Option("--batch", help="Images per forward/backward (default: all).")] = None,
+    loss: Annotated[str, typer.Option("--loss", help="paper (eq. 6: mean of the images' L2 norms) or official (the official code's mean of MSEs).")] = "paper",
+    method: LoopMethodOpt = "ifgsm", norm: NormOpt = "linf", restarts: RestartsOpt = 1, quantize_aware: RoundOpt = True,
     data_root: DataRoot = None,
     limit: LimitOpt = None,
     device: DeviceOpt = "auto",
@@ -366,7 +407,8 @@ def universal(
         report = run_universal_job(
             model, data, alpha=alpha, steps=steps, crop=crop, holdout=holdout, reference=reference,
             quantize=quantize, out_dir=out_dir, save_images=save_images, batch=batch, data_root=data_root,
-            limit=limit, device=device, seed=seed, progress=bar,
+            limit=limit, device=device, seed=seed, progress=bar, loss=loss,
+            loop=_loop(method, norm, restarts, quantize_aware),
             conventions=_conv(scale, range_, color, layout, preupsampled, output))
     keys = ("psnr_lr", "psnr_sr", "psnr_hr")
     table = Table(title=f"universal: {report['model']['name']}  (crop {report['universal']['crop']} LR px)")
@@ -391,6 +433,7 @@ def partial(
     out_dir: OutOpt = Path("runs/partial"),
     save_images: SaveOpt = False,
     batch: Annotated[Optional[int], typer.Option("--batch", help="Budgets attacked together (default: all).")] = None,
+    method: LoopMethodOpt = "ifgsm", norm: NormOpt = "linf", restarts: RestartsOpt = 1, quantize_aware: RoundOpt = True,
     data_root: DataRoot = None,
     limit: LimitOpt = None,
     device: DeviceOpt = "auto",
@@ -405,7 +448,8 @@ def partial(
         report = run_partial_job(
             model, data, alpha=alpha, steps=steps, reference=reference, quantize=quantize, out_dir=out_dir,
             save_images=save_images, batch=batch, data_root=data_root, limit=limit, device=device,
-            seed=seed, progress=bar, conventions=_conv(scale, range_, color, layout, preupsampled, output))
+            seed=seed, progress=bar, conventions=_conv(scale, range_, color, layout, preupsampled, output),
+            loop=_loop(method, norm, restarts, quantize_aware))
     _print_summary(report, ("psnr_lr", "psnr_sr"))
     for prof in report["permeation"]:
         rings = ", ".join(f"{d}:{m:.3g}" for d, m in list(zip(prof["distance_lr"], prof["mse_y"]))[:8])
@@ -424,6 +468,7 @@ def targeted(
     quantize: QuantOpt = True,
     out_dir: OutOpt = Path("runs/targeted"),
     save_images: SaveOpt = False,
+    method: LoopMethodOpt = "ifgsm", norm: NormOpt = "linf", restarts: RestartsOpt = 1, quantize_aware: RoundOpt = True,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     scale: ScaleOpt = None, range_: RangeOpt = None, color: ColorOpt = None,
@@ -436,6 +481,7 @@ def targeted(
         report = run_targeted_job(
             model, source=source, target=target, alpha=alpha, steps=steps, quantize=quantize,
             out_dir=out_dir, save_images=save_images, device=device, seed=seed, progress=bar,
+            loop=_loop(method, norm, restarts, quantize_aware),
             conventions=_conv(scale, range_, color, layout, preupsampled, output))
     keys = ("psnr_target_hr", "psnr_source_hr", "psnr_lr", "psnr_lr_target")
     table = Table(title=f"targeted: {report['model']['name']}  ({report['targeted']['source']} -> {report['targeted']['target']})")
@@ -460,6 +506,7 @@ def transfer(
     quantize: QuantOpt = True,
     out_dir: OutOpt = Path("runs/transfer"),
     batch: Annotated[Optional[int], typer.Option("--batch", help="Budgets attacked together (default: all).")] = None,
+    method: LoopMethodOpt = "ifgsm", norm: NormOpt = "linf", restarts: RestartsOpt = 1, quantize_aware: RoundOpt = True,
     data_root: DataRoot = None,
     limit: LimitOpt = None,
     device: DeviceOpt = "auto",
@@ -474,7 +521,8 @@ def transfer(
         report = run_transfer_job(
             models, data, alpha=alpha, steps=steps, reference=reference, quantize=quantize,
             out_dir=out_dir, batch=batch, data_root=data_root, limit=limit, device=device, seed=seed,
-            progress=bar, conventions=_conv(scale, range_, color, layout, preupsampled, output))
+            progress=bar, conventions=_conv(scale, range_, color, layout, preupsampled, output),
+            loop=_loop(method, norm, restarts, quantize_aware))
     names = report["transfer"]["models"]
     for block in report["transfer"]["matrix"]:
         matrix = block["psnr_sr"]
@@ -483,7 +531,7 @@ def transfer(
         for n in names:
             table.add_column(n, justify="right")
         for src, row in zip(names, matrix):
-            table.add_row(src, *[("-" if v is None else f"[bold]{v:.2f}[/bold]" if s == src else f"{v:.2f}")
+            table.add_row(src, *[("-" if v is None else Text(f"{v:.2f}", "bold") if s == src else f"{v:.2f}")
                                  for s, v in zip(names, row)])
         out.print(table)
     _report_line(out_dir)
@@ -558,6 +606,8 @@ def sweep(
     defenses: Annotated[str, typer.Option("--defenses", help="Defenses of the attack 'defense'.")] = "resize,self-ensemble",
     keep_images: Annotated[int, typer.Option("--keep-images", help="Images per cell whose PNGs are kept for the report's figures.")] = 1,
     executor: Annotated[str, typer.Option("--executor", help="local, or ray (cluster at RAY_ADDRESS, else a local Ray; needs the ray extra).")] = "local",
+    method: Annotated[str, typer.Option("--method", help="The gradient attack: ifgsm, pgd, apgd, mifgsm, or strongest (basic cells; the other attacks then use ifgsm).")] = "ifgsm",
+    norm: NormOpt = "linf",
     data_root: DataRoot = None,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
@@ -568,9 +618,10 @@ def sweep(
     from sreval.sweep import SweepConfig, run_sweep
 
     cfg = SweepConfig(models=tuple(models.split(",")), datasets=tuple(data.split(",")),
-                      attacks=tuple(attacks.split(",")), alphas=tuple(parse_alpha(alpha)), steps=steps,
+                      attacks=tuple(attacks.split(",")), alphas=tuple(parse_alpha(alpha, norm)), steps=steps,
                       reference=reference, quantize=quantize, limit=limit, crop=crop, seed=seed, batch=batch,
-                      index_samples=index_samples, defenses=tuple(defenses.split(",")), keep_images=keep_images)
+                      index_samples=index_samples, defenses=tuple(defenses.split(",")), keep_images=keep_images,
+                      method=method, norm=norm)
     with progress_bar("cells") as bar:
         result = run_sweep(cfg, out_dir, executor=executor, device=device, data_root=data_root, progress=bar)
     table = Table(title=f"sweep: {len(result.outcomes)} cells ({result.count('done')} computed, "
@@ -624,7 +675,7 @@ def check(
     for n in result.new:
         out.print(f"new (not in the golden file): {n}", highlight=False, soft_wrap=True)
     if not result.ok:
-        err.print(f"[red]error:[/red] {summary_line(result)}", highlight=False, soft_wrap=True)
+        err.print(label("error:", "red", summary_line(result)), soft_wrap=True)
         raise typer.Exit(1)
     out.print(summary_line(result))
 

@@ -134,11 +134,11 @@ def run_defended_attack(
         x0 = to_tensor(s.lr, device)
         hr = to_tensor(s.hr, device) if s.hr is not None else None
         bare_sr0 = super_resolve(model, x0)
-        xs = attack_image(model, x0, hr, cfg, reference)
+        xs, _ = attack_image(model, x0, hr, cfg, reference)
         rows += _attack_rows(s.name, "basic", cfg.alphas, xs, x0, s.hr, model, bare_sr0, scale, saver)
         for d, guarded in guards.items():
             rows += _attack_rows(s.name, f"basic+{d}", cfg.alphas, xs, x0, s.hr, guarded, bare_sr0, scale, saver)
-            adaptive = attack_image(guarded, x0, hr, cfg, reference)
+            adaptive, _ = attack_image(guarded, x0, hr, cfg, reference)
             rows += _attack_rows(s.name, f"basic+{d}-adaptive", cfg.alphas, adaptive, x0, s.hr,
                                  guarded, bare_sr0, scale, saver)
         if progress:

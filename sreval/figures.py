@@ -230,5 +230,27 @@ def profile(series: Series, title: str) -> bytes:
     return png(fig)
 
 
-__all__ = ["Panel", "SizePoint", "Tile", "curves", "size_scatter", "heatmap", "image_grid", "index_scatter",
+def loss_curves(panels: Sequence[Panel], title: str) -> bytes:
+    """The attack's loss per iteration (evidence of convergence): one panel per model and
+    dataset, one line per budget, each the mean over images of loss / final loss."""
+    cols = min(3, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig = Figure(figsize=(4.2 * cols, 3.1 * rows))
+    for k, panel in enumerate(panels):
+        ax = fig.add_subplot(rows, cols, k + 1)
+        for i, (name, pts) in enumerate(panel.series.items()):
+            pts = [(x, y) for x, y in pts if y is not None and math.isfinite(y)]
+            if pts:
+                ax.plot([x for x, _ in pts], [y for _, y in pts], color=colour(i), label=name, linewidth=1.3)
+        ax.set_title(panel.title, fontsize=10)
+        ax.set_xlabel("iteration", fontsize=9)
+        ax.set_ylabel(panel.ylabel, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return png(fig)
+
+
+__all__ = ["Panel", "SizePoint", "Tile", "curves", "loss_curves", "size_scatter", "heatmap", "image_grid", "index_scatter",
            "profile", "png", "budget_label", "colour"]

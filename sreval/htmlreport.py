@@ -24,7 +24,8 @@ import numpy as np
 
 from sreval import figures as F
 from sreval.errors import DataError
-from sreval.report import atomic_write, read_report
+from sreval.files import STDOUT, atomic_write_many
+from sreval.report import read_report
 from sreval.sweep import STANDARD_KEYS as SWEEP_STANDARD_KEYS
 
 Row = dict[str, Any]
@@ -561,6 +562,39 @@ def _defense(run: RunView) -> Section | None:
                    tables=[Table(["model", "dataset", "alpha"] + attacks, body)])
 
 
+def _mean_curve(rows: Sequence[Row]) -> list[tuple[float, float]]:
+    """Mean over images of each loss curve divided by its own last value (1 = where it ended)."""
+    curves = [r["loss_curve"] for r in rows if r.get("loss_curve") and r["loss_curve"][-1]]
+    if not curves:
+        return []
+    n = min(len(c) for c in curves)
+    return [(float(i), float(np.mean([c[i] / c[-1] for c in curves]))) for i in range(n)]
+
+
+def _evidence(run: RunView) -> Section | None:
+    """Sanity checks of every attack cell and its loss per iteration (sreval.attacks.evidence)."""
+    cells = [c for c in run.cells if c.sections.get("evidence")]
+    if not cells:
+        return None
+    body, panels = [], []
+    for c in cells:
+        for chk in c.sections["evidence"].get("checks", []):
+            body.append([c.model, c.dataset, chk["name"], "ok" if chk["ok"] else "FAILED", chk["detail"]])
+        series = {F.budget_label(a): _mean_curve([r for r in c.rows if r.get("alpha") == a]) for a in c.alphas}
+        series = {k: v for k, v in series.items() if v}
+        if series:
+            panels.append(F.Panel(f"{c.model} - {c.dataset}", "loss / final loss", series))
+    failed = sum(row[3] == "FAILED" for row in body)
+    text = ("Evidence that the attack was strong and converged: checks run with every basic attack "
+            "(gradient finite and non-zero; loss rose; best of restarts; damage grows with the budget; a "
+            "near-zero budget changes almost nothing; half the steps is not stronger). "
+            + (f"{failed} check(s) FAILED: treat those numbers as an upper bound on robustness only."
+               if failed else "Every check passed."))
+    figures = [Figure(F.loss_curves(panels[:12], "loss per iteration"), "loss per iteration", "evidence")] if panels else []
+    return Section("evidence", "Attack evidence (sanity checks)", text, figures,
+                   [Table(["model", "dataset", "check", "verdict", "detail"], body)])
+
+
 def _conventions(run: RunView) -> Section | None:
     conv = run.conventions
     if not conv:
@@ -583,7 +617,7 @@ def _conventions(run: RunView) -> Section | None:
 
 SECTIONS: list[Callable[[RunView], Section | None]] = [
     _overview, _clean, _basic, _basic_images, _size, _transfer, _universal, _universal_images, _partial,
-    _partial_images, _targeted, _index, _defense, _conventions,
+    _partial_images, _targeted, _index, _defense, _evidence, _conventions,
 ]
 
 
@@ -681,14 +715,19 @@ def render_report(run_dir: Path, *, html_path: Path | None = None, markdown_path
     sections = build_sections(run)
     html_path = Path(html_path) if html_path else run.run_dir / "report.html"
     markdown_path = Path(markdown_path) if markdown_path else run.run_dir / "report.md"
-    fig_dir = markdown_path.parent / "figures"
+    # '-' is standard output; the Markdown's figures then go to the run folder
+    fig_dir = (run.run_dir if str(markdown_path) == STDOUT else markdown_path.parent) / "figures"
     paths: dict[str, str] = {}
+    files: dict[Path, str | bytes] = {}
     for s in sections:
         for f in s.figures:
-            atomic_write(fig_dir / f"{_file_name(f.name)}.png", f.png)
+            files[fig_dir / f"{_file_name(f.name)}.png"] = f.png
             paths[f.name] = f"figures/{_file_name(f.name)}.png"
-    atomic_write(html_path, render_html(run, sections))
-    atomic_write(markdown_path, render_markdown(run, sections, paths))
+    files[html_path] = render_html(run, sections)
+    files[markdown_path] = render_markdown(run, sections, paths)
+    if html_path == markdown_path:
+        raise DataError(f"--html and --markdown are both {html_path}")
+    atomic_write_many(files)  # every file of the report, or none
     return Rendered(html_path, markdown_path, [s.id for s in sections], len(paths))
 
 

@@ -9,7 +9,6 @@ import contextlib
 import functools
 import math
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 
 from sreval.errors import ConfigError, DataError
+from sreval.files import atomic_write
 
 __all__ = [
     "read_image",
@@ -139,28 +139,12 @@ def write_image(path: str | Path, img: np.ndarray) -> None:
     ok, buf = cv2.imencode(suffix, u8)
     if not ok:
         raise DataError(f"cannot write image {path}: cv2 cannot encode {suffix}")
-    _atomic_write(path, buf.tobytes())
+    atomic_write(path, buf.tobytes())
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
     clipped = np.clip(np.nan_to_num(arr.astype(np.float64), nan=0.0), 0.0, 1.0)
     return np.floor(clipped * 255.0 + 0.5).astype(np.uint8)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Temp file in the same folder + os.replace: readers never see a half-written file."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise DataError(f"cannot write image {path}: {exc.strerror or exc}") from exc
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise DataError(f"cannot write image {path}: {exc.strerror or exc}") from exc
 
 
 # ---------------------------------------------------------------------------

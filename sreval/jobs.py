@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from sreval.attacks.basic import BasicConfig, run_basic
+from sreval.attacks.basic import BasicConfig, LoopOptions, run_basic
 from sreval.attacks.common import check_steps, parse_alpha
 from sreval.data import Sample, load_dataset
 from sreval.evaluate import ImageSaver, Progress, evaluate_clean
@@ -59,17 +59,25 @@ def run_attack_job(
     method: str = "ifgsm",
     queries: int = 500,
     precision: str = "fp32",
+    loop: LoopOptions | None = None,
+    sanity: bool = True,
 ) -> dict[str, Any]:
     """`sreval attack`: the basic attack over a dataset; writes report.json and results.csv.
     `precision` bf16/fp16 runs the attack's forward/backward in mixed precision; the report
     then states the SR PSNR difference against a float32 attack on the same (first) images.
     `method` 'square' (or 'auto' on a model onnx2torch cannot convert) runs the gradient-free
-    Square attack through onnxruntime instead (`sreval.blackbox`)."""
+    Square attack through onnxruntime instead (`sreval.blackbox`); any other `method` is one of
+    the shared loop's (ifgsm, pgd, apgd, mifgsm, strongest), whose other options come in `loop`.
+    `sanity` runs the evidence checks (sreval.attacks.evidence) into the report's `evidence`."""
+    from sreval.attacks.evidence import evidence
     from sreval.blackbox import choose_method, run_square_job
 
     # Validate the cheap options before the expensive model conversion.
-    cfg = BasicConfig(alphas=tuple(parse_alpha(alpha)), steps=check_steps(steps),
-                      reference=reference, quantize=quantize, seed=seed, batch=batch, precision=precision)
+    gradient_method = method if method not in ("square", "auto") else "ifgsm"
+    loop = replace(loop or LoopOptions(), method=gradient_method)
+    cfg = BasicConfig(alphas=tuple(parse_alpha(alpha, loop.norm)), steps=check_steps(steps),
+                      reference=reference, quantize=quantize, seed=seed, batch=batch, precision=precision,
+                      **loop.fields())
     torch.manual_seed(seed)
     model = load_model(model_spec, device=device, check=False, **(conventions or {}))
     chosen, fallback = choose_method(model, method)
@@ -83,7 +91,8 @@ def run_attack_job(
     ref = cfg.reference_for(samples)
     saver = ImageSaver.for_run(out_dir, save_images)
     rows = run_basic(model.torch(), samples, scale, cfg, device=model.device, progress=progress, saver=saver)
-    sections = {}
+    sections: dict[str, Any] = {"evidence": evidence(model.torch(), samples, scale, cfg, rows, model.device,
+                                                     run_probes=sanity)}
     if precision != "fp32":
         sections["precision_check"] = precision_check(model, samples[:2], scale, cfg, rows)
     return write_report(
@@ -197,19 +206,23 @@ def run_universal_job(
     quantize: bool = True, out_dir: Path, save_images: bool = False, batch: int | None = None,
     data_root: Path | None = None, limit: int | None = None, device: str = "auto", seed: int = 0,
     progress: Progress | None = None, conventions: dict[str, Any] | None = None,
+    loop: LoopOptions | None = None, loss: str = "paper",
 ) -> dict[str, Any]:
     """`sreval universal`: one perturbation per budget for all images (centre crops), saved as
-    .npy and amplified PNG; LR/SR PSNR per image, on fit and held-out images."""
+    .npy and amplified PNG; LR/SR PSNR per image, on fit and held-out images. `loss` 'paper'
+    is eq. 6 (mean of the images' L2 norms), 'official' the official code's mean of MSEs."""
     import io as _io
 
     import numpy as np
 
     from sreval.attacks.universal import UniversalConfig, amplified, run_universal
     from sreval.io import write_image
-    from sreval.report import atomic_write
+    from sreval.files import atomic_write
 
-    cfg = UniversalConfig(alphas=tuple(parse_alpha(alpha)), steps=steps, crop=crop, holdout=holdout,
-                          reference=reference, quantize=quantize, seed=seed, batch=batch)
+    loop = loop or LoopOptions()
+    cfg = UniversalConfig(alphas=tuple(parse_alpha(alpha, loop.norm)), steps=steps, crop=crop, holdout=holdout,
+                          reference=reference, quantize=quantize, seed=seed, batch=batch, loss=loss,
+                          **loop.fields(ensemble=False))
     model, parity, scale, samples = _open_run(model_spec, data, device, seed, conventions, data_root, limit)
     res = run_universal(model.torch(), samples, scale, cfg, device=model.device, progress=progress,
                         saver=ImageSaver.for_run(out_dir, save_images))
@@ -241,14 +254,15 @@ def run_partial_job(
     reference: str = "auto", quantize: bool = True, out_dir: Path, save_images: bool = False,
     batch: int | None = None, data_root: Path | None = None, limit: int | None = None,
     device: str = "auto", seed: int = 0, progress: Progress | None = None,
-    conventions: dict[str, Any] | None = None,
+    conventions: dict[str, Any] | None = None, loop: LoopOptions | None = None,
 ) -> dict[str, Any]:
     """`sreval partial`: attack the central half of each LR, measure outside its HR
     counterpart, and the decay of the damage with distance (section 'permeation')."""
     from sreval.attacks.partial import run_partial
 
-    cfg = BasicConfig(alphas=tuple(parse_alpha(alpha)), steps=check_steps(steps),
-                      reference=reference, quantize=quantize, seed=seed, batch=batch)
+    loop = loop or LoopOptions()
+    cfg = BasicConfig(alphas=tuple(parse_alpha(alpha, loop.norm)), steps=check_steps(steps),
+                      reference=reference, quantize=quantize, seed=seed, batch=batch, **loop.fields())
     model, parity, scale, samples = _open_run(model_spec, data, device, seed, conventions, data_root, limit)
     res = run_partial(model.torch(), samples, scale, cfg, device=model.device, progress=progress,
                       saver=ImageSaver.for_run(out_dir, save_images))
@@ -272,6 +286,7 @@ def run_targeted_job(
     alpha: str | list[float] = "16/255", steps: int = 50, quantize: bool = True, out_dir: Path,
     save_images: bool = False, device: str = "auto", seed: int = 0,
     progress: Progress | None = None, conventions: dict[str, Any] | None = None,
+    loop: LoopOptions | None = None,
 ) -> dict[str, Any]:
     """`sreval targeted`: push f(X) towards a target HR image (eq. 11), from the source HR
     frame's MATLAB-bicubic LR. Default pair: the two foreman frames of the shared assets."""
@@ -279,7 +294,9 @@ def run_targeted_job(
 
     source = source if source is not None else foreman_frames()[0]
     target = target if target is not None else foreman_frames()[1]
-    cfg = TargetedConfig(alphas=tuple(parse_alpha(alpha)), steps=check_steps(steps), quantize=quantize)
+    loop = loop or LoopOptions()
+    cfg = TargetedConfig(alphas=tuple(parse_alpha(alpha, loop.norm)), steps=check_steps(steps), quantize=quantize,
+                         seed=seed, **loop.fields(ensemble=False))
     require_file("source", source)
     require_file("target", target)
     torch.manual_seed(seed)
@@ -307,16 +324,18 @@ def run_transfer_job(
     steps: int = 50, reference: str = "auto", quantize: bool = True, out_dir: Path,
     batch: int | None = None, data_root: Path | None = None, limit: int | None = None,
     device: str = "auto", seed: int = 0, progress: Progress | None = None,
-    conventions: dict[str, Any] | None = None,
+    conventions: dict[str, Any] | None = None, loop: LoopOptions | None = None,
 ) -> dict[str, Any]:
     """`sreval transfer`: basic-attack examples of each source model fed to each target model;
-    SR PSNR matrix (rows = source, columns = target) as transfer_matrix.csv and in report.json."""
+    SR PSNR matrix (rows = source, columns = target) as transfer_matrix.csv and in report.json.
+    `loop.method` 'mifgsm' is the momentum attack made for transfer."""
     from sreval.analysis import common_scale, matrix_csv, run_transfer, unique_names
     from sreval.errors import ConfigError
-    from sreval.report import atomic_write
+    from sreval.files import atomic_write
 
-    cfg = BasicConfig(alphas=tuple(parse_alpha(alpha)), steps=check_steps(steps),
-                      reference=reference, quantize=quantize, seed=seed, batch=batch)
+    loop = loop or LoopOptions()
+    cfg = BasicConfig(alphas=tuple(parse_alpha(alpha, loop.norm)), steps=check_steps(steps),
+                      reference=reference, quantize=quantize, seed=seed, batch=batch, **loop.fields())
     if len(model_specs) < 2:
         raise ConfigError(f"transfer needs at least two models, got {len(model_specs)}")
     torch.manual_seed(seed)
@@ -395,14 +414,16 @@ def run_defended_attack_job(
     save_images: bool = False, batch: int | None = None, data_root: Path | None = None,
     limit: int | None = None, device: str = "auto", seed: int = 0,
     progress: Progress | None = None, conventions: dict[str, Any] | None = None,
+    loop: LoopOptions | None = None,
 ) -> dict[str, Any]:
     """`sreval attack --defense D`: rows 'basic' (no defense), 'basic+D' (the bare attack's
     examples through D: the paper's setting) and 'basic+D-adaptive' (attack through D)."""
     from sreval.defenses import parse_defenses, run_defended_attack
 
     names = parse_defenses(defenses)
-    cfg = BasicConfig(alphas=tuple(parse_alpha(alpha)), steps=check_steps(steps),
-                      reference=reference, quantize=quantize, seed=seed, batch=batch)
+    loop = loop or LoopOptions()
+    cfg = BasicConfig(alphas=tuple(parse_alpha(alpha, loop.norm)), steps=check_steps(steps),
+                      reference=reference, quantize=quantize, seed=seed, batch=batch, **loop.fields())
     model, parity, scale, samples = _open_run(model_spec, data, device, seed, conventions, data_root, limit)
     rows = run_defended_attack(model.torch(), samples, scale, cfg, names, device=model.device,
                                progress=progress, saver=ImageSaver.for_run(out_dir, save_images))

@@ -1,5 +1,5 @@
 """Results on disk: report.json (schema sreval.report/1) and results.csv, written atomically
-so that a crash never leaves a file that looks complete."""
+and together (sreval.files) so that a crash never leaves a file that looks complete."""
 
 from __future__ import annotations
 
@@ -10,32 +10,16 @@ import math
 import os
 import platform
 import sys
-import tempfile
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from sreval.files import atomic_write, atomic_write_many
+
 SCHEMA = "sreval.report/1"
 METRICS = ("psnr_lr", "psnr_sr", "psnr_lr_rgb", "psnr_sr_rgb", "psnr_hr", "ssim_hr", "ssim_sr")
-
-
-def atomic_write(path: Path, data: str | bytes) -> None:
-    """Write to a temporary file beside `path`, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        # mkstemp makes the file 0600; a report is for others to read too (keep an existing mode)
-        os.fchmod(fd, path.stat().st_mode & 0o777 if path.exists() else 0o644)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def clean_json(value: Any) -> Any:
@@ -159,8 +143,8 @@ def write_report(
     report.update(sections or {})
     report = clean_json(report)
     out_dir = Path(out_dir)
-    atomic_write(out_dir / "results.csv", rows_csv(report["results"]))
-    atomic_write(out_dir / "report.json", json.dumps(report, indent=2, allow_nan=False) + "\n")
+    atomic_write_many({out_dir / "results.csv": rows_csv(report["results"]),
+                       out_dir / "report.json": json.dumps(report, indent=2, allow_nan=False) + "\n"})
     return report
 
 

@@ -29,9 +29,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from sreval.attacks.basic import BasicConfig, LoopOptions
 from sreval.attacks.common import check_steps, parse_alpha
 from sreval.errors import ConfigError, DataError, SrevalError
-from sreval.report import atomic_write, environment, read_report, write_report
+from sreval.files import atomic_write
+from sreval.report import environment, read_report, write_report
 
 PAPER_ALPHAS = tuple(a / 255 for a in (1, 2, 4, 8, 16, 32))
 PLAN = "sweep.json"  # the sweep's plan, written before any cell runs
@@ -65,12 +67,15 @@ class SweepConfig:
     index_samples: int = 1024  # N_s of the robustness index (at the smallest budget)
     defenses: tuple[str, ...] = ("resize", "self-ensemble")
     keep_images: int = 1  # images per cell whose PNGs are kept for the report's figures
+    method: str = "ifgsm"  # the shared loop's method; 'strongest' for basic cells (the others: ifgsm)
+    norm: str = "linf"
 
     def __post_init__(self) -> None:
         for name in ("models", "datasets", "attacks", "defenses"):
             object.__setattr__(self, name, _names(getattr(self, name), name))
-        object.__setattr__(self, "alphas", tuple(parse_alpha(list(self.alphas))))
+        object.__setattr__(self, "alphas", tuple(parse_alpha(list(self.alphas), self.norm)))
         check_steps(self.steps)
+        BasicConfig(alphas=self.alphas, method=self.method, norm=self.norm)  # validates both
         unknown = [a for a in self.attacks if a not in ATTACKS]
         if unknown:
             raise ConfigError(f"unknown attack(s) {', '.join(unknown)}: choose from {', '.join(ATTACKS)}")
@@ -92,7 +97,8 @@ class SweepConfig:
     def attack_config(self, attack: str) -> dict[str, Any]:
         """The part of the configuration one attack's numbers depend on (goes into its key)."""
         cfg: dict[str, Any] = {"alphas": list(self.alphas), "steps": self.steps, "reference": self.reference,
-                               "quantize": self.quantize, "seed": self.seed, "batch": self.batch}
+                               "quantize": self.quantize, "seed": self.seed, "batch": self.batch,
+                               "method": self.method_for(attack), "norm": self.norm}
         if attack == "clean":
             return {"seed": self.seed}
         if attack == "targeted":
@@ -102,6 +108,13 @@ class SweepConfig:
         if attack == "defense":
             cfg["defenses"] = list(self.defenses)
         return cfg
+
+
+    def method_for(self, attack: str) -> str:
+        return self.method if self.method != "strongest" or attack == "basic" else "ifgsm"
+
+    def loop(self, attack: str) -> LoopOptions:
+        return LoopOptions(self.method_for(attack), self.norm)
 
 
 def _names(value: str | Iterable[str], what: str) -> tuple[str, ...]:
@@ -423,9 +436,9 @@ def _common(cell: Cell, cfg: SweepConfig, out: Path, opts: RunOptions, progress:
                 progress=progress)
 
 
-def _attack_opts(cfg: SweepConfig) -> dict[str, Any]:
+def _attack_opts(cfg: SweepConfig, attack: str) -> dict[str, Any]:
     return dict(alpha=list(cfg.alphas), steps=cfg.steps, reference=cfg.reference, quantize=cfg.quantize,
-                batch=cfg.batch)
+                batch=cfg.batch, loop=cfg.loop(attack))
 
 
 def _run_clean(cell: Cell, cfg: SweepConfig, out: Path, opts: RunOptions, progress: Any) -> dict[str, Any]:
@@ -438,21 +451,21 @@ def _run_basic(cell: Cell, cfg: SweepConfig, out: Path, opts: RunOptions, progre
     from sreval.jobs import run_attack_job
 
     return run_attack_job(cell.models[0].spec, cell.data, save_images=cfg.keep_images > 0,
-                          **_attack_opts(cfg), **_common(cell, cfg, out, opts, progress))
+                          **_attack_opts(cfg, "basic"), **_common(cell, cfg, out, opts, progress))
 
 
 def _run_universal(cell: Cell, cfg: SweepConfig, out: Path, opts: RunOptions, progress: Any) -> dict[str, Any]:
     from sreval.jobs import run_universal_job
 
     return run_universal_job(cell.models[0].spec, cell.data, save_images=cfg.keep_images > 0,
-                             **_attack_opts(cfg), **_common(cell, cfg, out, opts, progress))
+                             **_attack_opts(cfg, "universal"), **_common(cell, cfg, out, opts, progress))
 
 
 def _run_partial(cell: Cell, cfg: SweepConfig, out: Path, opts: RunOptions, progress: Any) -> dict[str, Any]:
     from sreval.jobs import run_partial_job
 
     return run_partial_job(cell.models[0].spec, cell.data, save_images=cfg.keep_images > 0,
-                           **_attack_opts(cfg), **_common(cell, cfg, out, opts, progress))
+                           **_attack_opts(cfg, "partial"), **_common(cell, cfg, out, opts, progress))
 
 
 def _run_targeted(cell: Cell, cfg: SweepConfig, out: Path, opts: RunOptions, progress: Any) -> dict[str, Any]:
@@ -461,13 +474,13 @@ def _run_targeted(cell: Cell, cfg: SweepConfig, out: Path, opts: RunOptions, pro
     source, target = cell.data.split("|")
     return run_targeted_job(cell.models[0].spec, source=source, target=target, alpha=list(cfg.alphas),
                             steps=cfg.steps, quantize=cfg.quantize, out_dir=out, save_images=cfg.keep_images > 0,
-                            device=opts.device, seed=cfg.seed, progress=progress)
+                            device=opts.device, seed=cfg.seed, progress=progress, loop=cfg.loop("targeted"))
 
 
 def _run_transfer(cell: Cell, cfg: SweepConfig, out: Path, opts: RunOptions, progress: Any) -> dict[str, Any]:
     from sreval.jobs import run_transfer_job
 
-    return run_transfer_job([m.spec for m in cell.models], cell.data, **_attack_opts(cfg),
+    return run_transfer_job([m.spec for m in cell.models], cell.data, **_attack_opts(cfg, "transfer"),
                             **_common(cell, cfg, out, opts, progress))
 
 
@@ -483,7 +496,7 @@ def _run_defense(cell: Cell, cfg: SweepConfig, out: Path, opts: RunOptions, prog
     from sreval.jobs import run_defended_attack_job
 
     return run_defended_attack_job(cell.models[0].spec, cell.data, defenses=list(cfg.defenses),
-                                   save_images=False, **_attack_opts(cfg), **_common(cell, cfg, out, opts, progress))
+                                   save_images=False, **_attack_opts(cfg, "defense"), **_common(cell, cfg, out, opts, progress))
 
 
 @dataclass(frozen=True)

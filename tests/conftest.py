@@ -33,3 +33,15 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    """A tiny x2 SR network with frozen parameters, as the attacks see a loaded model (a test
+    module may define its own `model` instead)."""
+    from tests.tiny import TinySR
+
+    m = TinySR(scale=2).eval()
+    for p in m.parameters():
+        p.requires_grad_(False)
+    return m

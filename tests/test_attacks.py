@@ -11,14 +11,6 @@ from sreval.errors import ConfigError
 from tests.tiny import TinySR
 
 
-@pytest.fixture(scope="module")
-def model() -> torch.nn.Module:
-    m = TinySR(scale=2).eval()
-    for p in m.parameters():
-        p.requires_grad_(False)
-    return m
-
-
 def test_parse_alpha_forms() -> None:
     assert parse_alpha("1/255, 8/255,0.0314") == pytest.approx([1 / 255, 8 / 255, 0.0314])
     for bad in ("0", "-1/255", "2", "x", "1/0", "nan", ""):
@@ -41,13 +33,16 @@ def test_ifgsm_stays_in_budget_and_range(model: torch.nn.Module, reference: str)
 
 def test_clean_sr_without_start_would_not_move(model: torch.nn.Module) -> None:
     """Eq. 1 at X0 has a zero gradient: the random start is what makes the attack move."""
-    from sreval.attacks.common import ifgsm, mse_to
+    from sreval.attacks.common import mse_to, objective
+    from sreval.attacks.optim import Method, optimize
 
     x = torch.rand(1, 3, 8, 8)
     with torch.no_grad():
         ref = model(x)
-    still = ifgsm(model, x, per_sample(4 / 255, 1, x), 3, mse_to(ref))
+    vg, _ = objective(model, mse_to(ref))
+    still, trace = optimize(vg, x, per_sample(4 / 255, 1, x), 3, Method("ifgsm"), seeds=[(0, 0, 0)])
     assert torch.equal(still, x)
+    assert trace.bad_grad.tolist() == [3]  # the evidence sees it: three steps of zero gradient
     moved = IFGSM(model, eps=4 / 255, steps=3, reference="clean-sr")(x)
     assert (moved - x).abs().max() > 3.5 / 255
 
@@ -102,10 +97,10 @@ def test_fast_path_equals_simple_path(model: torch.nn.Module, reference: str) ->
     x0 = torch.round(torch.rand(2, 3, 9, 11) * 255) / 255
     hr = torch.rand(2, 3, 18, 22)
     alphas = (1 / 255, 4 / 255, 8 / 255)
-    together = attack_image(model, x0, hr, BasicConfig(alphas, steps=4), reference, image_ids=[7, 8])
-    chunked = attack_image(model, x0, hr, BasicConfig(alphas, steps=4, batch=4), reference, image_ids=[7, 8])
+    together, _ = attack_image(model, x0, hr, BasicConfig(alphas, steps=4), reference, image_ids=[7, 8])
+    chunked, _ = attack_image(model, x0, hr, BasicConfig(alphas, steps=4, batch=4), reference, image_ids=[7, 8])
     one = [attack_image(model, x0[i:i + 1], hr[i:i + 1], BasicConfig(alphas, steps=4, batch=1), reference,
-                        image_ids=[7 + i]) for i in range(2)]
+                        image_ids=[7 + i])[0] for i in range(2)]
     simple = torch.stack([one[i][a] for a in range(3) for i in range(2)])
     assert (together - simple).abs().max().item() <= 1e-5
     assert (chunked - simple).abs().max().item() <= 1e-5

@@ -63,9 +63,11 @@ def images_in(html: str) -> list[np.ndarray]:
 def test_full_run_every_section(full_run: Path) -> None:
     r = render_report(full_run)
     assert r.sections == ["overview", "clean", "fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8",
-                          "fig10", "defense", "conventions"]
+                          "fig10", "defense", "evidence", "conventions"]
     html = r.html.read_text()
-    assert len(images_in(html)) == r.figures == 10  # 9 figures; fig7 also has the permeation profile
+    # 9 figures; fig7 also has the permeation profile; the evidence section its loss curves
+    assert len(images_in(html)) == r.figures == 11
+    assert "Attack evidence (sanity checks)" in html and "loss_rises" in html
     # self-contained: nothing fetched from anywhere
     assert not re.search(r'(src|href)="(?!data:|#)', html)
     for needle in ("Fig. 4 - transferability", "basic+resize-adaptive", "Y channel of MATLAB rgb2ycbcr", "shave_sr"):
@@ -79,7 +81,7 @@ def test_full_run_every_section(full_run: Path) -> None:
 def test_missing_data_means_missing_sections(world: dict[str, Path], tmp_path: Path) -> None:
     run = sweep(world, tmp_path / "basic", ("basic",), keep_images=0)
     r = render_report(run)
-    assert r.sections == ["overview", "fig1", "fig3", "conventions"], "no images kept: no Fig. 2"
+    assert r.sections == ["overview", "fig1", "fig3", "evidence", "conventions"], "no images kept: no Fig. 2"
     html = r.html.read_text()
     for absent in ("Fig. 2", "Fig. 4", "Fig. 5", "Fig. 7", "Fig. 9", "Fig. 10", "Defenses"):
         assert absent not in html

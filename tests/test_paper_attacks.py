@@ -19,7 +19,7 @@ from sreval.attacks.partial import (
 )
 from sreval.attacks.targeted import TargetedConfig, TargetedIFGSM, TargetedPair, load_pair, run_targeted
 from sreval.attacks.universal import (
-    Universal, UniversalConfig, centre_crop_pair, fitting_crop, mean_gradient, quantize_perturbation,
+    Universal, UniversalConfig, apply_perturbation, centre_crop_pair, fitting_crop, quantize_perturbation,
     run_universal, split_holdout,
 )
 from sreval.data import Sample, downscale
@@ -28,14 +28,6 @@ from sreval.io import write_image
 from tests.tiny import TinySR
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="module")
-def model() -> torch.nn.Module:
-    m = TinySR(scale=2).eval()
-    for p in m.parameters():
-        p.requires_grad_(False)
-    return m
 
 
 def sample(name: str, h: int, w: int, scale: int = 2, seed: int = 0) -> Sample:
@@ -76,15 +68,55 @@ def test_universal_raises_the_mean_loss_over_random_noise(model: torch.nn.Module
     assert attacked > 1.5 * random
 
 
-def test_mean_gradient_does_not_depend_on_chunking(model: torch.nn.Module) -> None:
+def test_universal_objective_does_not_depend_on_chunking(model: torch.nn.Module) -> None:
     x = torch.rand(5, 3, 8, 9)
     delta = (torch.rand(1, 3, 8, 9) * 2 - 1) * 0.02
     with torch.no_grad():
         ref = model(x)
-    whole = mean_gradient(model, x, delta, lambda sl: mse_to(ref[sl]), None)
-    chunked = mean_gradient(model, x, delta, lambda sl: mse_to(ref[sl]), 2)
+    v1, whole = Universal(model, 8 / 255)._objective(x, ref, None)[0](delta)
+    v2, chunked = Universal(model, 8 / 255, batch=2)._objective(x, ref, None)[0](delta)
     assert whole.shape == (1, 3, 8, 9)
-    assert torch.allclose(whole, chunked, atol=1e-9, rtol=1e-5)
+    assert torch.allclose(whole, chunked, atol=1e-6, rtol=1e-5) and torch.allclose(v1, v2, rtol=1e-5)
+
+
+@pytest.mark.parametrize("loss", ["paper", "official"])
+def test_universal_objective_is_eq6(model: torch.nn.Module, loss: str) -> None:
+    """F(Delta) = 1/K sum_k L(X^k): L = ||f(X^k) - R^k||_2 (eq. 1, paper) or the MSE (official
+    code), checked against a direct autograd computation written from the equations."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(4, 3, 7, 8, generator=g)
+    hr = torch.rand(4, 3, 14, 16, generator=g)
+    delta = (torch.rand(1, 3, 7, 8, generator=g) * 2 - 1) * 0.03
+    value, grad = Universal(model, 8 / 255, loss=loss)._objective(x, hr, None)[0](delta)
+    d = delta.clone().requires_grad_(True)
+    diffs = [(model((x[k:k + 1] + d).clamp(0, 1)) - hr[k:k + 1]) for k in range(4)]
+    per = [e.norm() if loss == "paper" else e.square().mean() for e in diffs]
+    f = sum(per) / 4
+    (ref_grad,) = torch.autograd.grad(f, d)
+    assert torch.allclose(value, f.detach().reshape(1), rtol=1e-5)
+    assert torch.allclose(grad, ref_grad, rtol=1e-4, atol=1e-9)
+
+
+def test_universal_losses_give_different_directions(model: torch.nn.Module) -> None:
+    """Eq. 6 weights each image's gradient by 1 / its norm: summed, the signs differ from
+    the official mean of MSEs on some pixels (why the two losses reach different PSNRs)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 3, 8, 8, generator=g)
+    hr = torch.rand(3, 3, 16, 16, generator=g) * torch.tensor([0.2, 1.0, 3.0]).reshape(3, 1, 1, 1)
+    delta = torch.zeros(1, 3, 8, 8)
+    paper = Universal(model, 8 / 255, loss="paper")._objective(x, hr, None)[0](delta)[1]
+    official = Universal(model, 8 / 255, loss="official")._objective(x, hr, None)[0](delta)[1]
+    assert (paper.sign() != official.sign()).any()
+
+
+def test_universal_records_its_loss(model: torch.nn.Module) -> None:
+    samples = [sample(f"i{k}", 9, 9, seed=k) for k in range(2)]
+    for loss in ("paper", "official"):
+        res = run_universal(model, samples, 2, UniversalConfig(alphas=(8 / 255,), steps=2, loss=loss), device=CPU)
+        assert {r["loss"] for r in res.rows} == {loss}
+        assert len(res.rows[0]["loss_curve"]) == 3
+    with pytest.raises(ConfigError, match="universal loss"):
+        UniversalConfig(alphas=(8 / 255,), loss="mse")
 
 
 def test_quantized_perturbation_stays_on_grid_and_in_budget() -> None:

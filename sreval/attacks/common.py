@@ -1,5 +1,5 @@
-"""What every attack shares: budgets, the I-FGSM step and projection, the 8-bit delivery,
-and memory-adaptive batching."""
+"""What every attack shares: budgets, the objective the shared loop (optim.py) maximises, the
+8-bit delivery, and memory-adaptive batching."""
 
 from __future__ import annotations
 
@@ -11,13 +11,16 @@ from fractions import Fraction
 import torch
 from torch import Tensor, nn
 
+from sreval.attacks.optim import ValueAndGrad, l2_norm
 from sreval.errors import ConfigError
 
 LossFn = Callable[[Tensor], Tensor]  # SR batch -> per-sample loss (B,)
 
 
-def parse_alpha(text: str | float | Sequence[str | float]) -> list[float]:
-    """Budgets from '1/255,8/255', '0.0314' or a list of those; each must lie in (0, 1]."""
+def parse_alpha(text: str | float | Sequence[str | float], norm: str = "linf") -> list[float]:
+    """Budgets from '1/255,8/255', '0.0314' or a list of those. An l_inf budget bounds each
+    pixel and must lie in (0, 1]; an l_2 budget bounds the norm of the whole LR perturbation
+    (in [0, 1] pixel units, all channels) and may be any positive number. Repeats are dropped."""
     items = text.split(",") if isinstance(text, str) else list(text) if isinstance(text, Sequence) else [text]
     out: list[float] = []
     for item in items:
@@ -28,17 +31,21 @@ def parse_alpha(text: str | float | Sequence[str | float]) -> list[float]:
             value = float(Fraction(s)) if "/" in s else float(s)
         except (ValueError, ZeroDivisionError):
             raise ConfigError(f"bad budget {s!r}: write it as 8/255 or 0.0314") from None
-        if not math.isfinite(value) or not 0 < value <= 1:
+        if norm == "l2":
+            if not math.isfinite(value) or value <= 0:
+                raise ConfigError(f"l2 budget {s} must be a positive number")
+        elif not math.isfinite(value) or not 0 < value <= 1:
             raise ConfigError(f"budget {s} must lie in (0, 1] (image values are in [0, 1])")
-        out.append(value)
+        if value not in out:
+            out.append(value)
     if not out:
         raise ConfigError("no budget given (--alpha)")
     return out
 
 
-def budget_list(eps: float | Sequence[float]) -> list[float]:
+def budget_list(eps: float | Sequence[float], norm: str = "linf") -> list[float]:
     """The budget(s) an attack object was given, validated, as a list."""
-    return parse_alpha([eps] if isinstance(eps, (int, float)) else list(eps))
+    return parse_alpha([eps] if isinstance(eps, (int, float)) else list(eps), norm)
 
 
 def check_steps(steps: int) -> int:
@@ -57,26 +64,25 @@ def per_sample(eps: Tensor | float | Sequence[float], n: int, like: Tensor) -> T
     return e.reshape(n, 1, 1, 1)
 
 
-def project(x: Tensor, x0: Tensor, eps: Tensor) -> Tensor:
-    """Paper eq. 2-3: clip to the image range, then to the l_inf ball around x0."""
-    x = x.clamp(0.0, 1.0)
-    return torch.minimum(torch.maximum(x, x0 - eps), x0 + eps)
-
-
-def deliver(x: Tensor, x0: Tensor, eps: Tensor) -> Tensor:
+def deliver(x: Tensor, x0: Tensor, eps: Tensor, norm: str = "linf") -> Tensor:
     """Round the attacked LR to 8 bits, as an attacker delivers an image file, staying on the
-    8-bit grid AND within the budget: the nearest grey level inside [x0 - eps, x0 + eps] (a
-    budget that is not a multiple of 1/255 is thus used down to its last whole grey level)."""
-    lo = torch.ceil(((x0 - eps) * 255.0).clamp(min=0.0) - 1e-4) / 255.0
-    hi = torch.floor(((x0 + eps) * 255.0).clamp(max=255.0) + 1e-4) / 255.0
-    return torch.minimum(torch.maximum(torch.round(x * 255.0) / 255.0, lo), hi)
+    8-bit grid AND within the budget. l_inf: the nearest grey level inside [x0 - eps, x0 + eps]
+    (a budget that is not a multiple of 1/255 is used down to its last whole grey level).
+    l_2: the nearest grey levels, or, where that leaves the ball, the grey level of each pixel
+    between x and x0 (which never lengthens the perturbation when x0 is 8-bit)."""
+    if norm == "linf":
+        lo = torch.ceil(((x0 - eps) * 255.0).clamp(min=0.0) - 1e-4) / 255.0
+        hi = torch.floor(((x0 + eps) * 255.0).clamp(max=255.0) + 1e-4) / 255.0
+        return torch.minimum(torch.maximum(torch.round(x * 255.0) / 255.0, lo), hi)
+    nearest = (torch.round(x * 255.0) / 255.0).clamp(0.0, 1.0)
+    toward = torch.where(x > x0, torch.floor(x * 255.0 + 1e-4), torch.ceil(x * 255.0 - 1e-4)) / 255.0
+    over = (l2_norm(nearest - x0) > eps * (1 + 1e-6)).reshape(-1, *([1] * (x.dim() - 1)))
+    return torch.where(over, toward.clamp(0.0, 1.0), nearest)
 
 
-def random_start(x0: Tensor, eps: Tensor, scale: float, generator: torch.Generator) -> Tensor:
-    """A small uniform start in [-scale*eps, scale*eps]: with the clean SR as reference the
-    loss gradient at x0 is exactly zero, and sign(0) = 0 would never move."""
-    noise = torch.rand(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device) * 2 - 1
-    return project(x0 + noise * eps * scale, x0, eps)
+def straight_through(x: Tensor, rounded: Tensor) -> Tensor:
+    """`rounded` in the forward pass, identity in the backward pass (BPDA, Athalye et al.)."""
+    return x + (rounded - x).detach()
 
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -96,35 +102,30 @@ def autocast(x: Tensor, precision: str) -> contextlib.AbstractContextManager[obj
     return torch.autocast(x.device.type, dtype=dtype)
 
 
-def ifgsm(
-    model: nn.Module,
-    x0: Tensor,
-    eps: Tensor,
-    steps: int,
-    loss_fn: LossFn,
-    *,
-    start: Tensor | None = None,
-    grad_mask: Tensor | None = None,
-    descend: bool = False,
-    precision: str = "fp32",
-) -> Tensor:
-    """The I-FGSM loop of the paper (eq. 2-3, 8, 11), for a batch whose samples may each have
-    their own budget `eps` (B,1,1,1). The loss is summed over samples, so each sample gets its
-    own gradient. Returns X_T, detached."""
-    step = eps / steps * (-1.0 if descend else 1.0)
-    x = (x0 if start is None else start).detach()
-    for _ in range(steps):
-        x.requires_grad_(True)
-        with torch.enable_grad():  # callers may sit in no_grad (evaluation code)
+def objective(
+    model: nn.Module, loss_fn: LossFn, *, precision: str = "fp32", sign: float = 1.0,
+    transform: Callable[[Tensor], Tensor] | None = None,
+) -> tuple[ValueAndGrad, Callable[[Tensor], Tensor]]:
+    """(value_and_grad, value) of sign * loss_fn(model(transform(x))) for the shared loop.
+    `transform` is where the 8-bit delivery enters with a straight-through gradient; the
+    loss stays float32 under mixed precision. Callers may sit in no_grad (evaluation code)."""
+
+    def value_and_grad(x: Tensor) -> tuple[Tensor, Tensor]:
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            inp = x if transform is None else transform(x)
             with autocast(x, precision):
-                sr = model(x)
-            loss = loss_fn(sr.float()).sum()
-            (grad,) = torch.autograd.grad(loss, x)
-        direction = grad.sign()
-        if grad_mask is not None:
-            direction = direction * grad_mask
-        x = project(x.detach() + step * direction, x0, eps)
-    return x.detach()
+                sr = model(inp)
+            v = loss_fn(sr.float()) * sign
+            (g,) = torch.autograd.grad(v.sum(), x)
+        return v.detach(), g
+
+    def value(x: Tensor) -> Tensor:
+        with torch.no_grad(), autocast(x, precision):
+            sr = model(x if transform is None else transform(x))
+        return loss_fn(sr.float()) * sign
+
+    return value_and_grad, value
 
 
 def mse_to(reference: Tensor, mask: Tensor | None = None) -> LossFn:

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sreval.attacks.basic import BasicConfig, check_reference
-from sreval.attacks.common import (
-    budget_list, check_steps, deliver, ifgsm, in_chunks, mse_to, per_sample, random_start,
-)
+from sreval.attacks.basic import BasicConfig, GradientAttack
+from sreval.attacks.common import in_chunks
 from sreval.data import Sample
 from sreval.errors import ConfigError, DataError
 from sreval.evaluate import ImageSaver, Progress, Row, measure, measure_hr, super_resolve, to_image, to_tensor
@@ -49,45 +47,21 @@ def hr_mask(mask: Tensor, scale: int) -> Tensor:
 
 
 @dataclass(frozen=True)
-class PartialIFGSM:
-    """`x_adv = PartialIFGSM(model, eps=8/255, steps=50, scale=4)(x)`: I-FGSM whose step is
-    masked to the central LR region (eq. 8) and whose loss only sees the SR pixels outside its
-    HR counterpart (eq. 9). Several budgets: budget-major output, as `IFGSM`."""
+class PartialIFGSM(GradientAttack):
+    """`x_adv = PartialIFGSM(model, eps=8/255, steps=50, scale=4)(x, hr)`: the step (and any
+    random start) masked to the central LR region (eq. 8), the loss only on the SR pixels
+    outside its HR counterpart (eq. 9). `method` may be any of the shared loop's."""
 
-    model: nn.Module
-    eps: float | Sequence[float]
-    scale: int
-    steps: int = 50
-    reference: str = "clean-sr"
-    seed: int = 0
+    scale: int = field(default=0, kw_only=True)
 
     def __post_init__(self) -> None:
-        budget_list(self.eps)
-        check_steps(self.steps)
-        check_reference(self.reference)
+        super().__post_init__()
+        if not isinstance(self.scale, int) or self.scale < 1:
+            raise ConfigError(f"the partial attack needs the model's scale (an integer >= 1), got {self.scale!r}")
 
-    @property
-    def budgets(self) -> list[float]:
-        return budget_list(self.eps)
-
-    def __call__(self, x: Tensor, hr: Tensor | None = None) -> Tensor:
-        n, k = x.shape[0], len(self.budgets)
-        x0 = x.repeat(k, 1, 1, 1)
-        eps = per_sample(torch.tensor(self.budgets).repeat_interleave(n), n * k, x0)
+    def _masks(self, x: Tensor) -> dict[str, Tensor]:
         m = central_mask(*x.shape[-2:]).to(x.device)
-        outside = 1.0 - hr_mask(m, self.scale)
-        start = None
-        if self.reference == "hr":
-            if hr is None:
-                raise ConfigError("reference 'hr' needs the HR image")
-            target = hr.repeat(k, 1, 1, 1)
-        else:
-            with torch.no_grad():
-                target = self.model(x0)
-            gen = torch.Generator().manual_seed(self.seed)
-            # the random start is masked too: nothing outside M may ever change
-            start = x0 + (random_start(x0, eps, 1.0 / self.steps, gen) - x0) * m
-        return ifgsm(self.model, x0, eps, self.steps, mse_to(target, outside), start=start, grad_mask=m)
+        return {"mask": m, "loss_mask": 1.0 - hr_mask(m, self.scale)}
 
 
 # ----------------------------------------------------------------------------- permeation
@@ -171,7 +145,8 @@ def run_partial(
         inside = hr_mask(central_mask(h, w), scale)[0, 0].numpy() > 0.5
         rings = ring_distance(h, w, scale)
         sr0 = super_resolve(model, x0)
-        for alpha, x in zip(cfg.alphas, _attack(model, x0, hr, cfg, reference, scale)):
+        xs, evidence = _attack(model, x0, hr, cfg, reference, scale, i)
+        for alpha, x, ev in zip(cfg.alphas, xs, evidence):
             sr = super_resolve(model, x[None])
             prof = permeation(to_image(sr0), to_image(sr), rings, scale)
             profiles[alpha].append(prof)
@@ -181,7 +156,7 @@ def run_partial(
                 "psnr_sr_inside": psnr(to_image(sr0), to_image(sr), y=True, shave=scale, mask=inside),
                 "mse_ring1": prof["mse_y"][0] if prof["mse_y"] else None,
                 "half_distance_lr": half_distance(prof),
-                "permeation": prof,
+                "permeation": prof, "method": cfg.loop_method(cfg.method).label, **ev,
             })
             saver(f"{s.name}_a{alpha * 255:g}", lr=x, sr=sr)
         if progress:
@@ -190,17 +165,22 @@ def run_partial(
 
 
 def _attack(model: nn.Module, x0: Tensor, hr: Tensor | None, cfg: BasicConfig, reference: str,
-            scale: int) -> Tensor:
-    """All budgets of one image in chunks of cfg.batch (halved on out-of-memory), delivered."""
-    def run(sl: slice) -> Tensor:
-        attack = PartialIFGSM(model, list(cfg.alphas[sl]), scale, cfg.steps, reference, cfg.seed)
-        return attack(x0, hr)
+            scale: int, image_id: int) -> tuple[Tensor, list[Row]]:
+    """All budgets of one image in chunks of cfg.batch (halved on out-of-memory), delivered;
+    with the loop's evidence per budget."""
+    if cfg.method == "strongest":
+        raise ConfigError("the strongest ensemble is for the basic attack (sreval attack)")
+    evidence: list[Row] = []
 
-    x = in_chunks(run, len(cfg.alphas), cfg.batch)
-    if cfg.quantize:
-        x = deliver(x, x0.expand_as(x), per_sample(list(cfg.alphas), len(cfg.alphas), x))
-    m = central_mask(*x0.shape[-2:]).to(x0.device)
-    return x0 + (x - x0) * m  # rounding must not touch an LR that is not 8-bit outside M
+    def run(sl: slice) -> Tensor:
+        attack = PartialIFGSM(model, list(cfg.alphas[sl]), cfg.steps, reference, cfg.quantize, cfg.quantize_aware,
+                              cfg.norm, cfg.loop_method(cfg.method).restarts, cfg.seed, cfg.precision, cfg.method,
+                              scale=scale)
+        x, trace = attack.run(x0, hr, ids=[image_id])
+        evidence.extend(trace.rows())
+        return x
+
+    return in_chunks(run, len(cfg.alphas), cfg.batch), evidence
 
 
 __all__ = ["PartialIFGSM", "PartialResult", "run_partial", "central_mask", "hr_mask", "mask_bounds",

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from sreval.attacks.common import check_steps, deliver, ifgsm, in_chunks, mse_to, parse_alpha, per_sample
+from sreval.attacks.basic import GradientAttack
+from sreval.attacks.common import check_steps, in_chunks, parse_alpha
 from sreval.data import Sample, load_dataset
 from sreval.errors import ConfigError, DataError
 from sreval.evaluate import ImageSaver, Progress, Row, measure, super_resolve, to_image, to_tensor
@@ -22,28 +23,13 @@ from sreval.metrics import psnr
 
 
 @dataclass(frozen=True)
-class TargetedIFGSM:
-    """`x_adv = TargetedIFGSM(model, eps=16/255, steps=50)(x, target_hr)`: I-FGSM descending
-    the MSE to `target_hr` (eq. 11). Starts at X0: the gradient to a different image is not
-    zero there. Several budgets: budget-major output, as `IFGSM`."""
+class TargetedIFGSM(GradientAttack):
+    """`x_adv = TargetedIFGSM(model, eps=16/255, steps=50)(x, target_hr)`: descends the MSE
+    to `target_hr` (eq. 11), from X0 (the gradient to a different image is not zero there).
+    Several budgets: budget-major output, as `IFGSM`; `method` any of the shared loop's."""
 
-    model: nn.Module
-    eps: float | Sequence[float]
-    steps: int = 50
-
-    def __post_init__(self) -> None:
-        parse_alpha([self.eps] if isinstance(self.eps, float) else self.eps)
-        check_steps(self.steps)
-
-    @property
-    def budgets(self) -> list[float]:
-        return [float(self.eps)] if isinstance(self.eps, (int, float)) else [float(e) for e in self.eps]
-
-    def __call__(self, x: Tensor, target_hr: Tensor) -> Tensor:
-        n, k = x.shape[0], len(self.budgets)
-        x0 = x.repeat(k, 1, 1, 1)
-        eps = per_sample(torch.tensor(self.budgets).repeat_interleave(n), n * k, x0)
-        return ifgsm(self.model, x0, eps, self.steps, mse_to(target_hr.repeat(k, 1, 1, 1)), descend=True)
+    reference: str = "hr"  # the distance is always to the target HR
+    _descend = True
 
 
 @dataclass(frozen=True)
@@ -52,12 +38,23 @@ class TargetedConfig:
     steps: int = 50
     quantize: bool = True
     batch: int | None = None  # budgets attacked together; None = all
+    method: str = "ifgsm"
+    norm: str = "linf"
+    restarts: int = 1
+    quantize_aware: bool = True
+    seed: int = 0
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "alphas", tuple(parse_alpha(list(self.alphas))))
+        object.__setattr__(self, "alphas", tuple(parse_alpha(list(self.alphas), self.norm)))
         check_steps(self.steps)
         if self.batch is not None and self.batch < 1:
             raise ConfigError(f"batch must be >= 1, got {self.batch}")
+        self.attack(nn.Identity(), self.alphas)  # validates method, norm, restarts
+
+    def attack(self, model: nn.Module, alphas: Sequence[float]) -> TargetedIFGSM:
+        restarts = self.restarts if self.method in ("pgd", "apgd") else 1
+        return TargetedIFGSM(model, list(alphas), self.steps, "hr", self.quantize, self.quantize_aware, self.norm,
+                             restarts, self.seed, method=self.method)
 
 
 @dataclass(frozen=True, eq=False)
@@ -136,12 +133,14 @@ def run_targeted(
         raise DataError(f"SR output is {sr0.shape[-1]}x{sr0.shape[-2]} but the target HR is "
                         f"{target.shape[-1]}x{target.shape[-2]}")
 
+    evidence: list[Row] = []
+
     def run(sl: slice) -> Tensor:
-        return TargetedIFGSM(model, list(cfg.alphas[sl]), cfg.steps)(x0, target)
+        x, trace = cfg.attack(model, cfg.alphas[sl]).run(x0, target)
+        evidence.extend(trace.rows(sign=-1.0))  # the loss descended: MSE to the target
+        return x
 
     xs = in_chunks(run, len(cfg.alphas), cfg.batch)
-    if cfg.quantize:
-        xs = deliver(xs, x0.expand_as(xs), per_sample(list(cfg.alphas), len(cfg.alphas), xs))
     rows: list[Row] = []
     for i, (alpha, x) in enumerate(zip(cfg.alphas, xs)):
         sr = super_resolve(model, x[None])
@@ -149,7 +148,8 @@ def run_targeted(
         rows.append({"image": pair.source.name, "target": pair.target.name, "attack": "targeted",
                      "alpha": alpha, **measure(x0, x[None], sr0, sr, scale), **c,
                      "psnr_hr": c["psnr_source_hr"],
-                     "closer_to_target": c["psnr_target_hr"] > c["psnr_source_hr"]})
+                     "closer_to_target": c["psnr_target_hr"] > c["psnr_source_hr"],
+                     "method": cfg.attack(model, [alpha]).as_method().label, **evidence[i]})
         saver(f"{pair.source.name}_a{alpha * 255:g}", lr=x, sr=sr)
         if progress:
             progress(i + 1, len(cfg.alphas))

@@ -18,66 +18,119 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sreval.attacks.basic import REFERENCES, BasicConfig
-from sreval.attacks.common import LossFn, check_steps, in_chunks, mse_to, parse_alpha
+from sreval.attacks.basic import REFERENCES, BasicConfig, GradientAttack, start_radius
+from sreval.attacks.common import autocast, check_steps, in_chunks, parse_alpha, straight_through
+from sreval.attacks.optim import METHODS, Trace, l2_norm, optimize, sample_seeds
 from sreval.data import Sample
 from sreval.errors import ConfigError
 from sreval.evaluate import ImageSaver, Progress, Row, measure, measure_hr, super_resolve, to_image, to_tensor
 
 
+UNIVERSAL_LOSSES = ("paper", "official")
+
+
+def image_losses(kind: str) -> Callable[[Tensor, Tensor], Tensor]:
+    """Per-image loss of eq. 6's sum: `paper` = eq. 1's L2 norm ||f(X^k) - R^k||_2 (so each
+    image's gradient is weighted by 1 / its norm), `official` = the per-image MSE of the
+    official code (tf-sr-attack). The two change the sign of the summed gradient."""
+    if kind not in UNIVERSAL_LOSSES:
+        raise ConfigError(f"universal loss must be paper (eq. 6) or official, got {kind!r}")
+
+    def loss(sr: Tensor, ref: Tensor) -> Tensor:
+        sq = (sr - ref).square().flatten(1)
+        # the clamp keeps the norm's gradient finite where f(X^k) = R^k (it is zero there)
+        return sq.sum(1).clamp_min(1e-24).sqrt() if kind == "paper" else sq.mean(1)
+
+    return loss
+
+
 @dataclass(frozen=True)
-class Universal:
-    """`x_adv = Universal(model, eps=4/255, steps=50)(x)` for a batch x of equally sized LR
-    images; `.perturbation(x, hr)` gives the shared Delta itself, shape (1, C, H, W).
+class Universal(GradientAttack):
+    """`x_adv = Universal(model, eps=4/255, steps=50)(x, hr)` for a batch x of equally sized LR
+    images; `.perturbation(x, hr)` gives the shared Delta itself, shape (1, C, H, W), and
+    `.fit(x, hr)` also the loop's trace.
 
-    `reference="clean-sr"` (eq. 1) starts from a small random Delta, since at Delta = 0 its
-    gradient is exactly zero; `reference="hr"` (official code) starts from Delta = 0 (eq. 7).
-    `batch` = images per forward/backward (None: all; halved on out-of-memory)."""
+    Eq. 5-7 through the shared loop: the variable is Delta (a ball around 0, no box: eq. 5's
+    clip01 acts on each image), the objective F(Delta) = mean_k L(X^k). `loss` 'paper' is
+    eq. 6 (mean of L2 norms), 'official' the official code's mean of MSEs. With the clean-sr
+    reference the start is a small random Delta (the gradient at Delta = 0 is exactly zero);
+    with hr it is Delta = 0 (eq. 7). `batch` = images per forward/backward (None: all;
+    halved on out-of-memory). Delivered (`quantize`): Delta on the 8-bit grid."""
 
-    model: nn.Module
-    eps: float
-    steps: int = 50
-    reference: str = "clean-sr"
-    seed: int = 0
+    loss: str = "paper"
     batch: int | None = None
 
     def __post_init__(self) -> None:
-        parse_alpha([self.eps])
-        check_steps(self.steps)
-        if self.reference not in REFERENCES:
-            raise ConfigError(f"reference must be hr or clean-sr, got {self.reference!r}")
+        super().__post_init__()
+        if len(self.budgets) != 1:
+            raise ConfigError("a universal perturbation has one budget: make one Universal per budget")
+        image_losses(self.loss)
         if self.batch is not None and self.batch < 1:
             raise ConfigError(f"batch must be >= 1, got {self.batch}")
 
+    def fit(self, x: Tensor, hr: Tensor | None = None, progress: Progress | None = None) -> tuple[Tensor, Trace]:
+        """(Delta, delivered where `quantize`; the loop's trace of F)."""
+        reference = self.reference if self.reference != "auto" else ("hr" if hr is not None else "clean-sr")
+        target = self._target(x, hr, reference)
+        eps = float(self.budgets[0])
+        method = self.as_method()
+        zero = torch.zeros((1,) + tuple(x.shape[1:]), dtype=x.dtype, device=x.device)
+        eps_t = torch.full((1, 1, 1, 1), eps, dtype=x.dtype, device=x.device)
+        transform = None
+        if self.quantize and method.quantize_aware:
+            def transform(d: Tensor) -> Tensor:
+                return straight_through(d, quantize_perturbation(d, eps, self.norm))
+        vg, value = self._objective(x, target, transform)
+        radius = start_radius(method, reference, eps_t, self.steps, self.quantize)
+        delta, trace = optimize(vg, zero, eps_t, self.steps, method, seeds=sample_seeds(self.seed, [0], [eps]),
+                                start_radius=radius, box=None, final_value=value, on_step=progress)
+        return (quantize_perturbation(delta, eps, self.norm) if self.quantize else delta), trace
+
     def perturbation(self, x: Tensor, hr: Tensor | None = None, progress: Progress | None = None) -> Tensor:
-        target = self._target(x, hr)
-        eps, step = float(self.eps), float(self.eps) / self.steps
-        delta = self._start(x)
-        for n in range(self.steps):
-            grad = mean_gradient(self.model, x, delta, lambda sl: mse_to(target[sl]), self.batch)
-            delta = (delta + step * grad.sign()).clamp(-eps, eps)
-            if progress:
-                progress(n + 1, self.steps)
-        return delta
+        return self.fit(x, hr, progress)[0]
 
-    def __call__(self, x: Tensor, hr: Tensor | None = None) -> Tensor:
-        return apply_perturbation(x, self.perturbation(x, hr))
+    def run(self, x: Tensor, hr: Tensor | None = None, ids: Sequence[int] | None = None) -> tuple[Tensor, Trace]:
+        delta, trace = self.fit(x, hr)
+        return apply_perturbation(x, delta), trace
 
-    def _target(self, x: Tensor, hr: Tensor | None) -> Tensor:
-        if self.reference == "hr":
+    def _target(self, x: Tensor, hr: Tensor | None, reference: str) -> Tensor:
+        if reference == "hr":
             if hr is None:
                 raise ConfigError("reference 'hr' needs the HR images")
             return hr
         with torch.no_grad():
             return in_chunks(lambda sl: self.model(x[sl]), x.shape[0], self.batch)
 
-    def _start(self, x: Tensor) -> Tensor:
-        zero = torch.zeros((1,) + tuple(x.shape[1:]), dtype=x.dtype, device=x.device)
-        if self.reference == "hr":
-            return zero
-        gen = torch.Generator().manual_seed(self.seed)
-        noise = torch.rand(zero.shape, generator=gen, dtype=x.dtype).to(x.device) * 2 - 1
-        return noise * (float(self.eps) / self.steps)
+    def _objective(self, x: Tensor, target: Tensor, transform: Callable[[Tensor], Tensor] | None
+                   ) -> tuple[Callable[[Tensor], tuple[Tensor, Tensor]], Callable[[Tensor], Tensor]]:
+        """F(Delta) and its gradient, summed over chunks of images (a chunk that does not fit
+        is halved), the mean taken over all K images."""
+        per_image, k = image_losses(self.loss), x.shape[0]
+
+        def value_and_grad(delta: Tensor) -> tuple[Tensor, Tensor]:
+            values: list[Tensor] = []
+
+            def part(sl: slice) -> Tensor:
+                d = delta.detach().requires_grad_(True)
+                with torch.enable_grad(), autocast(x, self.precision):
+                    sr = self.model(apply_perturbation(x[sl], d if transform is None else transform(d)))
+                with torch.enable_grad():
+                    v = per_image(sr.float(), target[sl]).sum() / k
+                    (g,) = torch.autograd.grad(v, d)
+                values.append(v.detach())
+                return g
+
+            g = in_chunks(part, k, self.batch).sum(0, keepdim=True)
+            return torch.stack(values).sum().reshape(1), g
+
+        def value(delta: Tensor) -> Tensor:
+            d = delta if transform is None else transform(delta)
+            with torch.no_grad(), autocast(x, self.precision):
+                parts = in_chunks(lambda sl: per_image(self.model(apply_perturbation(x[sl], d)).float(),
+                                                       target[sl]), k, self.batch)
+            return parts.sum().reshape(1) / k
+
+        return value_and_grad, value
 
 
 def apply_perturbation(x: Tensor, delta: Tensor) -> Tensor:
@@ -85,27 +138,17 @@ def apply_perturbation(x: Tensor, delta: Tensor) -> Tensor:
     return (x + delta).clamp(0.0, 1.0)
 
 
-def mean_gradient(
-    model: nn.Module, x: Tensor, delta: Tensor, loss_for: Callable[[slice], LossFn], batch: int | None
-) -> Tensor:
-    """grad_Delta of the mean over images of their losses (eq. 6), computed in chunks of
-    images whose gradients are summed (a chunk that does not fit is halved)."""
-
-    def part(sl: slice) -> Tensor:
-        d = delta.detach().requires_grad_(True)
-        with torch.enable_grad():
-            loss = loss_for(sl)(model(apply_perturbation(x[sl], d))).sum()
-            (g,) = torch.autograd.grad(loss, d)
-        return g
-
-    return in_chunks(part, x.shape[0], batch).sum(0, keepdim=True) / x.shape[0]
-
-
-def quantize_perturbation(delta: Tensor, eps: float) -> Tensor:
+def quantize_perturbation(delta: Tensor, eps: float, norm: str = "linf") -> Tensor:
     """Delta on the 8-bit grid and inside the budget: added to an 8-bit image, the result is
-    again an 8-bit image (a budget below 1/255 rounds to no perturbation at all)."""
-    levels = math.floor(eps * 255 + 1e-6)
-    return delta.sign() * torch.clamp(torch.round(delta.abs() * 255), max=levels) / 255
+    again an 8-bit image (an l_inf budget below 1/255 rounds to no perturbation at all). l_2:
+    the nearest levels, or each value's level towards zero where that leaves the ball."""
+    if norm == "linf":
+        levels = math.floor(eps * 255 + 1e-6)
+        return delta.sign() * torch.clamp(torch.round(delta.abs() * 255), max=levels) / 255
+    nearest = torch.round(delta * 255) / 255
+    toward = torch.trunc(delta * 255 + delta.sign() * 1e-4) / 255
+    over = (l2_norm(nearest) > eps * (1 + 1e-6)).reshape(-1, *([1] * (delta.dim() - 1)))
+    return torch.where(over, toward, nearest)
 
 
 # ----------------------------------------------------------------------------- the dataset runner
@@ -121,9 +164,17 @@ class UniversalConfig:
     quantize: bool = True
     seed: int = 0
     batch: int | None = None  # images per forward/backward; None = all
+    loss: str = "paper"  # eq. 6 (mean of L2 norms) or 'official' (mean of MSEs)
+    method: str = "ifgsm"
+    norm: str = "linf"
+    restarts: int = 1
+    quantize_aware: bool = True
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "alphas", tuple(parse_alpha(list(self.alphas))))
+        image_losses(self.loss)
+        if self.method not in METHODS:
+            raise ConfigError(f"the universal attack's method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        object.__setattr__(self, "alphas", tuple(parse_alpha(list(self.alphas), self.norm)))
         check_steps(self.steps)
         if self.reference not in REFERENCES + ("auto",):
             raise ConfigError(f"reference must be hr, clean-sr or auto, got {self.reference!r}")
@@ -208,18 +259,19 @@ def run_universal(
     rows: list[Row] = []
     deltas: dict[float, np.ndarray] = {}
     for a_i, alpha in enumerate(cfg.alphas):
-        attack = Universal(model, alpha, cfg.steps, reference, cfg.seed, cfg.batch)
+        attack = Universal(model, alpha, cfg.steps, reference, cfg.quantize, cfg.quantize_aware, cfg.norm,
+                           cfg.restarts if cfg.method in ("pgd", "apgd") else 1, cfg.seed, method=cfg.method,
+                           loss=cfg.loss, batch=cfg.batch)
         done = a_i * cfg.steps
 
         def tick(n: int, _total: int) -> None:
             if progress:
                 progress(done + n, cfg.steps * len(cfg.alphas))
 
-        delta = attack.perturbation(x0[fit], hr[fit] if hr is not None else None, tick)
-        if cfg.quantize:
-            delta = quantize_perturbation(delta, alpha)
+        delta, trace = attack.fit(x0[fit], hr[fit] if hr is not None else None, tick)
         deltas[alpha] = to_image(delta)
-        rows += _measure_all(model, crops, x0, sr0, delta, alpha, set(held), scale, saver)
+        evidence = {"method": attack.as_method().label, "loss": cfg.loss, **trace.rows()[0]}
+        rows += [{**r, **evidence} for r in _measure_all(model, crops, x0, sr0, delta, alpha, set(held), scale, saver)]
     return UniversalResult(rows, crop, [crops[i].name for i in fit], [crops[i].name for i in held],
                            reference, deltas)
 
@@ -246,5 +298,5 @@ def amplified(delta: np.ndarray, alpha: float) -> np.ndarray:
     return np.clip(delta / (2 * alpha) + 0.5, 0.0, 1.0).astype(np.float32)
 
 
-__all__ = ["Universal", "UniversalConfig", "UniversalResult", "run_universal", "apply_perturbation",
+__all__ = ["Universal", "UNIVERSAL_LOSSES", "image_losses", "UniversalConfig", "UniversalResult", "run_universal", "apply_perturbation",
            "quantize_perturbation", "fitting_crop", "centre_crop_pair", "split_holdout", "amplified"]

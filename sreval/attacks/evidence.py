@@ -1,0 +1,130 @@
+"""Evidence that an attack was strong and converged (Carlini et al. 2019's checklist, adapted
+to SR): sanity checks that run with every basic attack, whose results go into report.json
+(`evidence`), the CLI (a warning per failed check) and the HTML report.
+
+Checks from what the attack already produced:
+- gradient: every step of every (image, budget) had a finite, non-zero input gradient;
+- loss_rises: the loss of the returned iterate is above the loss at the start;
+- restarts: no restart beat the returned result (best-of-restarts really is the best);
+- budget_monotone: per image, SR PSNR does not rise with the budget (0.1 dB slack).
+And two short probes on the first image:
+- tiny_budget: at 1/100 of the smallest budget (not rounded to 8 bits, which would erase
+  it) the SR barely changes: PSNR at least 20 dB above the smallest budget's (a locally
+  linear model gives +40 dB);
+- more_steps: the largest budget with half the steps is not stronger than with all of
+  them (0.25 dB slack): an attack still gaining from more steps has not converged.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from sreval.attacks.basic import BasicConfig, run_basic
+from sreval.data import Sample
+
+MONOTONE_SLACK_DB = 0.1
+STEPS_SLACK_DB = 0.25
+TINY_FACTOR = 100.0
+TINY_MARGIN_DB = 20.0
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def _where(items: Sequence[str], limit: int = 4) -> str:
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return ", ".join(items[:limit]) + more
+
+
+def _alpha(a: float) -> str:
+    return f"{a * 255:g}/255"
+
+
+def from_rows(rows: Sequence[dict[str, Any]]) -> list[Check]:
+    """The checks that need nothing but the attack's own rows."""
+    checks = []
+    bad = [f"{r['image']} at {_alpha(r['alpha'])} ({r['bad_grad_steps']} steps)" for r in rows
+           if r.get("bad_grad_steps")]
+    checks.append(Check("gradient", not bad, "finite, non-zero input gradient at every step" if not bad
+                        else f"zero or non-finite gradient: {_where(bad)}"))
+    flat = [f"{r['image']} at {_alpha(r['alpha'])}" for r in rows if r.get("loss_curve")
+            and not (r["returned_loss"] is not None and r["returned_loss"] > r["loss_curve"][0])]
+    checks.append(Check("loss_rises", not flat, "the loss rose from the start in every attack" if not flat
+                        else f"the loss did not rise: {_where(flat)}"))
+    beaten = [f"{r['image']} at {_alpha(r['alpha'])}" for r in rows if len(r.get("restart_best_loss") or []) > 1
+              and max(r["restart_best_loss"]) > r["returned_loss"] * (1 + 1e-6)]
+    checks.append(Check("restarts", not beaten, "the returned result is the best over all restarts" if not beaten
+                        else f"a restart beat the returned result: {_where(beaten)}"))
+    by_image: dict[str, list[tuple[float, float]]] = {}
+    for r in rows:
+        if isinstance(r.get("psnr_sr"), float):
+            by_image.setdefault(r["image"], []).append((r["alpha"], r["psnr_sr"]))
+    rising = []
+    for image, pts in by_image.items():
+        pts.sort()
+        for (a0, p0), (a1, p1) in zip(pts, pts[1:]):
+            if p1 > p0 + MONOTONE_SLACK_DB:
+                rising.append(f"{image}: {p0:.2f} dB at {_alpha(a0)} < {p1:.2f} dB at {_alpha(a1)}")
+    checks.append(Check("budget_monotone", not rising, "SR PSNR falls (or stays) as the budget grows"
+                        if not rising else f"more budget did less damage: {_where(rising)}"))
+    return checks
+
+
+def probes(model: nn.Module, samples: Sequence[Sample], scale: int, cfg: BasicConfig,
+           rows: Sequence[dict[str, Any]], device: torch.device) -> tuple[list[Check], dict[str, Any]]:
+    """The two probe attacks on the first image: (checks, what they measured)."""
+    first = samples[0]
+    main = {r["alpha"]: r["psnr_sr"] for r in rows if r["image"] == first.name}
+    lo, hi = min(cfg.alphas), max(cfg.alphas)
+    member = cfg.members()[0] if cfg.method == "strongest" else cfg.method
+    base = replace(cfg, method=member, batch=None)
+    checks, measured = [], {"image": first.name, "method": member}
+    tiny = replace(base, alphas=(lo / TINY_FACTOR,), quantize=False)
+    t_row = run_basic(model, [first], scale, tiny, device=device)[0]
+    at_lo = main.get(lo)
+    # an untouched SR at the smallest budget (infinite PSNR) asks for a near-untouched one here
+    need = at_lo + TINY_MARGIN_DB if at_lo is not None and math.isfinite(at_lo) else 60.0
+    ok = t_row["psnr_sr"] is not None and t_row["psnr_sr"] >= need
+    measured["tiny_budget"] = {"alpha": tiny.alphas[0], "psnr_sr": t_row["psnr_sr"], "needed": need}
+    checks.append(Check("tiny_budget", ok, f"budget {_alpha(tiny.alphas[0])}: SR PSNR {_db(t_row['psnr_sr'])} "
+                        f"(needs >= {need:.2f}: {TINY_MARGIN_DB:g} dB above {_alpha(lo)})"))
+    if cfg.steps >= 2:
+        half = replace(base, alphas=(hi,), steps=cfg.steps // 2)
+        h_row = run_basic(model, [first], scale, half, device=device)[0]
+        full = main.get(hi)
+        ok = full is None or h_row["psnr_sr"] is None or full <= h_row["psnr_sr"] + STEPS_SLACK_DB
+        measured["more_steps"] = {"alpha": hi, "steps": half.steps, "psnr_sr_half": h_row["psnr_sr"],
+                                  "psnr_sr_full": full}
+        checks.append(Check("more_steps", ok, f"{_alpha(hi)}: {_db(full)} with {cfg.steps} steps vs "
+                            f"{_db(h_row['psnr_sr'])} with {half.steps}"))
+    return checks, measured
+
+
+def _db(v: float | None) -> str:
+    return "inf dB" if v is None or not math.isfinite(v) else f"{v:.2f} dB"
+
+
+def evidence(model: nn.Module, samples: Sequence[Sample], scale: int, cfg: BasicConfig,
+             rows: Sequence[dict[str, Any]], device: torch.device, *, run_probes: bool = True) -> dict[str, Any]:
+    """The report's `evidence` section: every check with its verdict and detail, `ok` when all
+    passed, and what the probes measured."""
+    checks = from_rows(rows)
+    measured: dict[str, Any] = {}
+    if run_probes and samples:
+        more, measured = probes(model, samples, scale, cfg, rows, device)
+        checks += more
+    return {"ok": all(c.ok for c in checks), "checks": [asdict(c) for c in checks], "probes": measured,
+            "failed": [c.name for c in checks if not c.ok]}
+
+
+__all__ = ["Check", "from_rows", "probes", "evidence"]

@@ -1,0 +1,196 @@
+"""Files sreval writes, and the folders it writes them into: the one home of "nothing is lost
+and nothing is harmed".
+
+- `atomic_write` / `atomic_write_many`: a temporary file beside the target, fsync, rename;
+  several files are all staged before any is renamed, so a full disk or a crash leaves
+  either the old set or the new one (never a report.json without its results.csv). A target
+  that exists and is not a regular file (symlink, FIFO, device, folder) is never replaced;
+  `-` writes through to standard output.
+- `claim_run_dir`: checked BEFORE the work starts (a file in the way, read-only, a name too
+  long, no space), then locked, so two runs never write into one folder at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from sreval.errors import DataError
+
+STDOUT = "-"
+LOCK = ".sreval.lock"
+# The longest file name a run writes (images are named within this, see evaluate.ImageSaver).
+LONGEST_NAME = 200
+MIN_FREE_BYTES = 16 << 20
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISLNK, "symbolic link"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "device"),
+                       (stat.S_ISBLK, "device"), (stat.S_ISDIR, "folder"), (stat.S_ISSOCK, "socket")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or str(exc)
+
+
+def check_target(path: Path) -> None:
+    """A path sreval may replace: absent, or a regular file (not followed through a link)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise DataError(f"cannot write {path}: {_why(exc)}") from None
+    if not stat.S_ISREG(mode):
+        raise DataError(f"cannot write {path}: it is a {_kind(mode)}, and sreval only replaces regular files "
+                        f"(use '-' for standard output)")
+
+
+def _stage(path: Path, data: bytes) -> str:
+    """Write data to a temporary file beside path (mode 0644, or the old file's); its name."""
+    check_target(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".sreval.", suffix=".tmp")
+    except OSError as exc:
+        raise DataError(f"cannot write {path}: {_why(exc)}") from None
+    try:
+        # mkstemp makes the file 0600; results are for others to read too (keep an existing mode)
+        os.fchmod(fd, path.stat().st_mode & 0o777 if path.exists() else 0o644)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise DataError(f"cannot write {path}: {_why(exc)}") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def atomic_write_many(files: Mapping[Path | str, str | bytes]) -> None:
+    """Write every file, or none: all are staged first, then renamed into place."""
+    staged: list[tuple[str, Path]] = []
+    try:
+        for path, data in files.items():
+            raw = data.encode() if isinstance(data, str) else data
+            if str(path) == STDOUT:
+                continue
+            staged.append((_stage(Path(path), raw), Path(path)))
+        for path, data in files.items():  # standard output last: nothing else can fail after it
+            if str(path) == STDOUT:
+                sys.stdout.buffer.write(data.encode() if isinstance(data, str) else data)
+                sys.stdout.flush()
+        for tmp, path in staged:
+            check_target(path)  # nothing may have put a link there meanwhile
+            os.replace(tmp, path)
+    except OSError as exc:
+        raise DataError(f"cannot write {exc.filename or 'output'}: {_why(exc)}") from None
+    finally:
+        for tmp, _ in staged:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def atomic_write(path: Path | str, data: str | bytes) -> None:
+    """One file, atomically (see atomic_write_many); '-' is standard output."""
+    atomic_write_many({path: data})
+
+
+def check_writable_dir(folder: Path) -> None:
+    """Everything that would make writing results into `folder` fail, found now: a file in
+    the way, no permission or a read-only file system, a name too long for it, no space."""
+    folder = Path(folder)
+    if str(folder) == STDOUT:
+        raise DataError("an output folder cannot be '-' (standard output)")
+    for parent in [folder, *folder.parents]:
+        if os.path.lexists(parent):
+            if not parent.is_dir():
+                raise DataError(f"cannot write results into {folder}: {parent} is not a folder")
+            break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot write results into {folder}: {_why(exc)}") from None
+    try:
+        name_max = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    if name_max < LONGEST_NAME:
+        raise DataError(f"cannot write results into {folder}: its file system allows names of {name_max} "
+                        f"characters, sreval needs {LONGEST_NAME}")
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".sreval.probe.")
+        try:
+            os.write(fd, b"\0" * 65536)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(probe)
+    except OSError as exc:
+        raise DataError(f"cannot write results into {folder}: {_why(exc)}") from None
+    try:
+        free = os.statvfs(folder)
+        if free.f_bavail * free.f_frsize < MIN_FREE_BYTES:
+            raise DataError(f"cannot write results into {folder}: less than {MIN_FREE_BYTES >> 20} MB free")
+    except OSError:
+        pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def claim_run_dir(folder: Path) -> Iterator[Path]:
+    """Check `folder` (check_writable_dir), then hold its lock while the run writes into it.
+    Another live run holding it is a one-line refusal; a lock left by a dead process is taken
+    over."""
+    folder = Path(folder)
+    check_writable_dir(folder)
+    lock = folder / LOCK
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            break
+        except FileExistsError:
+            try:
+                pid = int(lock.read_text().strip() or 0)
+            except (OSError, ValueError):
+                pid = 0
+            if pid and pid != os.getpid() and _alive(pid):
+                raise DataError(f"{folder} is in use by another sreval run (process {pid}); "
+                                f"choose another --out or wait for it") from None
+            if pid == os.getpid():  # a nested job of this same run (e.g. a sweep's cell)
+                yield folder
+                return
+            lock.unlink(missing_ok=True)  # stale: its process is gone
+        except OSError as exc:
+            raise DataError(f"cannot lock {folder}: {_why(exc)}") from None
+    else:
+        raise DataError(f"cannot lock {folder}: {errno.errorcode.get(errno.EEXIST)}")
+    try:
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        yield folder
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+__all__ = ["atomic_write", "atomic_write_many", "check_target", "check_writable_dir", "claim_run_dir", "STDOUT"]

@@ -1,0 +1,281 @@
+"""The shared loop's methods (parametrized over its registry, timm-style), the straight-through
+8-bit delivery, the `strongest` ensemble and the evidence checks, on tiny models."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from sreval.attacks.basic import ATTACK_METHODS, GradientAttack, BasicConfig, attack_image, run_basic
+from sreval.attacks.common import deliver, mse_to, objective, parse_alpha, per_sample
+from sreval.attacks.evidence import evidence, from_rows
+from sreval.attacks.optim import METHODS, NORMS, Method, apgd_checkpoints, l2_norm, optimize, project
+from sreval.data import Sample, downscale
+from sreval.errors import ConfigError
+from tests.tiny import TinySR
+
+CPU = torch.device("cpu")
+BUDGETS = {"linf": [2 / 255, 8 / 255], "l2": [0.3, 1.2]}
+
+
+def images(n: int = 2, h: int = 10, w: int = 12, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.round(torch.rand(n, 3, h, w, generator=g) * 255) / 255,
+            torch.rand(n, 3, 2 * h, 2 * w, generator=g))
+
+
+def dist(d: torch.Tensor, norm: str) -> torch.Tensor:
+    return d.flatten(1).abs().amax(1) if norm == "linf" else l2_norm(d).flatten()
+
+
+def attack(model: torch.nn.Module, method: str, norm: str, **kw: object) -> GradientAttack:
+    restarts = 2 if method in ("pgd", "apgd") else 1
+    return GradientAttack(model, BUDGETS[norm], steps=6, method=method, norm=norm, restarts=restarts, **kw)
+
+
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("reference", ["hr", "clean-sr"])
+def test_every_method_stays_in_budget_box_and_grid(model: torch.nn.Module, method: str, norm: str,
+                                                   reference: str) -> None:
+    x, hr = images()
+    xa, trace = attack(model, method, norm, reference=reference).run(x, hr if reference == "hr" else None)
+    eps = torch.tensor(BUDGETS[norm]).repeat_interleave(2)
+    assert (dist(xa - x.repeat(2, 1, 1, 1), norm) <= eps * (1 + 1e-5)).all()
+    assert xa.min() >= 0 and xa.max() <= 1
+    assert torch.allclose(xa * 255, torch.round(xa * 255), atol=1e-3)  # delivered as an 8-bit file
+    assert trace.loss.shape == (7, 4) and (trace.bad_grad == 0).all()
+    assert (trace.returned_loss > trace.loss[0]).all()  # the loss rose from the start
+
+
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_beats_random_noise(model: torch.nn.Module, method: str, norm: str) -> None:
+    x, _ = images(1, 12, 12)
+    eps = BUDGETS[norm][1]
+    xa = GradientAttack(model, eps, steps=10, method=method, norm=norm, reference="clean-sr")(x)
+    noise = torch.sign(torch.randn(x.shape, generator=torch.Generator().manual_seed(1)))
+    noise = noise * (eps if norm == "linf" else eps / l2_norm(noise))
+    with torch.no_grad():
+        ref = model(x)
+        attacked = (model(xa) - ref).square().mean()
+        random = (model((x + noise).clamp(0, 1)) - ref).square().mean()
+    assert attacked > 1.5 * random
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_numbers_do_not_depend_on_batching(model: torch.nn.Module, method: str) -> None:
+    """Seeded per-sample starts: two images x two budgets together, or one at a time."""
+    x, hr = images()
+    together = attack(model, method, "linf", reference="clean-sr").run(x, None, ids=[3, 4])[0]
+    for i in range(2):
+        for a, e in enumerate(BUDGETS["linf"]):
+            one = GradientAttack(model, e, steps=6, method=method, restarts=2 if method in ("pgd", "apgd") else 1,
+                                 reference="clean-sr").run(x[i:i + 1], None, ids=[3 + i])[0]
+            assert (together[2 * a + i] - one[0]).abs().max() <= 1e-5
+
+
+def test_restarts_are_never_weaker(model: torch.nn.Module) -> None:
+    x, hr = images()
+    eps = per_sample(8 / 255, 2, x)
+    vg, value = objective(model, mse_to(hr))
+    seeds = [(0, 0, 0), (0, 1, 0)]
+    _, one = optimize(vg, x, eps, 5, Method("pgd"), seeds=seeds, final_value=value)
+    _, three = optimize(vg, x, eps, 5, Method("pgd", restarts=3), seeds=seeds, final_value=value)
+    assert len(three.restart_best) == 3
+    assert torch.equal(three.restart_best[0], one.restart_best[0])  # restart 0 is the 1-restart run
+    assert (three.returned_loss >= one.returned_loss).all()
+    assert (three.returned_loss >= torch.stack(three.restart_best).amax(0) - 1e-9).all()
+
+
+def test_apgd_checkpoints_follow_croce_hein() -> None:
+    # p = 0, 0.22, 0.41, 0.57, 0.70, 0.80, 0.87, 0.93, 0.99 -> ceil(p * 100)
+    assert apgd_checkpoints(100) == [22, 41, 57, 70, 80, 87, 93, 99]
+    assert all(0 < c < 10 for c in apgd_checkpoints(10))
+
+
+def test_apgd_halves_its_step_when_stalled() -> None:
+    """A concave objective with its maximum inside the ball: steps of 2 eps overshoot, the
+    objective stops rising, the step is halved, and APGD ends near the maximum."""
+    target = torch.full((1, 1, 4, 4), 0.53)
+
+    def vg(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return -(x - target).square().flatten(1).sum(1), -2 * (x - target)
+
+    x0 = torch.full((1, 1, 4, 4), 0.5)
+    x, trace = optimize(vg, x0, per_sample(0.1, 1, x0), 40, Method("apgd"), seeds=[(0, 0, 0)])
+    assert (x - target).abs().max() < 0.02
+    assert trace.returned_loss.item() > -0.01 * 16
+
+
+def test_projection_l2_then_box() -> None:
+    x0 = torch.full((1, 3, 4, 4), 0.9)
+    x = x0 + torch.randn(1, 3, 4, 4)
+    p = project(x, x0, per_sample(0.5, 1, x0), "l2")
+    assert l2_norm(p - x0).item() <= 0.5 + 1e-6 and p.max() <= 1 and p.min() >= 0
+
+
+def test_l2_delivery_stays_in_the_ball() -> None:
+    x0 = torch.round(torch.rand(3, 3, 6, 6) * 255) / 255
+    eps = per_sample([0.01, 0.05, 0.2], 3, x0)
+    d = torch.randn_like(x0)
+    x = project(x0 + d, x0, eps, "l2")
+    q = deliver(x, x0, eps, "l2")
+    assert (l2_norm(q - x0).flatten() <= eps.flatten() * (1 + 1e-6)).all()
+    assert torch.allclose(q * 255, torch.round(q * 255), atol=1e-4)
+
+
+def test_budgets_by_norm_and_repeats() -> None:
+    assert parse_alpha("8/255,8/255") == [8 / 255]  # a repeated budget runs once
+    assert parse_alpha("0.5,2", norm="l2") == [0.5, 2.0]
+    with pytest.raises(ConfigError):
+        parse_alpha("2")  # l_inf: at most 1
+    with pytest.raises(ConfigError):
+        parse_alpha("-1", norm="l2")
+
+
+def test_bad_method_options_are_one_line_errors(model: torch.nn.Module) -> None:
+    with pytest.raises(ConfigError, match="method"):
+        BasicConfig(alphas=(8 / 255,), method="fgsm")
+    with pytest.raises(ConfigError, match="restarts"):
+        GradientAttack(model, 8 / 255, method="ifgsm", restarts=3)
+    with pytest.raises(ConfigError, match="norm"):
+        GradientAttack(model, 8 / 255, norm="l1")
+    with pytest.raises(ConfigError, match="ensemble"):
+        BasicConfig(alphas=(8 / 255,), method="strongest", ensemble=("ifgsm", "square"))
+
+
+def test_quantize_aware_optimises_the_delivered_file(model: torch.nn.Module) -> None:
+    """With straight-through rounding the loop's loss IS the loss of the delivered image."""
+    x, hr = images(1)
+    a = GradientAttack(model, 4 / 255, steps=5, reference="hr", method="pgd")
+    xa, trace = a.run(x, hr)
+    with torch.no_grad():
+        delivered_loss = mse_to(hr)(model(xa))
+    assert torch.allclose(trace.returned_loss, delivered_loss, rtol=1e-5)
+    # --round-at-end optimises the unrounded image, and only rounds what it found
+    raw, t_end = GradientAttack(model, 4 / 255, steps=5, reference="hr", method="pgd", quantize=False).run(x, hr)
+    with torch.no_grad():
+        assert torch.allclose(t_end.returned_loss, mse_to(hr)(model(raw)), rtol=1e-5)
+    assert not torch.allclose(raw * 255, torch.round(raw * 255), atol=1e-3)
+
+
+def sample(name: str, h: int, w: int, seed: int = 0) -> Sample:
+    hr = np.round(np.random.default_rng(seed).random((2 * h, 2 * w, 3)) * 255).astype(np.float32) / 255
+    return Sample(name, downscale(hr, 2), hr)
+
+
+def test_strongest_keeps_the_worst_case_and_names_it(model: torch.nn.Module) -> None:
+    samples = [sample("a", 10, 10), sample("b", 9, 11, seed=1)]
+    cfg = BasicConfig(alphas=(2 / 255, 8 / 255), steps=4, method="strongest")
+    rows = run_basic(model, samples, 2, cfg, device=CPU)
+    assert len(rows) == 4
+    singles = {m: {(r["image"], r["alpha"]): r["psnr_sr"] for r in
+                   run_basic(model, samples, 2, BasicConfig(alphas=cfg.alphas, steps=4, method=m), device=CPU)}
+               for m in cfg.ensemble}
+    for r in rows:
+        key = (r["image"], r["alpha"])
+        assert r["psnr_sr"] == min(s[key] for s in singles.values())
+        assert r["method"].split("-")[0] in cfg.ensemble
+        assert r["psnr_sr_by_method"] == {m: singles[m][key] for m in cfg.ensemble}
+
+
+def test_strongest_is_only_for_the_basic_attack(model: torch.nn.Module) -> None:
+    x, hr = images(1)
+    with pytest.raises(ConfigError, match="strongest"):
+        attack_image(model, x, hr, BasicConfig(alphas=(8 / 255,), method="strongest"), "hr")
+
+
+# ----------------------------------------------------------------------------- evidence
+
+
+def test_evidence_passes_on_a_sound_attack(model: torch.nn.Module) -> None:
+    samples = [sample("a", 12, 12)]
+    cfg = BasicConfig(alphas=(1 / 255, 4 / 255, 16 / 255), steps=6)
+    rows = run_basic(model, samples, 2, cfg, device=CPU)
+    assert all(len(r["loss_curve"]) == 7 for r in rows)
+    ev = evidence(model, samples, 2, cfg, rows, CPU)
+    assert ev["ok"], ev
+    names = [c["name"] for c in ev["checks"]]
+    assert names == ["gradient", "loss_rises", "restarts", "budget_monotone", "tiny_budget", "more_steps"]
+    assert ev["probes"]["tiny_budget"]["psnr_sr"] > ev["probes"]["tiny_budget"]["needed"]
+
+
+class Flat(torch.nn.Module):
+    """An SR 'model' that ignores its input: every gradient is zero, no attack can move it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(x.shape[0], 3, 2 * x.shape[2], 2 * x.shape[3]) + 0 * x.sum()
+
+
+def test_evidence_flags_a_zero_gradient_and_a_flat_loss() -> None:
+    samples = [sample("a", 8, 8)]
+    cfg = BasicConfig(alphas=(4 / 255,), steps=3)
+    rows = run_basic(Flat(), samples, 2, cfg, device=CPU)
+    ev = evidence(Flat(), samples, 2, cfg, rows, CPU, run_probes=False)
+    assert not ev["ok"] and {"gradient", "loss_rises"} <= set(ev["failed"])
+
+
+def test_evidence_flags_damage_that_falls_with_the_budget() -> None:
+    rows = [{"image": "a", "alpha": 2 / 255, "psnr_sr": 30.0}, {"image": "a", "alpha": 8 / 255, "psnr_sr": 33.0}]
+    (monotone,) = [c for c in from_rows(rows) if c.name == "budget_monotone"]
+    assert not monotone.ok and "a: 30.00 dB at 2/255 < 33.00 dB at 8/255" in monotone.detail
+
+
+def test_every_attack_method_is_accepted_by_the_runner(model: torch.nn.Module) -> None:
+    for m in ATTACK_METHODS:
+        rows = run_basic(model, [sample("a", 8, 8)], 2, BasicConfig(alphas=(4 / 255,), steps=2, method=m), device=CPU)
+        assert math.isfinite(rows[0]["psnr_sr"]) and rows[0]["method"]
+
+
+# ----------------------------------------------------------------------------- through the CLI
+
+
+@pytest.fixture(scope="module")
+def onnx_model(tmp_path_factory: pytest.TempPathFactory) -> "object":
+    from tests.tiny import export
+
+    return export(TinySR(scale=2), tmp_path_factory.mktemp("m") / "tiny.onnx")
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> "object":
+    from tests.test_cli import make_dataset
+
+    return make_dataset(tmp_path_factory.mktemp("d") / "set")
+
+
+@pytest.mark.parametrize("method,norm,alpha", [("strongest", "linf", "2/255,8/255"), ("apgd", "l2", "0.5,1"),
+                                              ("pgd", "linf", "4/255")])
+def test_cli_methods_record_evidence(onnx_model: "object", dataset: "object", tmp_path: "object", method: str,
+                                     norm: str, alpha: str) -> None:
+    import json
+
+    from tests.test_cli import run
+
+    out = tmp_path / "run"
+    extra = ["--restarts", "2"] if method == "pgd" else []
+    r = run("attack", onnx_model, "--data", dataset, "--alpha", alpha, "--steps", "3", "--method", method,
+            "--norm", norm, "--out", out, "--device", "cpu", *extra)
+    assert r.exit_code == 0, r.output
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["config"]["method"] == method and rep["config"]["norm"] == norm
+    assert {c["name"] for c in rep["evidence"]["checks"]} >= {"gradient", "loss_rises", "tiny_budget"}
+    assert all(len(row["loss_curve"]) == 4 for row in rep["results"])
+    for c in rep["evidence"]["checks"]:  # a failed check is a warning line too, never silent
+        assert (f"sanity check {c['name']} failed" in r.output) == (not c["ok"])
+
+
+def test_cli_warns_on_a_failed_check(capsys: pytest.CaptureFixture[str]) -> None:
+    """A failed check is one plain-text warning line (an image named like markup stays as is)."""
+    from sreval import cli
+
+    report = {"evidence": {"checks": [{"name": "gradient", "ok": False, "detail": "zero gradient: [/x] at 4/255"},
+                                      {"name": "loss_rises", "ok": True, "detail": "fine"}]}}
+    cli._print_evidence(report)
+    text = capsys.readouterr().out
+    assert "warning: sanity check gradient failed: zero gradient: [/x] at 4/255" in text
+    assert "loss_rises" not in text
