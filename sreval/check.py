@@ -55,7 +55,7 @@ class CheckResult:
 
     @property
     def ok(self) -> bool:
-        return not self.regressions
+        return not self.regressions and self.compared > 0  # comparing nothing is no pass
 
 
 def _show(v: Any) -> str:
@@ -121,7 +121,30 @@ def write_golden(run_dir: Path, path: Path) -> dict[str, Any]:
 
 
 def read_golden(path: Path) -> dict[str, Any]:
-    return read_json(Path(path), SCHEMA, "golden file", f"no golden file at {path} (make one with --update)")
+    """A golden file, checked all the way down: {cells: {cell: {row: {metric: number | bool | null}}}}
+    with at least one number; anything else is one DataError line naming what is wrong."""
+    golden = read_json(Path(path), SCHEMA, "golden file", f"no golden file at {path} (make one with --update)")
+    cells = golden.get("cells")
+    if not isinstance(cells, dict):
+        raise DataError(f"{path}: malformed golden file: 'cells' must be an object")
+    count = 0
+    for cell, rows in cells.items():
+        if not isinstance(rows, dict):
+            raise DataError(f"{path}: malformed golden file: cell {cell!r} must map rows to numbers")
+        for row, numbers in rows.items():
+            if not isinstance(numbers, dict):
+                raise DataError(f"{path}: malformed golden file: row {cell!r} / {row!r} must map metrics to numbers")
+            for metric, v in numbers.items():
+                if not (v is None or isinstance(v, (bool, int, float))) or (
+                        isinstance(v, float) and not math.isfinite(v)):
+                    raise DataError(f"{path}: malformed golden file: {cell!r} / {row!r} / {metric!r} is {v!r}, "
+                                    f"not a number")
+                count += not isinstance(v, bool) and v is not None
+    if not count:
+        raise DataError(f"{path}: the golden file holds no numbers: comparing nothing would pass anything")
+    if not isinstance(golden.get("config", {}), dict):
+        raise DataError(f"{path}: malformed golden file: 'config' must be an object")
+    return golden
 
 
 def within(metric: str, expected: Any, got: Any, tol: float) -> bool:
@@ -174,6 +197,8 @@ def _config_notes(expected: dict[str, Any], got: dict[str, Any]) -> list[str]:
 def summary_line(result: CheckResult) -> str:
     if result.ok:
         return f"ok: {result.compared} numbers within {result.tol:g} dB of {result.golden}"
+    if not result.compared and not result.regressions:
+        return f"no number of the run was compared with {result.golden}"
     return f"{len(result.regressions)} regression(s) against {result.golden} ({result.compared} numbers compared)"
 
 

@@ -52,6 +52,18 @@ def label(tag: str, style: str, rest: object = "") -> Text:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+@app.callback()
+def main(
+    max_pixels: Annotated[Optional[int], typer.Option("--max-pixels", min=1, envvar="SREVAL_MAX_PIXELS", help="Largest image (width x height) sreval decodes; larger ones are refused from their header (decompression bombs).")] = None,
+    time_limit: Annotated[Optional[float], typer.Option("--time-limit", min=0.001, envvar="SREVAL_TIME_LIMIT", help="Seconds one onnxruntime run on an image may take (a model that loops on large inputs); none by default. Ctrl-C always stops a run.")] = None,
+) -> None:
+    """Adversarial robustness of super-resolution models (any ONNX file or zoo name)."""
+    if max_pixels is not None:
+        os.environ["SREVAL_MAX_PIXELS"] = str(max_pixels)
+    if time_limit is not None:
+        os.environ["SREVAL_TIME_LIMIT"] = str(time_limit)
+
+
 def handle_errors(fn: F) -> F:
     """Turn library errors into one line + exit code; keep tracebacks for SREVAL_DEBUG=1."""
 
@@ -96,7 +108,7 @@ DataOpt = Annotated[str, typer.Option("--data", "-d", help="Dataset folder, data
 DataRoot = Annotated[Optional[Path], typer.Option("--data-root", envvar="SREVAL_DATA", help="Where dataset names resolve.")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run folder for report.json and results.csv.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
+SeedOpt = Annotated[int, typer.Option("--seed", min=0, max=2**63 - 1, help="Random seed (0 .. 2^63-1).")]
 LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="Use the first N images only.")]
 ScaleOpt = Annotated[Optional[int], typer.Option("--scale", min=1, max=16, help="Upscaling factor (default: metadata or probed).")]
 RangeOpt = Annotated[Optional[float], typer.Option("--range", help="Model value range: 1 or 255 (default: metadata, else 1).")]
@@ -126,6 +138,8 @@ def _print_evidence(report: dict[str, Any]) -> None:
     for c in ev.get("checks", []):
         if not c["ok"]:
             out.print(Text(f"warning: sanity check {c['name']} failed: {c['detail']}", style="yellow"))
+    for note in ev.get("notes", []):
+        out.print(label("note:", "yellow", note))
 
 
 def _print_summary(report: dict[str, Any], keys: tuple[str, ...]) -> None:
@@ -166,7 +180,7 @@ def attack(
     norm: NormOpt = "linf",
     restarts: RestartsOpt = 1,
     quantize_aware: RoundOpt = True,
-    ensemble: Annotated[Optional[str], typer.Option("--ensemble", help="Members of --method strongest (default ifgsm,pgd,apgd).")] = None,
+    ensemble: Annotated[Optional[str], typer.Option("--ensemble", help="Members of --method strongest: METHOD, METHOD@REFERENCE or shift (default ifgsm,pgd@clean-sr,apgd@clean-sr,shift: the paper's I-FGSM, PGD/APGD on eq. 1 (the distance the SR PSNR measures), and X0 +- alpha everywhere, the worst case of a linear model).")] = None,
     sanity: Annotated[bool, typer.Option("--sanity/--no-sanity", help="Run the sanity checks (two short probe attacks on the first image); failures are warnings and flags in report.json.")] = True,
     queries: Annotated[int, typer.Option("--queries", min=1, help="Square attack: model runs per image.")] = 500,
     precision: Annotated[str, typer.Option("--precision", help="fp32, or bf16/fp16 mixed precision for the attack's forward/backward (the report states the PSNR difference to fp32).")] = "fp32",
@@ -287,17 +301,19 @@ def zoo_list() -> None:
 @handle_errors
 def zoo_build(
     names: Annotated[list[str], typer.Argument(help="Zoo names ('all': every entry whose weights are here).")],
-    weights: Annotated[Optional[Path], typer.Option("--weights", help="Local checkpoint (one NAME only).")] = None,
+    weights: Annotated[Optional[Path], typer.Option("--weights", help="Local checkpoint (one NAME only), checked against the manifest's SHA-256.")] = None,
+    other_weights: Annotated[bool, typer.Option("--other-weights", help="Build from a --weights file that is not the official checkpoint; the model is then named NAME@<digest>, never NAME.")] = False,
 ) -> None:
     """Export zoo entries to canonical ONNX files (parity-checked against onnxruntime)."""
     from sreval import zoo
+    from sreval.errors import ConfigError
 
     if names == ["all"]:
         names = [n for n, e in zoo.manifest().items() if zoo.weights_available(e)]
     if weights is not None and len(names) != 1:
-        raise typer.BadParameter("--weights goes with exactly one NAME")
+        raise ConfigError("--weights goes with exactly one NAME")
     for name in names:
-        out.print(f"{name}: {zoo.build(name, weights=weights)}")
+        out.print(f"{name}: {zoo.build(name, weights=weights, other_weights=other_weights)}")
 
 
 @zoo_app.command("verify")
@@ -631,6 +647,8 @@ def sweep(
     for o in result.outcomes:
         table.add_row(o.cell.attack, o.cell.model, o.cell.dataset, o.status)
     out.print(table)
+    for note in result.repaired:
+        out.print(label("note:", "yellow", f"damaged cell {note}"), soft_wrap=True)
     _report_line(out_dir)
     out.print(f"render it: sreval report {out_dir}", soft_wrap=True)
 
@@ -646,9 +664,10 @@ def report_command(
     from sreval.htmlreport import render_report
 
     rendered = render_report(run_dir, html_path=html, markdown_path=markdown)
-    out.print(f"sections: {', '.join(rendered.sections)}")
-    out.print(f"html: {rendered.html}", soft_wrap=True)
-    out.print(f"markdown: {rendered.markdown}", soft_wrap=True)
+    say = err if "-" in (str(html), str(markdown)) else out  # standard output holds the report itself
+    say.print(f"sections: {', '.join(rendered.sections)}")
+    say.print(f"html: {rendered.html}", soft_wrap=True)
+    say.print(f"markdown: {rendered.markdown}", soft_wrap=True)
 
 
 @app.command()

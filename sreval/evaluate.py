@@ -80,14 +80,32 @@ class ImageSaver:
 
     @classmethod
     def for_run(cls, out_dir: Path, save: bool) -> ImageSaver:
-        """The saver of a run folder: RUN_DIR/images when images are to be saved."""
-        return cls(Path(out_dir) / "images" if save else None)
+        """The saver of a run folder: RUN_DIR/images when images are to be saved. The PNGs of
+        an earlier run in that folder are removed either way: they must never show up in
+        this run's report as if they were its own."""
+        folder = Path(out_dir) / "images"
+        if folder.is_dir() and not folder.is_symlink():
+            for old in folder.glob("*.png"):
+                if old.is_file() and not old.is_symlink():
+                    old.unlink()
+        return cls(folder if save else None)
 
     def __call__(self, name: str, **images: Tensor) -> None:
         if self.folder is None:
             return
         for kind, img in images.items():
-            write_image(self.folder / f"{name}_{kind}.png", to_image(img))
+            write_image(self.folder / image_file_name(name, kind), to_image(img))
+
+
+def image_file_name(name: str, kind: str) -> str:
+    """'<name>_<kind>.png', with a long name cut and made unique by a hash, so that every file
+    name stays far below the 255 bytes file systems allow (names come from the data)."""
+    import hashlib
+
+    if len(name.encode()) <= 120:
+        return f"{name}_{kind}.png"
+    digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+    return f"{name.encode()[:100].decode(errors='ignore')}~{digest}_{kind}.png"
 
 
 def evaluate_clean(

@@ -163,7 +163,23 @@ def claim_run_dir(folder: Path) -> Iterator[Path]:
     Another live run holding it is a one-line refusal; a lock left by a dead process is taken
     over."""
     folder = Path(folder)
-    check_writable_dir(folder)
+    made = [p for p in [folder, *folder.parents] if not os.path.lexists(p)]
+    try:
+        check_writable_dir(folder)
+        with _locked(folder):
+            yield folder
+    except BaseException:
+        # a run that failed before writing anything leaves no trace: the folders it made go
+        for p in made:
+            try:
+                p.rmdir()  # only when empty
+            except OSError:
+                break
+        raise
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
     lock = folder / LOCK
     for _ in range(2):
         try:
@@ -178,7 +194,7 @@ def claim_run_dir(folder: Path) -> Iterator[Path]:
                 raise DataError(f"{folder} is in use by another sreval run (process {pid}); "
                                 f"choose another --out or wait for it") from None
             if pid == os.getpid():  # a nested job of this same run (e.g. a sweep's cell)
-                yield folder
+                yield
                 return
             lock.unlink(missing_ok=True)  # stale: its process is gone
         except OSError as exc:
@@ -188,7 +204,7 @@ def claim_run_dir(folder: Path) -> Iterator[Path]:
     try:
         os.write(fd, str(os.getpid()).encode())
         os.close(fd)
-        yield folder
+        yield
     finally:
         lock.unlink(missing_ok=True)
 

@@ -14,6 +14,7 @@ import base64
 import html
 import json
 import math
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -24,6 +25,7 @@ import numpy as np
 
 from sreval import figures as F
 from sreval.errors import DataError
+from sreval.evaluate import image_file_name
 from sreval.files import STDOUT, atomic_write_many
 from sreval.report import read_report
 from sreval.sweep import STANDARD_KEYS as SWEEP_STANDARD_KEYS
@@ -303,8 +305,9 @@ def _grid_row(c: CellView, alpha: float) -> list[F.Tile | None] | None:
     if name is None:
         return None
     t = tag(alpha)
-    files = [("LR (clean)", f"{name}_lr_clean.png"), (f"LR (attacked, {F.budget_label(alpha)})", f"{name}_{t}_lr.png"),
-             ("SR (clean)", f"{name}_sr_clean.png"), ("SR (attacked)", f"{name}_{t}_sr.png")]
+    files = [("LR (clean)", image_file_name(name, "lr_clean")),
+             (f"LR (attacked, {F.budget_label(alpha)})", image_file_name(f"{name}_{t}", "lr")),
+             ("SR (clean)", image_file_name(name, "sr_clean")), ("SR (attacked)", image_file_name(f"{name}_{t}", "sr"))]
     tiles = [(title, read_png(img / f)) for title, f in files]
     if tiles[1][1] is None or tiles[3][1] is None:
         return None
@@ -408,8 +411,8 @@ def _universal_images(run: RunView) -> Section | None:
             continue
         pert = read_png(c.folder / perts[alpha]["png"])
         name, t = c.first_image, tag(alpha)
-        lr = read_png(c.folder / "images" / f"{name}_{t}_lr.png")
-        sr = read_png(c.folder / "images" / f"{name}_{t}_sr.png")
+        lr = read_png(c.folder / "images" / image_file_name(f"{name}_{t}", "lr"))
+        sr = read_png(c.folder / "images" / image_file_name(f"{name}_{t}", "sr"))
         if pert is None:
             continue
         rows.append((f"{c.model}\n{c.dataset}", [F.Tile(f"perturbation ({F.budget_label(alpha)}, amplified)", pert),
@@ -454,7 +457,9 @@ def _partial_images(run: RunView) -> Section | None:
         if alpha is None or name is None:
             continue
         t, img = tag(alpha), c.folder / "images"
-        lr, sr, sr0 = (read_png(img / f) for f in (f"{name}_{t}_lr.png", f"{name}_{t}_sr.png", f"{name}_sr_clean.png"))
+        lr, sr, sr0 = (read_png(img / f) for f in (image_file_name(f"{name}_{t}", "lr"),
+                                                    image_file_name(f"{name}_{t}", "sr"),
+                                                    image_file_name(name, "sr_clean")))
         if lr is None or sr is None:
             continue
         from sreval.attacks.partial import mask_bounds
@@ -509,10 +514,10 @@ def _targeted_tiles(c: CellView) -> tuple[str, list[F.Tile | None]] | None:
     t = tag(alpha)
     hr_src = read_png(Path(str(c.data.get("source", "")))) if c.data.get("source") else None
     hr_tgt = read_png(Path(str(c.data.get("target", "")))) if c.data.get("target") else None
-    tiles = [("LR (attacked)", read_png(img / f"{src}_{t}_lr.png")),
-             ("LR (target)", read_png(img / f"{src}_lr_target.png")),
-             ("SR (clean)", read_png(img / f"{src}_sr_clean.png")),
-             (f"SR (attacked, {F.budget_label(alpha)})", read_png(img / f"{src}_{t}_sr.png")),
+    tiles = [("LR (attacked)", read_png(img / image_file_name(f"{src}_{t}", "lr"))),
+             ("LR (target)", read_png(img / image_file_name(src, "lr_target"))),
+             ("SR (clean)", read_png(img / image_file_name(src, "sr_clean"))),
+             (f"SR (attacked, {F.budget_label(alpha)})", read_png(img / image_file_name(f"{src}_{t}", "sr"))),
              ("HR (original)", hr_src), ("HR (target)", hr_tgt)]
     if tiles[3][1] is None:
         return None
@@ -679,7 +684,10 @@ def render_html(run: RunView, sections: Sequence[Section]) -> str:
 
 
 def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """Text from data as inert Markdown: HTML escaped (a name may hold <script>), and the
+    characters that would make links, emphasis or table cells backslashed."""
+    text = html.escape(str(text), quote=False).replace("\n", " ")
+    return re.sub(r"([\\`*_{}\[\]()#+!|~])", r"\\\1", text)
 
 
 def _md_table(t: Table) -> list[str]:
@@ -691,10 +699,10 @@ def _md_table(t: Table) -> list[str]:
 
 
 def render_markdown(run: RunView, sections: Sequence[Section], figure_paths: dict[str, str]) -> str:
-    lines = [f"# sreval report: {run.run_dir.name}", "",
+    lines = [f"# sreval report: {_md_cell(run.run_dir.name)}", "",
              "Full report with every figure: `report.html` (self-contained).", ""]
     for s in sections:
-        lines += [f"## {s.title}", "", s.text, ""]
+        lines += [f"## {s.title}", "", _md_cell(s.text), ""]
         lines += [f"![{_md_cell(f.caption)}]({figure_paths[f.name]})\n" for f in s.figures if f.name in figure_paths]
         for t in s.tables:
             lines += _md_table(t)

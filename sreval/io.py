@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import math
 import os
 import warnings
@@ -14,9 +15,11 @@ from pathlib import Path
 from collections.abc import Iterator
 from typing import TypeVar
 
-# OpenCV's own decode limit is 2**30 pixels (12 GB as float32 RGB): far more than any SR
-# benchmark image, so lower it before cv2 is imported to refuse decompression bombs early.
-os.environ.setdefault("CV_IO_MAX_IMAGE_PIXELS", str(1 << 26))
+# Decompression bombs: every image's header is read first (read_image_size) and an image
+# above max_pixels() is refused before anything is decoded. OpenCV's own limit (read once,
+# when cv2 is imported, from OPENCV_IO_MAX_IMAGE_PIXELS; default 2**30) is only a backstop.
+DEFAULT_MAX_PIXELS = 25_000_000  # 5000 x 5000; SREVAL_MAX_PIXELS or `sreval --max-pixels` raise it
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(1 << 28))
 
 import cv2  # noqa: E402
 import numpy as np
@@ -44,14 +47,53 @@ ArrayOrTensor = TypeVar("ArrayOrTensor", np.ndarray, torch.Tensor)
 # ---------------------------------------------------------------------------
 
 
+def max_pixels() -> int:
+    """The largest image (width x height) sreval decodes: SREVAL_MAX_PIXELS, else the default."""
+    text = os.environ.get("SREVAL_MAX_PIXELS", "").strip()
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(f"SREVAL_MAX_PIXELS must be a whole number of pixels, got {text!r}") from None
+    if value < 1:
+        raise ConfigError(f"SREVAL_MAX_PIXELS must be >= 1, got {value}")
+    return value
+
+
+def read_image_size(path: Path, raw: np.ndarray) -> tuple[int, int]:
+    """(width, height) from the file's header alone (Pillow reads headers lazily, decoding
+    nothing), so that a bomb is refused before it takes memory."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's own bomb warning: we decide below
+            Image.MAX_IMAGE_PIXELS = None
+            with Image.open(io.BytesIO(raw.tobytes())) as im:
+                return int(im.size[0]), int(im.size[1])
+    except UnidentifiedImageError:
+        raise DataError(f"cannot read image {path}: not a decodable image (corrupt, or a format whose size "
+                        f"sreval cannot read before decoding; PNG, JPEG, BMP, TIFF, WebP, PPM are)") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"cannot read image {path}: unreadable header ({str(exc)[:120]})") from None
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as float32 HxWx3 RGB in [0, 1].
 
     8-bit images are divided by 255, 16-bit ones by 65535; grayscale is replicated to RGB;
-    an alpha channel is dropped with a warning.
+    an alpha channel is dropped with a warning. An image whose header declares more than
+    max_pixels() pixels is refused before decoding (peak memory of a read: about 40 bytes
+    per pixel, so 1 GB at the default limit).
     """
     path = Path(path)
     raw = _read_bytes(path)
+    w, h = read_image_size(path, raw)
+    limit = max_pixels()
+    if w * h > limit:
+        raise DataError(f"cannot read image {path}: {w}x{h} is {w * h:,} pixels, above the limit of {limit:,} "
+                        f"(raise it with --max-pixels or SREVAL_MAX_PIXELS)")
     # np.fromfile + imdecode instead of cv2.imread: imread cannot open non-ASCII paths on
     # some platforms and gives no reason when it fails.
     try:

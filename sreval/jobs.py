@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -13,8 +15,24 @@ from sreval.attacks.basic import BasicConfig, LoopOptions, run_basic
 from sreval.attacks.common import check_steps, parse_alpha
 from sreval.data import Sample, load_dataset
 from sreval.evaluate import ImageSaver, Progress, evaluate_clean
+from sreval.files import claim_run_dir
 from sreval.model import SRModel, load_model
 from sreval.report import environment, metric_conventions, write_report
+
+
+J = TypeVar("J", bound=Callable[..., dict[str, Any]])
+
+
+def claims_out_dir(job: J) -> J:
+    """A job writes into `out_dir`: check it can (a file in the way, read-only, a name too long,
+    no space) BEFORE any work, and hold its lock while the job runs, so two runs never mix."""
+
+    @functools.wraps(job)
+    def wrapper(*args: Any, **kwargs: Any) -> dict[str, Any]:
+        with claim_run_dir(Path(kwargs["out_dir"])):
+            return job(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def open_model(spec: str | Path, device: str, conventions: dict[str, Any] | None) -> tuple[SRModel, Any]:
@@ -39,6 +57,7 @@ def model_info(model: SRModel, parity: Any = None) -> dict[str, Any]:
     return info
 
 
+@claims_out_dir
 def run_attack_job(
     model_spec: str | Path,
     data: str | Path,
@@ -117,6 +136,7 @@ def precision_check(model: SRModel, samples: list[Sample], scale: int, cfg: Basi
             "mean_abs_difference_db": sum(finite) / len(finite) if finite else None}
 
 
+@claims_out_dir
 def run_evaluate_job(
     model_spec: str | Path,
     data: str | Path,
@@ -200,6 +220,7 @@ def _open_run(model_spec: str | Path, data: str | Path, device: str, seed: int,
     return model, parity, scale, open_data(data, scale, data_root, limit)
 
 
+@claims_out_dir
 def run_universal_job(
     model_spec: str | Path, data: str | Path, *, alpha: str | list[float], steps: int = 50,
     crop: int | None = None, holdout: float | None = None, reference: str = "auto",
@@ -249,6 +270,7 @@ def run_universal_job(
     )
 
 
+@claims_out_dir
 def run_partial_job(
     model_spec: str | Path, data: str | Path, *, alpha: str | list[float], steps: int = 50,
     reference: str = "auto", quantize: bool = True, out_dir: Path, save_images: bool = False,
@@ -281,6 +303,7 @@ def run_partial_job(
     )
 
 
+@claims_out_dir
 def run_targeted_job(
     model_spec: str | Path, *, source: str | Path | None = None, target: str | Path | None = None,
     alpha: str | list[float] = "16/255", steps: int = 50, quantize: bool = True, out_dir: Path,
@@ -319,6 +342,7 @@ def run_targeted_job(
     )
 
 
+@claims_out_dir
 def run_transfer_job(
     model_specs: list[str | Path], data: str | Path, *, alpha: str | list[float] = "8/255",
     steps: int = 50, reference: str = "auto", quantize: bool = True, out_dir: Path,
@@ -361,6 +385,7 @@ def run_transfer_job(
     )
 
 
+@claims_out_dir
 def run_index_job(
     model_spec: str | Path, data: str | Path, *, alpha: str | float = "1/255", samples: int = 1024,
     batch: int | None = 64, steps: int = 50, reference: str = "auto", quantize: bool = True,
@@ -408,6 +433,7 @@ def run_index_job(
     )
 
 
+@claims_out_dir
 def run_defended_attack_job(
     model_spec: str | Path, data: str | Path, *, defenses: list[str] | str, alpha: str | list[float],
     steps: int = 50, reference: str = "auto", quantize: bool = True, out_dir: Path,
@@ -441,6 +467,7 @@ def run_defended_attack_job(
     )
 
 
+@claims_out_dir
 def run_defended_evaluate_job(
     model_spec: str | Path, data: str | Path, *, defenses: list[str] | str, out_dir: Path,
     save_images: bool = False, data_root: Path | None = None, limit: int | None = None,

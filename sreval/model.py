@@ -34,6 +34,7 @@ import hashlib
 import math
 import os
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -302,29 +303,65 @@ class OrtCore(nn.Module):
         return ts if len(ts) > 1 else ts[0]
 
 
+def run_time_limit() -> float | None:
+    """The per-run limit of every onnxruntime call on an image (seconds; SREVAL_TIME_LIMIT or
+    `sreval --time-limit`; none by default): a model that loops on large inputs passes every
+    probe and would then hang."""
+    text = os.environ.get("SREVAL_TIME_LIMIT", "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ConfigError(f"SREVAL_TIME_LIMIT must be a number of seconds, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"SREVAL_TIME_LIMIT must be > 0 seconds, got {text}")
+    return value
+
+
 def run_session(session: Any, names: list[str], feeds: dict[str, np.ndarray],
                 time_limit: float | None = None) -> list[Any]:
-    """session.run with the logger silenced (errors come back as exceptions, in one line) and,
-    with `time_limit`, onnxruntime's terminate flag raised from a timer."""
+    """session.run, interruptible and time-limited, with the logger silenced (errors come back
+    as exceptions, in one line). The run happens in a worker thread: a signal handler cannot
+    run while the main thread sits inside onnxruntime's C code, so the main thread waits in
+    short joins, and on Ctrl-C (or when the limit passes) raises onnxruntime's terminate
+    flag, which stops the run at its next node. `time_limit` (a probe's) else run_time_limit()."""
     import onnxruntime as ort
 
     opts = ort.RunOptions()
     opts.log_severity_level = 4
-    timer = None
-    if time_limit:
-        timer = threading.Timer(time_limit, lambda: setattr(opts, "terminate", True))
-        timer.daemon = True
-        timer.start()
+    probe = time_limit is not None
+    limit = time_limit if probe else run_time_limit()
+    result: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            result["out"] = session.run(names, feeds, opts)
+        except BaseException as e:  # handed to the waiting thread
+            result["err"] = e
+
+    worker = threading.Thread(target=work, name="sreval-onnxruntime", daemon=True)
+    worker.start()
+    deadline = time.monotonic() + limit if limit else None
     try:
-        return session.run(names, feeds, opts)
-    except Exception as e:
-        if "terminate flag" in str(e):
-            raise ProbeTimeout(f"the model did not finish a small probe run within {time_limit:g} s "
-                             f"(SREVAL_PROBE_TIMEOUT)") from None
+        while worker.is_alive():
+            worker.join(0.05)
+            if deadline is not None and time.monotonic() > deadline:
+                opts.terminate = True
+    except KeyboardInterrupt:
+        opts.terminate = True
+        worker.join()
         raise
-    finally:
-        if timer is not None:
-            timer.cancel()
+    err = result.get("err")
+    if err is not None:
+        if opts.terminate or "terminate flag" in str(err):
+            if probe:
+                raise ProbeTimeout(f"the model did not finish a small probe run within {limit:g} s "
+                                   f"(SREVAL_PROBE_TIMEOUT)") from None
+            raise ModelError(f"the model did not finish one run within {limit:g} s (--time-limit / "
+                             f"SREVAL_TIME_LIMIT)") from None
+        raise err
+    return result["out"]
 
 
 # --------------------------------------------------------------------------- reading files
@@ -396,37 +433,98 @@ def _read_onnx(path: Path) -> tuple[onnx.ModelProto, str]:
     if not model.graph.node:
         raise ModelError(f"{path.name}: not an ONNX model (no graph nodes)")
     digest = hashlib.sha256(data)
-    external = sorted({e.value for t in _tensors(model) for e in t.external_data if e.key == "location"})
-    for loc in external:
-        digest.update(_external_file(path, loc))
-    if external:
-        try:
-            onnx.load_external_data_for_model(model, str(path.parent))
-        except Exception as e:
-            raise ModelError(f"{path.name}: cannot read its external data {external}: {_first_line(e)}") from None
+    load_external_data(model, path, digest)
     try:
-        onnx.checker.check_model(model)
+        if model.ByteSize() >= PROTO_LIMIT:  # protobuf cannot serialize it: onnx checks the file
+            onnx.checker.check_model(str(path))
+        else:
+            onnx.checker.check_model(model)
     except Exception as e:
         raise ModelError(f"{path.name}: invalid ONNX model: {_first_line(e)}") from None
     return model, digest.hexdigest()
 
 
-def _external_file(path: Path, location: str) -> bytes:
-    """An external-data file's bytes, refusing anything but a regular file beside the model
-    (no absolute paths, no '..', no links to devices: a crafted location must not make
-    sreval read /dev/zero forever or files elsewhere on the machine)."""
+PROTO_LIMIT = (2 << 30) - (1 << 20)  # a protobuf message must stay below 2 GiB to be serialized
+
+
+def load_external_data(model: onnx.ModelProto, path: Path, digest: Any) -> None:
+    """The one resolver of external data, for every tensor of the model (initializers, sparse
+    ones, TENSOR / TENSORS attributes, in subgraphs of If / Loop / Scan and in functions):
+    each location relative to the model's own folder, no absolute path, no '..', no symbolic
+    link on any component, a regular file, `offset` and `length` honoured. The bytes go into
+    the tensor (the model is then self-contained) and into `digest`, with the location, so
+    that editing a data file changes the model's identity."""
+    for t in sorted(_tensors(model), key=lambda t: t.name):
+        if t.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        info = {e.key: e.value for e in t.external_data}
+        location = info.get("location", "")
+        try:
+            offset, length = int(info.get("offset", 0)), (int(info["length"]) if "length" in info else None)
+        except ValueError:
+            raise ModelError(f"{path.name}: tensor {t.name!r}: bad external data offset/length {info}") from None
+        target = _external_file(path, location)
+        try:
+            with open(target, "rb") as f:
+                f.seek(offset)
+                raw = f.read() if length is None else f.read(length)
+        except OSError as e:
+            raise ModelError(f"{path.name}: cannot read external data {location!r}: {e.strerror or e}") from None
+        if length is not None and len(raw) != length:
+            raise ModelError(f"{path.name}: external data {location!r} holds {len(raw)} bytes at offset {offset}, "
+                             f"tensor {t.name!r} needs {length}")
+        digest.update(f"{location}\0{offset}\0{len(raw)}\0".encode())
+        digest.update(raw)
+        t.raw_data = raw
+        del t.external_data[:]
+        t.data_location = onnx.TensorProto.DEFAULT
+
+
+def _external_file(path: Path, location: str) -> Path:
+    """An external-data file beside the model, refusing anything else: no absolute paths, no
+    '..', no symbolic link on any component (a linked folder inside the location would lead
+    out of the model's folder), a regular file (not /dev/zero, not a FIFO)."""
     rel = Path(location)
-    target = path.parent / rel
-    inside = not rel.is_absolute() and ".." not in rel.parts
-    if not inside or target.is_symlink() or not target.is_file():
-        raise ModelError(f"{path.name}: external data {location!r} is not a regular file beside the model")
-    return target.read_bytes()
+    bad = f"{path.name}: external data {location!r} is not a regular file beside the model"
+    if not location or rel.is_absolute() or ".." in rel.parts:
+        raise ModelError(bad)
+    cur = path.parent
+    for part in rel.parts:
+        cur = cur / part
+        if cur.is_symlink():
+            raise ModelError(bad)
+    if not cur.is_file():
+        raise ModelError(bad)
+    return cur
 
 
 def _tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
-    return list(model.graph.initializer) + [
-        a.t for n in model.graph.node for a in n.attribute if a.type == onnx.AttributeProto.TENSOR
-    ]
+    """Every tensor the model holds, wherever it sits."""
+    out: list[onnx.TensorProto] = []
+
+    def graph(g: onnx.GraphProto) -> None:
+        out.extend(g.initializer)
+        for sp in g.sparse_initializer:
+            out.extend((sp.values, sp.indices))
+        nodes(g.node)
+
+    def nodes(ns: Sequence[onnx.NodeProto]) -> None:
+        for n in ns:
+            for a in n.attribute:
+                if a.HasField("t"):
+                    out.append(a.t)
+                out.extend(a.tensors)
+                if a.HasField("sparse_tensor"):
+                    out.extend((a.sparse_tensor.values, a.sparse_tensor.indices))
+                if a.HasField("g"):
+                    graph(a.g)
+                for sub in a.graphs:
+                    graph(sub)
+
+    graph(model.graph)
+    for fn in model.functions:
+        nodes(fn.node)
+    return out
 
 
 def _first_line(e: BaseException, limit: int = 300) -> str:
@@ -719,7 +817,7 @@ class SRModel:
 
     def _session(self) -> Any:
         if "_sess" not in self.__dict__:
-            self.__dict__["_sess"] = open_session(self.proto, self.path.name, self.device)
+            self.__dict__["_sess"] = open_session(self.proto, self.path.name, self.device, self.path)
         return self.__dict__["_sess"]
 
     def ort(self, conventions: Conventions | None = None, time_limit: float | None = None) -> Adapter:
@@ -851,7 +949,9 @@ class SRModel:
         return info
 
 
-def open_session(proto: onnx.ModelProto, name: str, device: torch.device) -> Any:
+def open_session(proto: onnx.ModelProto, name: str, device: torch.device, path: Path | None = None) -> Any:
+    """An onnxruntime session of the (self-contained) proto; a proto too large to serialize
+    (2 GiB and more, with its external data) is opened from its checked file instead."""
     import onnxruntime as ort
 
     providers = ["CPUExecutionProvider"]
@@ -863,6 +963,8 @@ def open_session(proto: onnx.ModelProto, name: str, device: torch.device) -> Any
     # the torch code that runs between (measured: 70 ms for a 50k-element isfinite).
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
+        if path is not None and proto.ByteSize() >= PROTO_LIMIT:
+            return ort.InferenceSession(str(path), opts, providers=providers)
         return ort.InferenceSession(proto.SerializeToString(), opts, providers=providers)
     except Exception as e:
         raise ModelError(f"{name}: onnxruntime cannot load the model: {_first_line(e)}") from None
@@ -877,11 +979,19 @@ def load_model(spec: str | Path, *, device: str = "auto", check: bool = True, **
 
 
 def resolve_model_path(spec: str | Path) -> Path:
+    """A MODEL argument: a path (with a '/' or an .onnx suffix, or an existing file) or a zoo
+    name. A bare name that is both a zoo entry and a file or folder here is refused: a file
+    must never silently stand in for the zoo model (write ./NAME for the file)."""
+    from sreval.zoo import manifest, zoo_model_path
+
     path = Path(spec)
-    if path.exists() or path.suffix == ".onnx" or "/" in str(spec):
+    if path.suffix == ".onnx" or "/" in str(spec) or isinstance(spec, Path) and spec.is_absolute():
         return path
-    try:
-        from sreval.zoo import zoo_model_path
-    except ImportError:
+    if str(spec) in manifest():
+        if os.path.lexists(path):
+            raise ModelError(f"{spec!r} is a zoo model and also a file or folder here: write ./{spec} for the "
+                             f"file, or run from another folder for the zoo model")
+        return zoo_model_path(str(spec))
+    if path.exists():
         return path
     return zoo_model_path(str(spec))

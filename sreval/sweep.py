@@ -32,7 +32,7 @@ from typing import Any
 from sreval.attacks.basic import BasicConfig, LoopOptions
 from sreval.attacks.common import check_steps, parse_alpha
 from sreval.errors import ConfigError, DataError, SrevalError
-from sreval.files import atomic_write
+from sreval.files import atomic_write, claim_run_dir
 from sreval.report import environment, read_report, write_report
 
 PAPER_ALPHAS = tuple(a / 255 for a in (1, 2, 4, 8, 16, 32))
@@ -287,7 +287,12 @@ class _DataPrep:
             return spec, _digest({"data": ident, "limit": self.cfg.limit, "scale": scale})
         samples = load_dataset(spec, scale, data_root=self.data_root, limit=self.cfg.limit)
         limit = f"-limit{self.cfg.limit}" if self.cfg.limit else ""
-        folder = self.run_dir / "data" / f"{_safe(Path(spec).name)}-x{scale}-crop{self.cfg.crop}{limit}"
+        # keyed by the source's content and written afresh: an image deleted from (or changed
+        # in) the source never survives in the crops a resumed sweep reads
+        source = _digest({"data": _data_identity(spec, self.data_root)})[:12]
+        folder = self.run_dir / "data" / f"{_safe(Path(spec).name)}-x{scale}-crop{self.cfg.crop}{limit}-{source}"
+        if folder.exists():
+            shutil.rmtree(folder)
         write_crops(samples, scale, self.cfg.crop, folder)
         return str(folder), _digest({"data": _files_identity(folder), "scale": scale})
 
@@ -524,8 +529,34 @@ def cell_dir(run_dir: Path, key: str) -> Path:
     return Path(run_dir) / CELLS / key
 
 
+CHECKSUMS = "cell.sha256.json"
+
+
+def cell_state(run_dir: Path, key: str) -> tuple[str, str | None]:
+    """('done' | 'missing' | 'bad', why bad): a cell is done only when its checksum file
+    lists every file of its folder with the right SHA-256 and its report.json is a report of
+    this very cell. A truncated, edited or foreign cell is 'bad' and gets recomputed."""
+    folder = cell_dir(run_dir, key)
+    if not folder.exists():
+        return "missing", None
+    try:
+        listed = json.loads((folder / CHECKSUMS).read_text())["files"]
+        present = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != CHECKSUMS}
+        if not isinstance(listed, dict) or set(listed) != present or "report.json" not in listed:
+            return "bad", "its files are not the ones it was written with"
+        for rel, digest in listed.items():
+            if _file_digest(folder / rel) != digest:
+                return "bad", f"{rel} changed after it was written"
+        report = read_report(folder)
+    except (OSError, ValueError, KeyError, TypeError, SrevalError) as e:
+        return "bad", f"unreadable ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})"
+    if (report.get("cell") or {}).get("key") != key:
+        return "bad", "its report is not this cell's"
+    return "done", None
+
+
 def is_done(run_dir: Path, key: str) -> bool:
-    return (cell_dir(run_dir, key) / "report.json").is_file()
+    return cell_state(run_dir, key)[0] == "done"
 
 
 def staging_dir(run_dir: Path, key: str) -> Path:
@@ -543,8 +574,10 @@ def commit(run_dir: Path, key: str, staged: Path) -> None:
     if is_done(run_dir, key):  # finished meanwhile by another sweep on this folder
         shutil.rmtree(staged, ignore_errors=True)
         return
-    if final.exists():  # not a cell (no report.json): left by hand or an old layout
+    if final.exists():  # a damaged cell, left by hand or an old layout
         shutil.rmtree(final)
+    files = {str(p.relative_to(staged)): _file_digest(p) for p in sorted(staged.rglob("*")) if p.is_file()}
+    atomic_write(staged / CHECKSUMS, json.dumps({"files": files}, indent=1) + "\n")
     os.replace(staged, final)
     _fsync_dir(final.parent)
 
@@ -730,6 +763,7 @@ class SweepResult:
     run_dir: Path
     report: dict[str, Any]
     outcomes: list[Outcome]
+    repaired: list[str] = field(default_factory=list)  # damaged cells found and recomputed
 
     def count(self, status: str) -> int:
         return sum(o.status == status for o in self.outcomes)
@@ -748,11 +782,19 @@ def run_sweep(
     SweepError after the merge when cells failed (the finished ones are kept)."""
     if executor not in EXECUTORS:
         raise ConfigError(f"unknown executor {executor!r}: choose from {', '.join(EXECUTORS)}")
-    run_dir = Path(run_dir)
+    with claim_run_dir(Path(run_dir)):
+        return _run_sweep(cfg, Path(run_dir), executor, device, data_root, progress)
+
+
+def _run_sweep(cfg: SweepConfig, run_dir: Path, executor: str, device: str, data_root: Path | None,
+               progress: Progress | None) -> SweepResult:
     clear_staging(run_dir)
     cells = plan_sweep(cfg, run_dir, data_root=data_root)
     write_plan(run_dir, cfg, cells)
-    outcomes = {c.key: Outcome(c, "cached" if is_done(run_dir, c.key) else "pending") for c in cells}
+    states = {c.key: cell_state(run_dir, c.key) for c in cells}
+    repaired = [f"{c.attack} / {c.model} / {c.dataset}: {states[c.key][1]}; recomputed"
+                for c in cells if states[c.key][0] == "bad"]
+    outcomes = {c.key: Outcome(c, "cached" if states[c.key][0] == "done" else "pending") for c in cells}
     todo = [c for c in cells if outcomes[c.key].status == "pending"]
     base = len(cells) - len(todo)
     if progress:
@@ -763,7 +805,7 @@ def run_sweep(
                             progress, base, len(cells))
     finally:  # also on Ctrl-C: the merged report shows what is done so far
         report = merge(run_dir, cells, cfg, device)
-    result = SweepResult(run_dir, report, list(outcomes.values()))
+    result = SweepResult(run_dir, report, list(outcomes.values()), repaired)
     failed = [o for o in result.outcomes if o.status == "failed"]
     if failed:
         first = failed[0]
@@ -831,4 +873,4 @@ def read_plan(run_dir: Path) -> dict[str, Any]:
 
 __all__ = ["SweepConfig", "SweepResult", "SweepError", "Cell", "ModelRef", "Outcome", "ATTACKS", "EXECUTORS",
            "PAPER_ALPHAS", "plan_sweep", "run_sweep", "run_cell", "merge", "read_plan", "cell_key", "cell_dir",
-           "is_done", "commit", "clear_staging", "write_crops", "open_model_ref", "code_version"]
+           "is_done", "cell_state", "commit", "clear_staging", "write_crops", "open_model_ref", "code_version"]

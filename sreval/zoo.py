@@ -165,15 +165,22 @@ def _ncnn_dir() -> Path | None:
 
 
 def find_weights(e: Entry, override: Path | None = None,
-                 download: Callable[[str, Path], None] | None = None) -> tuple[Path, str]:
-    """(checkpoint path, SHA-256) for an entry with a checkpoint file."""
+                 download: Callable[[str, Path], None] | None = None,
+                 other_weights: bool = False) -> tuple[Path, str]:
+    """(checkpoint path, SHA-256) for an entry with a checkpoint file. A `--weights` file is
+    checked against the manifest's SHA-256 where it records one: another file is refused
+    unless `other_weights` (the built model is then named as not canonical, see build)."""
     from sreval.data import assets_dir
 
     w = e.weights
     if override is not None:
         if not Path(override).is_file():
             raise ModelError(f"weights file not found: {override}")
-        return Path(override), _verify(Path(override), None, str(override))
+        digest = sha256_file(Path(override))
+        if w.sha256 and not digest.startswith(w.sha256.lower()) and not other_weights:
+            raise ModelError(f"{override}: SHA-256 {digest[:16]}... is not the official {e.name} checkpoint "
+                             f"({w.sha256[:16]}...); pass --other-weights to build it anyway, under another name")
+        return Path(override), digest
     if w.kind == "asset" and w.path and (assets_dir() / w.path).is_file():
         p = assets_dir() / w.path
         return p, _verify(p, w.sha256, str(p))
@@ -222,7 +229,12 @@ def _fresh_module(e: Entry) -> Any:
     return spec.build(e.scale)
 
 
-def _module(e: Entry, weights: Path | None) -> tuple[Any, dict[str, str]]:
+def is_canonical(e: Entry, digest: str | None) -> bool:
+    """Whether weights of this digest are the entry's own (no recorded hash: cannot tell, yes)."""
+    return not e.weights.sha256 or (digest or "").startswith(e.weights.sha256.lower())
+
+
+def _module(e: Entry, weights: Path | None, other_weights: bool = False) -> tuple[Any, dict[str, str]]:
     """The PyTorch module of an entry with its weights loaded, and provenance metadata."""
     import exporters
     from exporters.common import load_weights, read_checkpoint
@@ -238,17 +250,21 @@ def _module(e: Entry, weights: Path | None) -> tuple[Any, dict[str, str]]:
         return build_ncnn_model(e.weights.ncnn_model or e.name), meta
     module = _fresh_module(e)
     if e.weights.kind != "none" or weights is not None:
-        path, digest = find_weights(e, weights)
+        path, digest = find_weights(e, weights, other_weights=other_weights)
         load_weights(module, spec, read_checkpoint(path), str(path))
         meta["sreval.weights_sha256"] = digest
         if weights is not None:
             meta["sreval.weights_source"] = f"local:{Path(weights).name}"
+        if not is_canonical(e, digest):
+            meta["sreval.name"] = f"{e.name}@{digest[:8]}"  # not the canonical model: its name says so
     return module.eval(), meta
 
 
 def build(name: str, *, weights: Path | None = None, out: Path | None = None,
-          random_weights: bool = False) -> Path:
-    """Export one zoo entry to its canonical ONNX file (parity-checked by export_onnx)."""
+          random_weights: bool = False, other_weights: bool = False) -> Path:
+    """Export one zoo entry to its canonical ONNX file (parity-checked by export_onnx). With
+    weights that are not the entry's own (--other-weights), the file and the model's name
+    carry the checkpoint's digest (NAME@1234abcd): it never takes the canonical name."""
     import exporters
     from exporters.common import export_onnx
 
@@ -257,8 +273,10 @@ def build(name: str, *, weights: Path | None = None, out: Path | None = None,
         module = _fresh_module(e).eval()
         meta = {"sreval.name": e.name, "sreval.weights_source": "random (Table 1 counting only)"}
     else:
-        module, meta = _module(e, weights)
-    return export_onnx(module, exporters.ARCHS[e.arch], out or e.path, scale=e.scale, metadata=meta)
+        module, meta = _module(e, weights, other_weights)
+    target = out or (e.path if meta.get("sreval.name", e.name) == e.name
+                     else e.path.with_name(f"{meta['sreval.name']}.onnx"))
+    return export_onnx(module, exporters.ARCHS[e.arch], target, scale=e.scale, metadata=meta)
 
 
 # ----------------------------------------------------------------------------- Table 1

@@ -144,8 +144,9 @@ def test_bad_method_options_are_one_line_errors(model: torch.nn.Module) -> None:
         GradientAttack(model, 8 / 255, method="ifgsm", restarts=3)
     with pytest.raises(ConfigError, match="norm"):
         GradientAttack(model, 8 / 255, norm="l1")
-    with pytest.raises(ConfigError, match="ensemble"):
-        BasicConfig(alphas=(8 / 255,), method="strongest", ensemble=("ifgsm", "square"))
+    for bad in (("ifgsm", "square"), ("pgd@target",)):
+        with pytest.raises(ConfigError, match="ensemble"):
+            BasicConfig(alphas=(8 / 255,), method="strongest", ensemble=bad)
 
 
 def test_quantize_aware_optimises_the_delivered_file(model: torch.nn.Module) -> None:
@@ -173,14 +174,33 @@ def test_strongest_keeps_the_worst_case_and_names_it(model: torch.nn.Module) -> 
     cfg = BasicConfig(alphas=(2 / 255, 8 / 255), steps=4, method="strongest")
     rows = run_basic(model, samples, 2, cfg, device=CPU)
     assert len(rows) == 4
-    singles = {m: {(r["image"], r["alpha"]): r["psnr_sr"] for r in
-                   run_basic(model, samples, 2, BasicConfig(alphas=cfg.alphas, steps=4, method=m), device=CPU)}
-               for m in cfg.ensemble}
+    def single(member: str) -> dict[tuple[str, float], float]:
+        name, _, ref = member.partition("@")
+        c = BasicConfig(alphas=cfg.alphas, steps=4, method=name, reference=ref or "auto")
+        return {(r["image"], r["alpha"]): r["psnr_sr"] for r in run_basic(model, samples, 2, c, device=CPU)}
+
+    assert cfg.ensemble == ("ifgsm", "pgd@clean-sr", "apgd@clean-sr", "shift")
+    singles = {m: single(m) for m in cfg.ensemble if m != "shift"}
     for r in rows:
         key = (r["image"], r["alpha"])
-        assert r["psnr_sr"] == min(s[key] for s in singles.values())
-        assert r["method"].split("-")[0] in cfg.ensemble
-        assert r["psnr_sr_by_method"] == {m: singles[m][key] for m in cfg.ensemble}
+        assert r["psnr_sr"] == min(r["psnr_sr_by_method"].values())
+        assert r["method"] in {"ifgsm-linf", "pgd-linf@clean-sr", "apgd-linf@clean-sr", "shift-linf"}
+        assert {m: r["psnr_sr_by_method"][m] for m in singles} == {m: singles[m][key] for m in singles}
+
+
+def test_shift_finds_the_worst_case_of_a_linear_model() -> None:
+    """Bilinear upscaling is linear and keeps constants: X0 +- alpha everywhere is its worst
+    case, which the gradient methods miss; the ensemble keeps it."""
+    class Bilinear(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+
+    samples = [sample("a", 16, 16)]
+    rows = run_basic(Bilinear(), samples, 2, BasicConfig(alphas=(8 / 255,), steps=5, method="strongest"), device=CPU)
+    (row,) = rows
+    assert row["method"] == "shift-linf"
+    assert row["psnr_sr"] < min(v for k, v in row["psnr_sr_by_method"].items() if k != "shift") - 1
+    assert 30 < row["psnr_sr"] < 32.5  # about 20 log10(255 / (8 * 0.859)) = 31.4 dB on Y
 
 
 def test_strongest_is_only_for_the_basic_attack(model: torch.nn.Module) -> None:

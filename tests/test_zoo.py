@@ -81,7 +81,11 @@ def test_weights_that_are_not_here_are_refused_clearly(in_zoo: Path, tmp_path: P
 
     torch.save({"conv.weight": torch.zeros(1)}, wrong)
     r = runner.invoke(app, ["zoo", "build", "carn-m", "--weights", str(wrong)])
+    assert r.exit_code == 1 and "not the official carn-m checkpoint" in r.output and "--other-weights" in r.output
+    assert len(r.output.strip().splitlines()) == 1
+    r = runner.invoke(app, ["zoo", "build", "carn-m", "--weights", str(wrong), "--other-weights"])
     assert r.exit_code == 1 and "not a carn_m checkpoint" in r.output and "missing keys" in r.output
+    assert "[" in r.output  # the key lists in brackets are printed as they are, not eaten as markup
     assert len(r.output.strip().splitlines()) == 1
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from sreval.attacks.basic import BasicConfig, run_basic
+from sreval.attacks.basic import SHIFT, BasicConfig, run_basic, split_member
 from sreval.data import Sample
 
 MONOTONE_SLACK_DB = 0.1
@@ -86,8 +86,12 @@ def probes(model: nn.Module, samples: Sequence[Sample], scale: int, cfg: BasicCo
     first = samples[0]
     main = {r["alpha"]: r["psnr_sr"] for r in rows if r["image"] == first.name}
     lo, hi = min(cfg.alphas), max(cfg.alphas)
-    member = cfg.members()[0] if cfg.method == "strongest" else cfg.method
-    base = replace(cfg, method=member, batch=None)
+    # the first loop member of an ensemble: the paper's I-FGSM by default (shift has no steps)
+    member = next((m for m in cfg.members() if m != SHIFT), None)
+    if member is None:
+        return [], {}
+    name, ref = split_member(member)
+    base = replace(cfg, method=name, reference=ref or cfg.reference, batch=None)
     checks, measured = [], {"image": first.name, "method": member}
     tiny = replace(base, alphas=(lo / TINY_FACTOR,), quantize=False)
     t_row = run_basic(model, [first], scale, tiny, device=device)[0]
@@ -123,8 +127,10 @@ def evidence(model: nn.Module, samples: Sequence[Sample], scale: int, cfg: Basic
     if run_probes and samples:
         more, measured = probes(model, samples, scale, cfg, rows, device)
         checks += more
+    fell = [f"{r['image']} at {_alpha(r['alpha'])}" for r in rows if r.get("start")]
+    notes = [f"zero gradient at X0 for {_where(fell)}: attacked from a small random start instead"] if fell else []
     return {"ok": all(c.ok for c in checks), "checks": [asdict(c) for c in checks], "probes": measured,
-            "failed": [c.name for c in checks if not c.ok]}
+            "failed": [c.name for c in checks if not c.ok], "notes": notes}
 
 
 __all__ = ["Check", "from_rows", "probes", "evidence"]

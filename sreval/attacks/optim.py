@@ -73,6 +73,7 @@ class Trace:
     bad_grad: Tensor  # (B,) int
     restart_best: list[Tensor] = field(default_factory=list)  # R x (B,)
     returned_loss: Tensor | None = None  # (B,)
+    fallback: Tensor | None = None  # (B,) bool: restarted from a random point (zero gradient at X0)
 
     def rows(self, sign: float = 1.0) -> list[dict[str, object]]:
         """Per sample: the loss curve and health, plain floats for the report. `sign` -1
@@ -83,16 +84,33 @@ class Trace:
                     else [[]] * len(bad))
         returned = ((self.returned_loss.double().cpu() * sign).tolist() if self.returned_loss is not None
                     else [None] * len(bad))
-        return [{"loss_curve": c, "bad_grad_steps": b, "restart_best_loss": r, "returned_loss": v}
-                for c, b, r, v in zip(curves, bad, restarts, returned)]
+        fell = self.fallback.cpu().tolist() if self.fallback is not None else [False] * len(bad)
+        return [{"loss_curve": c, "bad_grad_steps": b, "restart_best_loss": r, "returned_loss": v,
+                 **({"start": "random: the gradient at X0 was zero"} if f else {})}
+                for c, b, r, v, f in zip(curves, bad, restarts, returned, fell)]
+
+    def replace_samples(self, idx: Tensor, other: Trace) -> Trace:
+        """This trace with samples `idx` taken from `other` (a re-run of just those)."""
+        loss, bad = self.loss.clone(), self.bad_grad.clone()
+        loss[:, idx], bad[idx] = other.loss, other.bad_grad
+        rb = [a.clone().index_copy_(0, idx, b) for a, b in zip(self.restart_best, other.restart_best)]
+        ret = None
+        if self.returned_loss is not None and other.returned_loss is not None:
+            ret = self.returned_loss.clone().index_copy_(0, idx, other.returned_loss)
+        fell = torch.zeros_like(bad, dtype=torch.bool) if self.fallback is None else self.fallback.clone()
+        fell[idx] = True
+        return Trace(loss, bad, rb, ret, fell)
 
     @staticmethod
     def cat(traces: Sequence[Trace]) -> Trace:
         """Traces of consecutive chunks of one flat batch, as one."""
         rb = [torch.cat(parts) for parts in zip(*(t.restart_best for t in traces))]
         ret = [t.returned_loss for t in traces]
+        fell = [t.fallback if t.fallback is not None else torch.zeros_like(t.bad_grad, dtype=torch.bool)
+                for t in traces]
         return Trace(torch.cat([t.loss for t in traces], 1), torch.cat([t.bad_grad for t in traces]),
-                     rb, torch.cat(ret) if all(r is not None for r in ret) else None)  # type: ignore[arg-type]
+                     rb, torch.cat(ret) if all(r is not None for r in ret) else None,  # type: ignore[arg-type]
+                     torch.cat(fell))
 
 
 # ----------------------------------------------------------------------------- geometry
