@@ -120,10 +120,10 @@ SaveOpt = Annotated[bool, typer.Option("--save-images", help="Save LR/SR images 
 LoopMethodOpt = Annotated[str, typer.Option("--method", help="ifgsm (the paper's), pgd (random start, --restarts), apgd (adaptive step size, Croce & Hein) or mifgsm (momentum, for transfer).")]
 NormOpt = Annotated[str, typer.Option("--norm", help="linf (the paper: --alpha bounds each pixel) or l2 (--alpha bounds the norm of the whole LR perturbation, [0,1] pixel units).")]
 RestartsOpt = Annotated[int, typer.Option("--restarts", min=1, help="pgd / apgd: random restarts, the best result kept per image and budget.")]
-RoundOpt = Annotated[bool, typer.Option("--quantize-aware/--round-at-end", help="With --quantize: the loss sees the 8-bit rounding (straight-through), so the delivered file is what was optimised; or round only at the end.")]
+RoundOpt = Annotated[bool, typer.Option("--quantize-aware/--round-at-end", help="With --quantize: round the attacked LR to 8 bits only at the end (default, as the paper), or let the loss see the rounding at every step (straight-through), so the delivered file is what was optimised.")]
 
 
-def _loop(method: str = "ifgsm", norm: str = "linf", restarts: int = 1, quantize_aware: bool = True,
+def _loop(method: str = "ifgsm", norm: str = "linf", restarts: int = 1, quantize_aware: bool = False,
           ensemble: str | None = None) -> Any:
     """The shared loop's options from the command line (validated by the library)."""
     from sreval.attacks.basic import STRONGEST, LoopOptions
@@ -179,7 +179,7 @@ def attack(
     method: Annotated[str, typer.Option("--method", help="ifgsm (the paper's I-FGSM), pgd, apgd, mifgsm, strongest (per image and budget the worst case over --ensemble), square (gradient-free, onnxruntime only, weaker) or auto (square where onnx2torch cannot convert the model).")] = "ifgsm",
     norm: NormOpt = "linf",
     restarts: RestartsOpt = 1,
-    quantize_aware: RoundOpt = True,
+    quantize_aware: RoundOpt = False,
     ensemble: Annotated[Optional[str], typer.Option("--ensemble", help="Members of --method strongest: METHOD, METHOD@REFERENCE or shift (default ifgsm,pgd@clean-sr,apgd@clean-sr,shift: the paper's I-FGSM, PGD/APGD on eq. 1 (the distance the SR PSNR measures), and X0 +- alpha everywhere, the worst case of a linear model).")] = None,
     sanity: Annotated[bool, typer.Option("--sanity/--no-sanity", help="Run the sanity checks (two short probe attacks on the first image); failures are warnings and flags in report.json.")] = True,
     queries: Annotated[int, typer.Option("--queries", min=1, help="Square attack: model runs per image.")] = 500,
@@ -408,7 +408,7 @@ def universal(
     save_images: SaveOpt = False,
     batch: Annotated[Optional[int], typer.Option("--batch", help="Images per forward/backward (default: all).")] = None,
     loss: Annotated[str, typer.Option("--loss", help="paper (eq. 6: mean of the images' L2 norms) or official (the official code's mean of MSEs).")] = "paper",
-    method: LoopMethodOpt = "ifgsm", norm: NormOpt = "linf", restarts: RestartsOpt = 1, quantize_aware: RoundOpt = True,
+    method: LoopMethodOpt = "ifgsm", norm: NormOpt = "linf", restarts: RestartsOpt = 1, quantize_aware: RoundOpt = False,
     data_root: DataRoot = None,
     limit: LimitOpt = None,
     device: DeviceOpt = "auto",
@@ -449,7 +449,7 @@ def partial(
     out_dir: OutOpt = Path("runs/partial"),
     save_images: SaveOpt = False,
     batch: Annotated[Optional[int], typer.Option("--batch", help="Budgets attacked together (default: all).")] = None,
-    method: LoopMethodOpt = "ifgsm", norm: NormOpt = "linf", restarts: RestartsOpt = 1, quantize_aware: RoundOpt = True,
+    method: LoopMethodOpt = "ifgsm", norm: NormOpt = "linf", restarts: RestartsOpt = 1, quantize_aware: RoundOpt = False,
     data_root: DataRoot = None,
     limit: LimitOpt = None,
     device: DeviceOpt = "auto",
@@ -484,7 +484,7 @@ def targeted(
     quantize: QuantOpt = True,
     out_dir: OutOpt = Path("runs/targeted"),
     save_images: SaveOpt = False,
-    method: LoopMethodOpt = "ifgsm", norm: NormOpt = "linf", restarts: RestartsOpt = 1, quantize_aware: RoundOpt = True,
+    method: LoopMethodOpt = "ifgsm", norm: NormOpt = "linf", restarts: RestartsOpt = 1, quantize_aware: RoundOpt = False,
     device: DeviceOpt = "auto",
     seed: SeedOpt = 0,
     scale: ScaleOpt = None, range_: RangeOpt = None, color: ColorOpt = None,
@@ -522,7 +522,7 @@ def transfer(
     quantize: QuantOpt = True,
     out_dir: OutOpt = Path("runs/transfer"),
     batch: Annotated[Optional[int], typer.Option("--batch", help="Budgets attacked together (default: all).")] = None,
-    method: LoopMethodOpt = "ifgsm", norm: NormOpt = "linf", restarts: RestartsOpt = 1, quantize_aware: RoundOpt = True,
+    method: LoopMethodOpt = "ifgsm", norm: NormOpt = "linf", restarts: RestartsOpt = 1, quantize_aware: RoundOpt = False,
     data_root: DataRoot = None,
     limit: LimitOpt = None,
     device: DeviceOpt = "auto",

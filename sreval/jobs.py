@@ -75,7 +75,7 @@ def run_attack_job(
     seed: int = 0,
     progress: Progress | None = None,
     conventions: dict[str, Any] | None = None,
-    method: str = "ifgsm",
+    method: str | None = None,
     queries: int = 500,
     precision: str = "fp32",
     loop: LoopOptions | None = None,
@@ -86,14 +86,16 @@ def run_attack_job(
     then states the SR PSNR difference against a float32 attack on the same (first) images.
     `method` 'square' (or 'auto' on a model onnx2torch cannot convert) runs the gradient-free
     Square attack through onnxruntime instead (`sreval.blackbox`); any other `method` is one of
-    the shared loop's (ifgsm, pgd, apgd, mifgsm, strongest), whose other options come in `loop`.
+    the shared loop's (ifgsm, pgd, apgd, mifgsm, strongest), whose other options come in `loop`
+    (None: `loop.method`).
     `sanity` runs the evidence checks (sreval.attacks.evidence) into the report's `evidence`."""
     from sreval.attacks.evidence import evidence
     from sreval.blackbox import choose_method, run_square_job
 
     # Validate the cheap options before the expensive model conversion.
-    gradient_method = method if method not in ("square", "auto") else "ifgsm"
-    loop = replace(loop or LoopOptions(), method=gradient_method)
+    loop = loop or LoopOptions()
+    method = method or loop.method  # `method` (the CLI's --method) may also name square / auto
+    loop = replace(loop, method=method if method not in ("square", "auto") else "ifgsm")
     cfg = BasicConfig(alphas=tuple(parse_alpha(alpha, loop.norm)), steps=check_steps(steps),
                       reference=reference, quantize=quantize, seed=seed, batch=batch, precision=precision,
                       **loop.fields())

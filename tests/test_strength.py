@@ -152,7 +152,7 @@ def test_bad_method_options_are_one_line_errors(model: torch.nn.Module) -> None:
 def test_quantize_aware_optimises_the_delivered_file(model: torch.nn.Module) -> None:
     """With straight-through rounding the loop's loss IS the loss of the delivered image."""
     x, hr = images(1)
-    a = GradientAttack(model, 4 / 255, steps=5, reference="hr", method="pgd")
+    a = GradientAttack(model, 4 / 255, steps=5, reference="hr", method="pgd", quantize_aware=True)
     xa, trace = a.run(x, hr)
     with torch.no_grad():
         delivered_loss = mse_to(hr)(model(xa))
@@ -299,3 +299,21 @@ def test_cli_warns_on_a_failed_check(capsys: pytest.CaptureFixture[str]) -> None
     text = capsys.readouterr().out
     assert "warning: sanity check gradient failed: zero gradient: [/x] at 4/255" in text
     assert "loss_rises" not in text
+
+
+def test_sweep_runs_the_method_it_was_given(onnx_model: "object", dataset: "object", tmp_path: "object") -> None:
+    """The sweep passes its method to every basic cell (once, `strongest` silently became
+    ifgsm there); the other attacks of a strongest sweep use ifgsm."""
+    import json
+
+    from tests.test_cli import run
+
+    out = tmp_path / "sweep"
+    r = run("sweep", "--models", onnx_model, "--data", dataset, "--attacks", "basic,partial", "--alpha", "8/255",
+            "--steps", "2", "--method", "strongest", "--out", out, "--device", "cpu", "--keep-images", "0")
+    assert r.exit_code == 0, r.output
+    rows = json.loads((out / "report.json").read_text())["results"]
+    basic = [x for x in rows if x["attack"] == "basic"]
+    assert basic and all(set(x["psnr_sr_by_method"]) == {"ifgsm", "pgd@clean-sr", "apgd@clean-sr", "shift"}
+                         for x in basic)
+    assert {x["method"] for x in rows if x["attack"] == "partial"} == {"ifgsm-linf"}

@@ -41,7 +41,7 @@ class TargetedConfig:
     method: str = "ifgsm"
     norm: str = "linf"
     restarts: int = 1
-    quantize_aware: bool = True
+    quantize_aware: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -168,7 +168,7 @@ class UniversalConfig:
     method: str = "ifgsm"
     norm: str = "linf"
     restarts: int = 1
-    quantize_aware: bool = True
+    quantize_aware: bool = False
 
     def __post_init__(self) -> None:
         image_losses(self.loss)
