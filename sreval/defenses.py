@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from sreval.attacks.basic import BasicConfig, attack_image
+from sreval.attacks.optim import Trace
 from sreval.data import Sample
 from sreval.errors import ConfigError, DataError
 from sreval.evaluate import ImageSaver, Progress, Row, measure, measure_hr, super_resolve, to_image, to_tensor
@@ -134,16 +135,21 @@ def run_defended_attack(
         x0 = to_tensor(s.lr, device)
         hr = to_tensor(s.hr, device) if s.hr is not None else None
         bare_sr0 = super_resolve(model, x0)
-        xs, _ = attack_image(model, x0, hr, cfg, reference)
-        rows += _attack_rows(s.name, "basic", cfg.alphas, xs, x0, s.hr, model, bare_sr0, scale, saver)
+        xs, trace = attack_image(model, x0, hr, cfg, reference)
+        rows += _with(trace, _attack_rows(s.name, "basic", cfg.alphas, xs, x0, s.hr, model, bare_sr0, scale, saver))
         for d, guarded in guards.items():
             rows += _attack_rows(s.name, f"basic+{d}", cfg.alphas, xs, x0, s.hr, guarded, bare_sr0, scale, saver)
-            adaptive, _ = attack_image(guarded, x0, hr, cfg, reference)
-            rows += _attack_rows(s.name, f"basic+{d}-adaptive", cfg.alphas, adaptive, x0, s.hr,
-                                 guarded, bare_sr0, scale, saver)
+            adaptive, trace = attack_image(guarded, x0, hr, cfg, reference)
+            rows += _with(trace, _attack_rows(s.name, f"basic+{d}-adaptive", cfg.alphas, adaptive, x0, s.hr,
+                                              guarded, bare_sr0, scale, saver))
         if progress:
             progress(i + 1, len(samples))
     return rows
+
+
+def _with(trace: Trace, rows: list[Row]) -> list[Row]:
+    """The rows of the attacks that ran (one per budget), with their loop's evidence."""
+    return [{**r, **ev} for r, ev in zip(rows, trace.rows(), strict=True)]
 
 
 def evaluate_defended(

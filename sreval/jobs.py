@@ -125,6 +125,13 @@ def run_attack_job(
     )
 
 
+def rows_evidence(rows: list[dict[str, Any]], *, descend: bool = False) -> dict[str, Any]:
+    """The evidence checks an attack's own rows allow (the probes are the basic attack's)."""
+    from sreval.attacks.evidence import evidence
+
+    return evidence(None, [], 0, None, rows, None, run_probes=False, descend=descend)
+
+
 def precision_check(model: SRModel, samples: list[Sample], scale: int, cfg: BasicConfig,
                     rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Re-attack the first images in float32: what mixed precision changes in SR PSNR."""
@@ -268,7 +275,8 @@ def run_universal_job(
                      "group": "fit: used to fit the perturbation; holdout: never seen while fitting"},
         results=res.rows,
         sections={"universal": {"crop": res.crop, "fit": res.fit, "holdout": res.holdout,
-                                "perturbations": files}},
+                                "perturbations": files},
+                  "evidence": rows_evidence([r for r in res.rows if r.get("group") == "fit"])},
     )
 
 
@@ -301,7 +309,8 @@ def run_partial_job(
                      "permeation": "mean squared error of Y (0..255) per ring of HR pixels at "
                                    "Chebyshev distance d LR pixels from the HR mask (shaved border excluded)"},
         results=res.rows,
-        sections={"permeation": [{"alpha": a, **p} for a, p in res.permeation.items()]},
+        sections={"permeation": [{"alpha": a, **p} for a, p in res.permeation.items()],
+                  "evidence": rows_evidence(res.rows)},
     )
 
 
@@ -340,7 +349,8 @@ def run_targeted_job(
                      "psnr_source_hr": "SR of attacked LR vs the source's own HR (= psnr_hr)",
                      "psnr_lr_target": "attacked LR vs the target's LR (MATLAB bicubic)"},
         results=res.rows,
-        sections={"targeted": {"source": pair.source.name, "target": pair.target.name, "clean": res.clean}},
+        sections={"targeted": {"source": pair.source.name, "target": pair.target.name, "clean": res.clean},
+                  "evidence": rows_evidence(res.rows, descend=True)},
     )
 
 
@@ -465,7 +475,8 @@ def run_defended_attack_job(
                      "psnr_sr_vs_bare": "SR of attacked LR through the defense vs the bare model's clean SR"},
         results=rows,
         sections={"defense": {"defenses": list(names), "non_adaptive": "basic+D: attack the bare model, "
-                              "evaluate through D", "adaptive": "basic+D-adaptive: attack through D"}},
+                              "evaluate through D", "adaptive": "basic+D-adaptive: attack through D"},
+                  "evidence": rows_evidence([r for r in rows if r.get("loss_curve")])},
     )
 
 

@@ -317,3 +317,25 @@ def test_sweep_runs_the_method_it_was_given(onnx_model: "object", dataset: "obje
     assert basic and all(set(x["psnr_sr_by_method"]) == {"ifgsm", "pgd@clean-sr", "apgd@clean-sr", "shift"}
                          for x in basic)
     assert {x["method"] for x in rows if x["attack"] == "partial"} == {"ifgsm-linf"}
+
+
+@pytest.mark.parametrize("command", ["partial", "universal", "targeted", "defense"])
+def test_every_attack_report_has_evidence(onnx_model: "object", dataset: "object", tmp_path: "object",
+                                          command: str) -> None:
+    """The checks an attack's own rows allow are in every attack report, not only `attack`'s."""
+    import json
+
+    from tests.test_cli import run
+
+    images = sorted((dataset / "HR").glob("*.png"))
+    args = {"partial": ["partial", onnx_model, "--data", dataset],
+            "universal": ["universal", onnx_model, "--data", dataset],
+            "targeted": ["targeted", onnx_model, "--source", images[0], "--target", images[1]],
+            "defense": ["attack", onnx_model, "--data", dataset, "--defense", "resize"]}[command]
+    out = tmp_path / "run"
+    r = run(*args, "--alpha", "8/255", "--steps", "2", "--out", out, "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    ev = json.loads((out / "report.json").read_text())["evidence"]
+    names = {c["name"] for c in ev["checks"]}
+    assert {"gradient", "loss_rises", "budget_monotone"} <= names and ev["ok"], ev
+    assert "tiny_budget" not in names  # the probes are the basic attack's

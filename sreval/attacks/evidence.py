@@ -51,25 +51,32 @@ def _alpha(a: float) -> str:
     return f"{a * 255:g}/255"
 
 
-def from_rows(rows: Sequence[dict[str, Any]]) -> list[Check]:
-    """The checks that need nothing but the attack's own rows."""
+def from_rows(rows: Sequence[dict[str, Any]], *, descend: bool = False) -> list[Check]:
+    """The checks that need nothing but the attack's own rows (any attack of the shared loop;
+    `descend`: the targeted attack, whose loss must fall)."""
     checks = []
     bad = [f"{r['image']} at {_alpha(r['alpha'])} ({r['bad_grad_steps']} steps)" for r in rows
            if r.get("bad_grad_steps")]
     checks.append(Check("gradient", not bad, "finite, non-zero input gradient at every step" if not bad
                         else f"zero or non-finite gradient: {_where(bad)}"))
-    flat = [f"{r['image']} at {_alpha(r['alpha'])}" for r in rows if r.get("loss_curve")
-            and not (r["returned_loss"] is not None and r["returned_loss"] > r["loss_curve"][0])]
-    checks.append(Check("loss_rises", not flat, "the loss rose from the start in every attack" if not flat
-                        else f"the loss did not rise: {_where(flat)}"))
+    def improved(r: dict[str, Any]) -> bool:
+        end, start = r["returned_loss"], r["loss_curve"][0]
+        return end is not None and (end < start if descend else end > start)
+
+    flat = [f"{r['image']} at {_alpha(r['alpha'])}" for r in rows if r.get("loss_curve") and not improved(r)]
+    way = "fell" if descend else "rose"
+    checks.append(Check("loss_rises", not flat, f"the loss {way} from the start in every attack" if not flat
+                        else f"the loss never {way}: {_where(flat)}"))
     beaten = [f"{r['image']} at {_alpha(r['alpha'])}" for r in rows if len(r.get("restart_best_loss") or []) > 1
-              and max(r["restart_best_loss"]) > r["returned_loss"] * (1 + 1e-6)]
+              and (min(r["restart_best_loss"]) < r["returned_loss"] * (1 - 1e-6) if descend
+                   else max(r["restart_best_loss"]) > r["returned_loss"] * (1 + 1e-6))]
     checks.append(Check("restarts", not beaten, "the returned result is the best over all restarts" if not beaten
                         else f"a restart beat the returned result: {_where(beaten)}"))
     by_image: dict[str, list[tuple[float, float]]] = {}
-    for r in rows:
+    for r in rows:  # per image and attack setting (a defended report has several per image)
         if isinstance(r.get("psnr_sr"), float):
-            by_image.setdefault(r["image"], []).append((r["alpha"], r["psnr_sr"]))
+            key = r["image"] if r.get("attack") in (None, "basic") else f"{r['image']} ({r['attack']})"
+            by_image.setdefault(key, []).append((r["alpha"], r["psnr_sr"]))
     rising = []
     for image, pts in by_image.items():
         pts.sort()
@@ -120,13 +127,15 @@ def _db(v: float | None) -> str:
     return "inf dB" if v is None or not math.isfinite(v) else f"{v:.2f} dB"
 
 
-def evidence(model: nn.Module, samples: Sequence[Sample], scale: int, cfg: BasicConfig,
-             rows: Sequence[dict[str, Any]], device: torch.device, *, run_probes: bool = True) -> dict[str, Any]:
+def evidence(model: nn.Module | None, samples: Sequence[Sample], scale: int, cfg: BasicConfig | None,
+             rows: Sequence[dict[str, Any]], device: torch.device | None, *, run_probes: bool = True,
+             descend: bool = False) -> dict[str, Any]:
     """The report's `evidence` section: every check with its verdict and detail, `ok` when all
-    passed, and what the probes measured."""
-    checks = from_rows(rows)
+    passed, and what the probes measured (the basic attack's; the other attacks give their
+    rows only: `evidence(None, [], 0, None, rows, None, run_probes=False)`)."""
+    checks = from_rows(rows, descend=descend)
     measured: dict[str, Any] = {}
-    if run_probes and samples:
+    if run_probes and samples and model is not None and cfg is not None and device is not None:
         more, measured = probes(model, samples, scale, cfg, rows, device)
         checks += more
     fell = [f"{r['image']} at {_alpha(r['alpha'])}" for r in rows if r.get("start")]
