@@ -987,7 +987,11 @@ def resolve_model_path(spec: str | Path) -> Path:
     path = Path(spec)
     if path.suffix == ".onnx" or "/" in str(spec) or isinstance(spec, Path) and spec.is_absolute():
         return path
-    if str(spec) in manifest():
+    try:
+        names = manifest()
+    except ModelError:  # no readable manifest: a bare name can only be a file
+        names = {}
+    if str(spec) in names:
         if os.path.lexists(path):
             raise ModelError(f"{spec!r} is a zoo model and also a file or folder here: write ./{spec} for the "
                              f"file, or run from another folder for the zoo model")
