@@ -132,9 +132,11 @@ def test_cli_report_bad_input(tmp_path: Path, make: object, needle: str) -> None
 def test_targeted_section(world: dict[str, Path], assets: Path, tmp_path: Path) -> None:
     run = sweep(world, tmp_path / "t", ("targeted",))
     r = render_report(run)
-    assert "fig9" in r.sections
+    assert "fig9" in r.sections and "evidence" in r.sections
     html = r.html.read_text()
-    assert "closer to target" in html and len(images_in(html)) == 1
+    # Fig. 9, and the evidence section's loss curves (the targeted loss must fall)
+    assert "closer to target" in html and len(images_in(html)) == 2
+    assert "the loss fell from the start in every attack" in html
 
 
 # ----------------------------------------------------------------------------- a real browser
