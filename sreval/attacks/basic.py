@@ -4,7 +4,7 @@ stronger attacks of the same loop (PGD, APGD, momentum I-FGSM, the `strongest` e
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
