@@ -78,28 +78,28 @@ def attack_flat(
     else:
         with torch.no_grad():
             target = model(x0)
-    transform = None
-    if quantize and method.quantize_aware:
-        def transform(x: Tensor) -> Tensor:
-            return straight_through(x, delivered(x, x0, eps_t, method.norm, mask))
-    vg, value = objective(model, mse_to(target, loss_mask), precision=precision, transform=transform,
-                          sign=-1.0 if descend else 1.0)
+
+    def run(x0: Tensor, eps: Tensor, target: Tensor, seeds: Sequence[tuple[int, ...]], radius: Tensor | None,
+            on_step: Callable[[int, int], None] | None = None) -> tuple[Tensor, Trace]:
+        transform = None
+        if quantize and method.quantize_aware:
+            def transform(x: Tensor) -> Tensor:
+                return straight_through(x, delivered(x, x0, eps, method.norm, mask))
+        vg, value = objective(model, mse_to(target, loss_mask), precision=precision, transform=transform,
+                              sign=-1.0 if descend else 1.0)
+        return optimize(vg, x0, eps, steps, method, seeds=seeds, final_value=value, start_radius=radius,
+                        mask=mask, on_step=on_step)
+
     radius = None if descend else start_radius(method, reference, eps_t, steps, quantize)
-    x, trace = optimize(vg, x0, eps_t, steps, method, seeds=seeds, final_value=value, start_radius=radius, mask=mask,
-                        on_step=on_step)
+    x, trace = run(x0, eps_t, target, seeds, radius, on_step)
     stuck = (trace.bad_grad >= steps * method.restarts).nonzero().flatten()
     if radius is None and len(stuck):
         # A zero gradient at X0 (an identity model against its own HR, a flat region) would
         # read as "infinitely robust": re-run those samples from a small random start, as the
-        # clean-sr reference does, and say so in their rows.
-        x0s, eps_s = x0[stuck], eps_t[stuck]  # the masks broadcast over the batch: kept whole
-        r = start_radius(method, "clean-sr", eps_s, steps, quantize)
-        vg2, value2 = objective(model, mse_to(target[stuck], loss_mask), precision=precision,
-                                sign=-1.0 if descend else 1.0,
-                                transform=None if transform is None else
-                                (lambda t: straight_through(t, delivered(t, x0s, eps_s, method.norm, mask))))
-        x2, t2 = optimize(vg2, x0s, eps_s, steps, method, seeds=[seeds[i] for i in stuck.tolist()],
-                          final_value=value2, start_radius=r, mask=mask)
+        # clean-sr reference does, and say so in their rows (the masks broadcast: kept whole).
+        eps_s = eps_t[stuck]
+        x2, t2 = run(x0[stuck], eps_s, target[stuck], [seeds[i] for i in stuck.tolist()],
+                     start_radius(method, "clean-sr", eps_s, steps, quantize))
         x = x.index_copy(0, stuck, x2)
         trace = trace.replace_samples(stuck, t2)
     return x, trace
