@@ -3,6 +3,7 @@ per-image measurements every attack reports."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -100,8 +101,6 @@ class ImageSaver:
 def image_file_name(name: str, kind: str) -> str:
     """'<name>_<kind>.png', with a long name cut and made unique by a hash, so that every file
     name stays far below the 255 bytes file systems allow (names come from the data)."""
-    import hashlib
-
     if len(name.encode()) <= 120:
         return f"{name}_{kind}.png"
     digest = hashlib.sha256(name.encode()).hexdigest()[:12]

@@ -13,6 +13,7 @@ import torch
 
 from sreval.attacks.basic import BasicConfig, LoopOptions, run_basic
 from sreval.attacks.common import check_steps, parse_alpha
+from sreval.attacks.evidence import evidence
 from sreval.data import Sample, load_dataset
 from sreval.evaluate import ImageSaver, Progress, evaluate_clean
 from sreval.files import claim_run_dir
@@ -89,7 +90,6 @@ def run_attack_job(
     the shared loop's (ifgsm, pgd, apgd, mifgsm, strongest), whose other options come in `loop`
     (None: `loop.method`).
     `sanity` runs the evidence checks (sreval.attacks.evidence) into the report's `evidence`."""
-    from sreval.attacks.evidence import evidence
     from sreval.blackbox import choose_method, run_square_job
 
     # Validate the cheap options before the expensive model conversion.
@@ -127,8 +127,6 @@ def run_attack_job(
 
 def rows_evidence(rows: list[dict[str, Any]], *, descend: bool = False) -> dict[str, Any]:
     """The evidence checks an attack's own rows allow (the probes are the basic attack's)."""
-    from sreval.attacks.evidence import evidence
-
     return evidence(None, [], 0, None, rows, None, run_probes=False, descend=descend)
 
 
