@@ -82,7 +82,7 @@ def timed(fn: Callable[[], object], device: torch.device, repeat: int) -> float:
 
 
 def native_model(arch: str, device: torch.device) -> nn.Module:
-    import exporters
+    from sreval import exporters
 
     net = exporters.ARCHS[arch].build(4).eval().to(device)
     for p in net.parameters():
@@ -91,9 +91,9 @@ def native_model(arch: str, device: torch.device) -> nn.Module:
 
 
 def sreval_model(arch: str, device: torch.device, tmp: Path) -> nn.Module:
-    import exporters
-    from exporters.common import export_onnx
-    from sreval.model import load_model
+    from sreval import exporters
+    from sreval.exporters.common import export_onnx
+    from sreval.zoo import open_model as load_model
 
     spec = exporters.ARCHS[arch]
     net = spec.build(4).eval()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from importlib import import_module
 
-from exporters.common import ARCHS, ArchSpec, export_onnx, load_weights, read_checkpoint
+from sreval.exporters.common import ARCHS, ArchSpec, export_onnx, load_weights, read_checkpoint
 
 ARCH_MODULES = (
     # paper models (Choi et al. 2019, Table 1) and the bicubic baseline

@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from exporters.common import ArchSpec, register
+from sreval.exporters.common import ArchSpec, register
 
 MATLAB_CUBIC_A = -0.5
 

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from exporters.common import ArchSpec, MeanShift, register
+from sreval.exporters.common import ArchSpec, MeanShift, register
 
 CARN_MEAN = (0.4488, 0.4371, 0.4040)
 CARN_SCALES = (2, 3, 4)

@@ -14,7 +14,6 @@ appears at its final path.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import pickle
@@ -30,10 +29,12 @@ import onnx
 import torch
 from torch import Tensor, nn
 
-from sreval.data import probe_batch
+from sreval import parity
+from sreval.conventions import COMPUTED_KEYS, Meta, channels_of, to_metadata
+from sreval.convert.graph import bypass_initializer_identities
 from sreval.errors import ModelError
 from sreval.graphstats import graph_stats
-from sreval.io import rgb_to_ycbcr
+from sreval.runtime import open_session, run_session
 
 StateDict = dict[str, Tensor]
 
@@ -76,14 +77,6 @@ def register(spec: ArchSpec) -> ArchSpec:
         raise ValueError(f"architecture {spec.name!r} registered twice")
     ARCHS[spec.name] = spec
     return spec
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def strip_prefix(prefix: str) -> Callable[[StateDict], StateDict]:
@@ -220,16 +213,6 @@ class RangeAdapter(nn.Module):
         return self.net(x * self.value_range) / self.value_range
 
 
-RESERVED_KEYS = (
-    "sreval.scale", "sreval.range", "sreval.color", "sreval.layout", "sreval.preupsampled",
-    "sreval.arch", "sreval.gan_trained", "sreval.params", "sreval.conv_layers",
-    "sreval.params_checkpoint", "sreval.output",
-)
-# odd sizes catch padding / shuffle-order slips; a spec's extra["min_input"] grows them (RFDN)
-PARITY_SIZES = ((1, 13, 17), (2, 11, 9))
-PARITY_TOL = 1e-4  # of the [0, 1] output range
-
-
 def export_onnx(
     module: nn.Module,
     spec: ArchSpec,
@@ -258,11 +241,11 @@ def export_onnx(
     if scale not in spec.scales:
         raise ModelError(f"{spec.name} has no x{scale} model (scales: {spec.scales})")
     net = RangeAdapter(module, spec.value_range if wrap else 1.0).eval()
-    channels, min_size = _in_channels(spec), int(spec.extra.get("min_input", "1"))
+    channels, min_size = channels_of(spec.channels), int(spec.extra.get("min_input", "1"))
     example = torch.rand(1, channels, max(16, min_size), max(16, min_size))
     names = _output_names(net, example, output)
     proto = _trace_to_onnx(net, example, opset, names)
-    _inline_identity_initializers(proto)
+    bypass_initializer_identities(proto.graph)
     props = _merge(_metadata(proto, module, spec, scale, wrap, names), metadata, spec.name)
     for key, value in props.items():
         entry = proto.metadata_props.add()
@@ -272,7 +255,7 @@ def export_onnx(
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
         onnx.save_model(proto, tmp)
-        check_parity(net, tmp, channels, spec.name, min_size)
+        check_parity(net, proto, channels, spec.name, min_size)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -289,52 +272,34 @@ def _metadata(
 ) -> dict[str, str]:
     """The computed `sreval.*` entries: conventions and Table 1 statistics."""
     stats = graph_stats(proto)
-    props = _conventions(spec, scale, wrap) | {
-        "sreval.arch": spec.name,
-        "sreval.gan_trained": "1" if spec.gan_trained else "0",
-        "sreval.params": str(stats.params),
-        "sreval.conv_layers": str(stats.conv_layers),
+    props = to_metadata(scale=scale, value_range=1.0 if wrap else spec.value_range, color=spec.channels,
+                        preupsampled=spec.preupsampled) | {
+        Meta.ARCH: spec.name,
+        Meta.GAN_TRAINED: "1" if spec.gan_trained else "0",
+        Meta.PARAMS: str(stats.params),
+        Meta.CONV_LAYERS: str(stats.conv_layers),
     }
     own = learnable_params(module)
     if own != stats.params:
         # e.g. multi-scale CARN / EUSR checkpoints: Table 1 shows both counts
-        props["sreval.params_checkpoint"] = str(own)
+        props[Meta.PARAMS_CHECKPOINT] = str(own)
     if len(names) > 1:
-        props["sreval.output"] = str(names.index("sr"))
+        props[Meta.field("output")] = str(names.index("sr"))
     return props
 
 
 def _merge(computed: dict[str, str], extra: Mapping[str, str], name: str) -> dict[str, str]:
     """The caller's entries after ours; a contradicted `sreval.*` value is an error."""
-    clash = sorted(k for k in extra if k in RESERVED_KEYS and computed.get(k) != extra[k])
+    clash = sorted(k for k in extra if k in COMPUTED_KEYS and computed.get(k) != extra[k])
     if clash:
         raise ModelError(f"export of {name}: metadata {clash} contradicts the computed values")
     return computed | {k: str(v) for k, v in extra.items()}
 
 
-def _in_channels(spec: ArchSpec) -> int:
-    return 3 if spec.channels == "rgb" else 1
-
-
-def _conventions(spec: ArchSpec, scale: int, wrap: bool) -> dict[str, str]:
-    value_range = 1.0 if wrap else spec.value_range
-    return {
-        "sreval.scale": str(scale),
-        "sreval.range": f"{value_range:g}",
-        "sreval.color": spec.channels,
-        "sreval.layout": "nchw",
-        "sreval.preupsampled": "1" if spec.preupsampled else "0",
-    }
-
-
-def _outputs(y: Tensor | tuple[Tensor, ...] | list[Tensor]) -> list[Tensor]:
-    return list(y) if isinstance(y, (tuple, list)) else [y]
-
-
 def _output_names(net: nn.Module, example: Tensor, output: int) -> list[str]:
     """`sr` for the chosen output, `sr_<i>` for any others (one cheap probe run)."""
     with torch.no_grad():
-        count = len(_outputs(net(example)))
+        count = len(parity.outputs(net(example)))
     if not -count <= output < count:
         raise ModelError(f"output index {output} out of range: the model gives {count} output(s)")
     chosen = output % count
@@ -363,58 +328,18 @@ def _trace_to_onnx(
     return onnx.load_model_from_string(buf.getvalue())
 
 
-def _inline_identity_initializers(proto: onnx.ModelProto) -> None:
-    """Let consumers read an initializer directly where the exporter put an Identity in between.
+def check_parity(net: nn.Module, proto: onnx.ModelProto, channels: int, name: str, min_size: int = 1) -> float:
+    """Max |onnxruntime - torch| over all outputs (`sreval.parity`, the loader's check: photo
+    crops at odd sizes, one a batch of 2, each side grown by `min_size` for models that need
+    larger inputs); ModelError above its tolerance."""
+    session = open_session(proto, name, torch.device("cpu"))
+    feed, fetch = session.get_inputs()[0].name, [o.name for o in session.get_outputs()]
 
-    The legacy exporter wraps shared (or deduplicated) initializers in Identity nodes; onnx2torch
-    then fails (`KeyError: 'add_mean.weight'`) and the node count is noise.
-    """
-    graph = proto.graph
-    inits = {t.name for t in graph.initializer}
-    outputs = {o.name for o in graph.output}
-    alias: dict[str, str] = {}
-    keep = []
-    for node in graph.node:
-        if node.op_type == "Identity" and node.input[0] in inits and node.output[0] not in outputs:
-            alias[node.output[0]] = node.input[0]
-        else:
-            keep.append(node)
-    if not alias:
-        return
-    for node in keep:
-        for i, name in enumerate(node.input):
-            if name in alias:
-                node.input[i] = alias[name]
-    del graph.node[:]
-    graph.node.extend(keep)
-    kept_info = [v for v in graph.value_info if v.name not in alias]
-    del graph.value_info[:]
-    graph.value_info.extend(kept_info)
+    def onnxruntime(x: Tensor) -> list[Tensor]:
+        return [torch.from_numpy(np.asarray(y)) for y in run_session(session, fetch, {feed: x.detach().numpy()})]
 
-
-def check_parity(
-    net: nn.Module, onnx_path: Path, channels: int, name: str, min_size: int = 1
-) -> float:
-    """Max |torch - onnxruntime| over all outputs on crops of a real photo at odd sizes (each
-    side grown by `min_size` for models that need larger inputs); ModelError above PARITY_TOL."""
-    import onnxruntime as ort  # an optional extra (cpu/gpu flavours); only needed to export
-
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    worst = 0.0
-    grow = 0 if min_size <= min(min(h, w) for _, h, w in PARITY_SIZES) else min_size
-    for n, h, w in PARITY_SIZES:
-        h, w = h + grow, w + grow
-        x = probe_batch(n, h, w, seed=h * w)
-        if channels == 1:  # Y-only models: the luma of the same photo crops
-            x = rgb_to_ycbcr(x)[:, :1]
-        with torch.no_grad():
-            refs = [t.numpy() for t in _outputs(net(x))]
-        for ref, got in zip(refs, sess.run(None, {"lr": x.numpy()}), strict=True):
-            if got.shape != ref.shape:
-                raise ModelError(
-                    f"export of {name}: onnxruntime gives {got.shape}, torch {ref.shape}"
-                )
-            worst = max(worst, float(np.max(np.abs(got - ref))))
-    if not worst <= PARITY_TOL:
-        raise ModelError(f"export of {name}: onnxruntime differs from torch by {worst:.3g}")
-    return worst
+    result = parity.measure(net, onnxruntime, parity.grown(parity.SIZES, min_size), tol=parity.TOL,
+                            channels=channels, gradient=False, name=f"export of {name}")
+    if not result.max_diff <= result.tol:
+        raise ModelError(f"export of {name}: onnxruntime differs from torch by {result.max_diff:.3g}")
+    return result.max_diff

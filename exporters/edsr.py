@@ -20,7 +20,7 @@ import math
 
 from torch import Tensor, nn
 
-from exporters.common import ArchSpec, MeanShift, register
+from sreval.exporters.common import ArchSpec, MeanShift, register
 
 DIV2K_MEAN = (0.4488, 0.4371, 0.4040)
 EDSR_URL = "https://cv.snu.ac.kr/research/EDSR/models/"

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from exporters.common import ArchSpec, register
+from sreval.exporters.common import ArchSpec, register
 
 EUSR_MEAN = (114.4, 111.5, 103.0)
 EUSR_SCALES = (2, 4, 8)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from exporters.common import ArchSpec, register
+from sreval.exporters.common import ArchSpec, register
 
 
 def _conv_prelu(in_ch: int, out_ch: int, kernel: int) -> list[nn.Module]:

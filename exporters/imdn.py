@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from exporters.common import ArchSpec, register, strip_prefix
+from sreval.exporters.common import ArchSpec, register, strip_prefix
 
 # IMDN uses LeakyReLU with slope 0.05 everywhere (not the usual 0.2).
 _SLOPE = 0.05

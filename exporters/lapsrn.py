@@ -13,7 +13,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from exporters.common import ArchSpec, register
+from sreval.exporters.common import ArchSpec, register
 
 _SLOPE = 0.2
 

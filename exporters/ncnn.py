@@ -26,7 +26,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from exporters.common import StateDict
+from sreval.exporters.common import StateDict
+from sreval.exporters.rrdb import RRDBNet
+from sreval.exporters.srvgg import SRVGGNetCompact
 from sreval.errors import ModelError
 
 MAGIC = 7767517
@@ -335,12 +337,8 @@ def _entry(name: str) -> NcnnModel:
 def build_arch(arch: str, kwargs: Mapping[str, int]) -> nn.Module:
     """A randomly initialised module of one of the architectures ncnn models map onto."""
     if arch in ("esrgan", "rrdb"):
-        from exporters.rrdb import RRDBNet  # owned by another module; imported when needed
-
         return RRDBNet(**kwargs)
     if arch == "srvgg_compact":
-        from exporters.srvgg import SRVGGNetCompact
-
         return SRVGGNetCompact(**kwargs)
     raise ModelError(f"no ncnn mapping for architecture {arch!r}")
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from exporters.common import ArchSpec, MeanShift, register
-from exporters.edsr import DIV2K_MEAN, PixelShuffleUpsampler, conv3x3
+from sreval.exporters.common import ArchSpec, MeanShift, register
+from sreval.exporters.edsr import DIV2K_MEAN, PixelShuffleUpsampler, conv3x3
 
 
 class ChannelAttention(nn.Module):

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from exporters.common import ArchSpec, register
+from sreval.exporters.common import ArchSpec, register
 
 _SLOPE = 0.05
 

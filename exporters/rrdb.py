@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from exporters.common import ArchSpec, StateDict, register
+from sreval.exporters.common import ArchSpec, StateDict, register
 
 # official ESRGAN layout (xinntao/ESRGAN RRDBNet_arch.py, 2019-) -> ours
 _ESRGAN_RENAMES = (

@@ -15,7 +15,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from exporters.common import ArchSpec, register
+from sreval.exporters.common import ArchSpec, register
 
 
 class SRVGGNetCompact(nn.Module):

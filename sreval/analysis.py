@@ -16,7 +16,7 @@ from sreval.attacks.basic import BasicConfig, attack_image, auto_batch
 from sreval.attacks.common import in_chunks, parse_alpha
 from sreval.data import Sample
 from sreval.errors import ConfigError, DataError
-from sreval.evaluate import ImageSaver, Progress, Row, measure, measure_hr, super_resolve, to_tensor
+from sreval.evaluation import ImageSaver, Progress, Row, measure, measure_hr, super_resolve, to_tensor
 
 # ----------------------------------------------------------------------------- transferability
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from sreval.errors import ConfigError, DataError
 from sreval.files import atomic_write
-from sreval.report import read_json
+from sreval.run import load_run, read_json
 
 SCHEMA = "sreval.golden/1"
 ROW_IDENTITY = ("attack", "image", "alpha", "group", "source", "target")
@@ -95,8 +95,6 @@ def _numbers(row: dict[str, Any]) -> dict[str, Any]:
 
 def snapshot(run_dir: Path) -> dict[str, Any]:
     """{cell label: {row label: {metric: value}}} of a run folder (sweep or single job)."""
-    from sreval.htmlreport import load_run
-
     run = load_run(Path(run_dir))
     cells: dict[str, dict[str, dict[str, Any]]] = {}
     for c in run.cells:

@@ -6,6 +6,8 @@ Library errors (SrevalError) become one red line on stderr and exit code 1; neve
 from __future__ import annotations
 
 import functools
+import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -19,7 +21,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from sreval.errors import SrevalError
+import sreval
+from sreval import zoo
+from sreval.attacks.basic import STRONGEST, LoopOptions
+from sreval.attacks.common import parse_alpha
+from sreval.check import check_run, summary_line, write_golden
+from sreval.commands import ATTACKS, PAPER_ALPHAS
+from sreval.demo import DemoConfig, run_demo
+from sreval.errors import ConfigError, SrevalError
+from sreval.htmlreport import render_report
 
 
 
@@ -49,11 +59,28 @@ err = Console(stderr=True, markup=False, emoji=False, highlight=False)
 def label(tag: str, style: str, rest: object = "") -> Text:
     """'tag' in colour, then plain text."""
     return Text.assemble((tag, style), " " if rest != "" else "", str(rest))
+
+
+class _Notes(logging.Handler):
+    """The library's log (`sreval.*` loggers: e.g. a zoo model built on first use) as plain
+    'note:' lines on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err.print(label("note:", "yellow", record.getMessage()), soft_wrap=True)
+
+
+def _show_library_notes() -> None:
+    log = logging.getLogger("sreval")
+    if not any(isinstance(h, _Notes) for h in log.handlers):
+        log.addHandler(_Notes())
+        log.setLevel(logging.INFO)
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 @app.callback()
-def main(
+def global_options(
     max_pixels: Annotated[Optional[int], typer.Option("--max-pixels", min=1, envvar="SREVAL_MAX_PIXELS", help="Largest image (width x height) sreval decodes; larger ones are refused from their header (decompression bombs).")] = None,
     time_limit: Annotated[Optional[float], typer.Option("--time-limit", min=0.001, envvar="SREVAL_TIME_LIMIT", help="Seconds one onnxruntime run on an image may take (a model that loops on large inputs); none by default. Ctrl-C always stops a run.")] = None,
 ) -> None:
@@ -70,6 +97,7 @@ def handle_errors(fn: F) -> F:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         _quiet_opencv()
+        _show_library_notes()
         try:
             return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort):
@@ -120,16 +148,22 @@ SaveOpt = Annotated[bool, typer.Option("--save-images", help="Save LR/SR images 
 LoopMethodOpt = Annotated[str, typer.Option("--method", help="ifgsm (the paper's), pgd (random start, --restarts), apgd (adaptive step size, Croce & Hein) or mifgsm (momentum, for transfer).")]
 NormOpt = Annotated[str, typer.Option("--norm", help="linf (the paper: --alpha bounds each pixel) or l2 (--alpha bounds the norm of the whole LR perturbation, [0,1] pixel units).")]
 RestartsOpt = Annotated[int, typer.Option("--restarts", min=1, help="pgd / apgd: random restarts, the best result kept per image and budget.")]
+AlphaOpt = Annotated[str, typer.Option("--alpha", "-a", help="Budgets, e.g. 1/255,8/255 or 0.0314.")]
+StepsOpt = Annotated[int, typer.Option("--steps", "-T", help="I-FGSM iterations.")]
+RefOpt = Annotated[str, typer.Option("--reference", help="hr (official code), clean-sr (eq. 1) or auto (hr when HR exists).")]
+QuantOpt = Annotated[bool, typer.Option("--quantize/--no-quantize", help="Round the attacked LR to 8 bits.")]
 RoundOpt = Annotated[bool, typer.Option("--quantize-aware/--round-at-end", help="With --quantize: round the attacked LR to 8 bits only at the end (default, as the paper), or let the loss see the rounding at every step (straight-through), so the delivered file is what was optimised.")]
 
 
 def _loop(method: str = "ifgsm", norm: str = "linf", restarts: int = 1, quantize_aware: bool = False,
-          ensemble: str | None = None) -> Any:
+          ensemble: str | None = None) -> LoopOptions:
     """The shared loop's options from the command line (validated by the library)."""
-    from sreval.attacks.basic import STRONGEST, LoopOptions
-
     members = tuple(m.strip() for m in ensemble.split(",") if m.strip()) if ensemble else STRONGEST
     return LoopOptions(method, norm, restarts, quantize_aware, members)
+
+
+def _conv(scale: Any, range_: Any, color: Any, layout: Any, preupsampled: Any, output: Any) -> dict[str, Any]:
+    return dict(scale=scale, range=range_, color=color, layout=layout, preupsampled=preupsampled, output=output)
 
 
 def _print_evidence(report: dict[str, Any]) -> None:
@@ -162,10 +196,10 @@ def _print_summary(report: dict[str, Any], keys: tuple[str, ...]) -> None:
 def attack(
     model: ModelArg,
     data: DataOpt = "default",
-    alpha: Annotated[str, typer.Option("--alpha", "-a", help="Budgets, e.g. 1/255,8/255 or 0.0314.")] = "1/255,2/255,4/255,8/255,16/255,32/255",
-    steps: Annotated[int, typer.Option("--steps", "-T", help="I-FGSM iterations.")] = 50,
-    reference: Annotated[str, typer.Option("--reference", help="hr (official code), clean-sr (eq. 1) or auto (hr when HR exists).")] = "auto",
-    quantize: Annotated[bool, typer.Option("--quantize/--no-quantize", help="Round the attacked LR to 8 bits.")] = True,
+    alpha: AlphaOpt = PAPER_ALPHAS,
+    steps: StepsOpt = 50,
+    reference: RefOpt = "auto",
+    quantize: QuantOpt = True,
     out_dir: OutOpt = Path("runs/attack"),
     save_images: SaveOpt = False,
     batch: Annotated[Optional[int], typer.Option("--batch", min=1, help="Budgets attacked together (default: all).")] = None,
@@ -186,23 +220,14 @@ def attack(
     precision: Annotated[str, typer.Option("--precision", help="fp32, or bf16/fp16 mixed precision for the attack's forward/backward (the report states the PSNR difference to fp32).")] = "fp32",
 ) -> None:
     """Basic attack (I-FGSM, paper eq. 1-3): LR and SR PSNR per image and budget."""
-    from sreval.errors import ConfigError
-    from sreval.jobs import run_attack_job, run_defended_attack_job
-
-    if defense and method in ("strongest", "square", "auto"):
-        raise ConfigError(f"--defense works with the gradient methods ifgsm, pgd, apgd, mifgsm, not {method}")
-    gradient = method not in ("square", "auto")
-    loop = _loop(method if gradient else "ifgsm", norm, restarts, quantize_aware, ensemble)
-    job = (functools.partial(run_defended_attack_job, defenses=defense, loop=loop) if defense
-           else functools.partial(run_attack_job, method=method, queries=queries, precision=precision, loop=loop,
-                                  sanity=sanity))
+    loop = _loop("ifgsm" if method in ("square", "auto") else method, norm, restarts, quantize_aware, ensemble)
     with progress_bar("attacking") as bar:
-        report = job(
+        report = sreval.attack(
             model, data, alpha=alpha, steps=steps, reference=reference, quantize=quantize,
-            out_dir=out_dir, save_images=save_images, batch=batch, data_root=data_root,
-            limit=limit, device=device, seed=seed, progress=bar,
-            conventions=dict(scale=scale, range=range_, color=color, layout=layout,
-                             preupsampled=preupsampled, output=output),
+            out=out_dir, save_images=save_images, batch=batch, data_root=data_root,
+            limit=limit, device=device, seed=seed, progress=bar, method=method, loop=loop, queries=queries,
+            precision=precision, sanity=sanity, defense=defense,
+            conventions=_conv(scale, range_, color, layout, preupsampled, output),
         )
     _print_summary(report, ("psnr_lr", "psnr_sr", "psnr_hr"))
     _print_evidence(report)
@@ -232,19 +257,11 @@ def evaluate(
     runtime: Annotated[str, typer.Option("--runtime", help="auto (PyTorch conversion, onnxruntime where it cannot convert), torch or onnxruntime (no conversion).")] = "auto",
 ) -> None:
     """Clean SR quality against HR: PSNR (Y and RGB) and SSIM per image."""
-    from sreval.errors import ConfigError
-    from sreval.jobs import run_defended_evaluate_job, run_evaluate_job
-
-    if defense and runtime != "auto":
-        raise ConfigError("--defense works with --runtime auto only")
-    job = (functools.partial(run_defended_evaluate_job, defenses=defense) if defense
-           else functools.partial(run_evaluate_job, runtime=runtime))
     with progress_bar("evaluating") as bar:
-        report = job(
-            model, data, out_dir=out_dir, save_images=save_images, data_root=data_root,
-            limit=limit, device=device, seed=seed, progress=bar,
-            conventions=dict(scale=scale, range=range_, color=color, layout=layout,
-                             preupsampled=preupsampled, output=output),
+        report = sreval.evaluate(
+            model, data, out=out_dir, save_images=save_images, data_root=data_root,
+            limit=limit, device=device, seed=seed, progress=bar, runtime=runtime, defense=defense,
+            conventions=_conv(scale, range_, color, layout, preupsampled, output),
         )
     _print_summary(report, ("psnr_sr", "psnr_sr_rgb", "ssim_sr"))
     if report["config"].get("runtime") == "onnxruntime" and runtime == "auto":
@@ -262,10 +279,7 @@ def inspect(
     layout: LayoutOpt = None, preupsampled: PreupOpt = None, output: OutputOpt = None,
 ) -> None:
     """Show the detected conventions, scale, opset, parity and unsupported operators."""
-    from sreval.jobs import inspect_model
-
-    info = inspect_model(model, device=device, conventions=dict(
-        scale=scale, range=range_, color=color, layout=layout, preupsampled=preupsampled, output=output))
+    info = sreval.inspect(model, device=device, conventions=_conv(scale, range_, color, layout, preupsampled, output))
     table = Table(show_header=False, title=f"sreval inspect: {info['path']}")
     for k, v in info.items():
         table.add_row(k, v if isinstance(v, str) else repr(v))
@@ -284,8 +298,6 @@ app.add_typer(zoo_app, name="zoo")
 @handle_errors
 def zoo_list() -> None:
     """Every manifest entry: built or not, weights available or not, Table 1 facts."""
-    from sreval import zoo
-
     table = Table(title="sreval model zoo")
     for col in ("name", "arch", "scale", "built", "weights", "Table 1 (params / conv / GAN)", "weights source"):
         table.add_column(col)
@@ -305,9 +317,6 @@ def zoo_build(
     other_weights: Annotated[bool, typer.Option("--other-weights", help="Build from a --weights file that is not the official checkpoint; the model is then named NAME@<digest>, never NAME.")] = False,
 ) -> None:
     """Export zoo entries to canonical ONNX files (parity-checked against onnxruntime)."""
-    from sreval import zoo
-    from sreval.errors import ConfigError
-
     if names == ["all"]:
         names = [n for n, e in zoo.manifest().items() if zoo.weights_available(e)]
     if weights is not None and len(names) != 1:
@@ -326,8 +335,6 @@ def zoo_verify(
     device: DeviceOpt = "cpu",
 ) -> None:
     """Parity and clean PSNR of built models against the manifest; exit 1 on any regression."""
-    from sreval import zoo
-
     verdicts = zoo.verify(names, data, tol=tol, data_root=data_root, device=device)
     table = Table(title=f"zoo verify on {data} (tolerance {tol} dB)")
     for col in ("name", "PSNR (Y)", "expected", "parity", "status"):
@@ -352,10 +359,6 @@ def zoo_table(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Table 1 of the paper, computed from each exported ONNX graph."""
-    import json
-
-    from sreval import zoo
-
     rows = zoo.table(names)
     if as_json:
         out.print_json(json.dumps([r.as_dict() for r in rows]))
@@ -374,15 +377,6 @@ def zoo_table(
 # ----------------------------------------------------------------------------- the rest of the paper
 # universal, partial and targeted attacks, transferability, robustness index (defenses: --defense)
 
-SWEEP = "1/255,2/255,4/255,8/255,16/255,32/255"
-AlphaOpt = Annotated[str, typer.Option("--alpha", "-a", help="Budgets, e.g. 1/255,8/255 or 0.0314.")]
-StepsOpt = Annotated[int, typer.Option("--steps", "-T", help="I-FGSM iterations.")]
-RefOpt = Annotated[str, typer.Option("--reference", help="hr (official code), clean-sr (eq. 1) or auto (hr when HR exists).")]
-QuantOpt = Annotated[bool, typer.Option("--quantize/--no-quantize", help="Round the attacked LR to 8 bits.")]
-
-
-def _conv(scale: Any, range_: Any, color: Any, layout: Any, preupsampled: Any, output: Any) -> dict[str, Any]:
-    return dict(scale=scale, range=range_, color=color, layout=layout, preupsampled=preupsampled, output=output)
 
 
 def _report_line(out_dir: Path) -> None:
@@ -398,7 +392,7 @@ def _signed(v: float | None) -> str:
 def universal(
     model: ModelArg,
     data: DataOpt = "default",
-    alpha: AlphaOpt = SWEEP,
+    alpha: AlphaOpt = PAPER_ALPHAS,
     steps: StepsOpt = 50,
     crop: Annotated[Optional[int], typer.Option("--crop", help="LR side of the square centre crop (default: the largest fitting every image).")] = None,
     holdout: Annotated[Optional[float], typer.Option("--holdout", help="Fraction of images NOT used to fit the perturbation, measured apart (0..1).")] = None,
@@ -417,12 +411,10 @@ def universal(
     layout: LayoutOpt = None, preupsampled: PreupOpt = None, output: OutputOpt = None,
 ) -> None:
     """Universal attack (eq. 5-7): one perturbation for all images; saved as .npy and PNG."""
-    from sreval.jobs import run_universal_job
-
     with progress_bar("fitting") as bar:
-        report = run_universal_job(
+        report = sreval.universal(
             model, data, alpha=alpha, steps=steps, crop=crop, holdout=holdout, reference=reference,
-            quantize=quantize, out_dir=out_dir, save_images=save_images, batch=batch, data_root=data_root,
+            quantize=quantize, out=out_dir, save_images=save_images, batch=batch, data_root=data_root,
             limit=limit, device=device, seed=seed, progress=bar, loss=loss,
             loop=_loop(method, norm, restarts, quantize_aware),
             conventions=_conv(scale, range_, color, layout, preupsampled, output))
@@ -442,7 +434,7 @@ def universal(
 def partial(
     model: ModelArg,
     data: DataOpt = "default",
-    alpha: AlphaOpt = SWEEP,
+    alpha: AlphaOpt = PAPER_ALPHAS,
     steps: StepsOpt = 50,
     reference: RefOpt = "auto",
     quantize: QuantOpt = True,
@@ -458,11 +450,9 @@ def partial(
     layout: LayoutOpt = None, preupsampled: PreupOpt = None, output: OutputOpt = None,
 ) -> None:
     """Partial attack (eq. 8-10): attack the central half, measure outside; damage per distance ring."""
-    from sreval.jobs import run_partial_job
-
     with progress_bar("attacking") as bar:
-        report = run_partial_job(
-            model, data, alpha=alpha, steps=steps, reference=reference, quantize=quantize, out_dir=out_dir,
+        report = sreval.partial(
+            model, data, alpha=alpha, steps=steps, reference=reference, quantize=quantize, out=out_dir,
             save_images=save_images, batch=batch, data_root=data_root, limit=limit, device=device,
             seed=seed, progress=bar, conventions=_conv(scale, range_, color, layout, preupsampled, output),
             loop=_loop(method, norm, restarts, quantize_aware))
@@ -491,12 +481,10 @@ def targeted(
     layout: LayoutOpt = None, preupsampled: PreupOpt = None, output: OutputOpt = None,
 ) -> None:
     """Targeted attack (eq. 11): make the SR output look like a target HR image."""
-    from sreval.jobs import run_targeted_job
-
     with progress_bar("attacking") as bar:
-        report = run_targeted_job(
+        report = sreval.targeted(
             model, source=source, target=target, alpha=alpha, steps=steps, quantize=quantize,
-            out_dir=out_dir, save_images=save_images, device=device, seed=seed, progress=bar,
+            out=out_dir, save_images=save_images, device=device, seed=seed, progress=bar,
             loop=_loop(method, norm, restarts, quantize_aware),
             conventions=_conv(scale, range_, color, layout, preupsampled, output))
     keys = ("psnr_target_hr", "psnr_source_hr", "psnr_lr", "psnr_lr_target")
@@ -531,12 +519,10 @@ def transfer(
     layout: LayoutOpt = None, preupsampled: PreupOpt = None, output: OutputOpt = None,
 ) -> None:
     """Transferability: examples made on each source model (rows) fed to each target (columns)."""
-    from sreval.jobs import run_transfer_job
-
     with progress_bar("attacking") as bar:
-        report = run_transfer_job(
+        report = sreval.transfer(
             models, data, alpha=alpha, steps=steps, reference=reference, quantize=quantize,
-            out_dir=out_dir, batch=batch, data_root=data_root, limit=limit, device=device, seed=seed,
+            out=out_dir, batch=batch, data_root=data_root, limit=limit, device=device, seed=seed,
             progress=bar, conventions=_conv(scale, range_, color, layout, preupsampled, output),
             loop=_loop(method, norm, restarts, quantize_aware))
     names = report["transfer"]["models"]
@@ -574,12 +560,10 @@ def index(
     layout: LayoutOpt = None, preupsampled: PreupOpt = None, output: OutputOpt = None,
 ) -> None:
     """Robustness index (sec. 5.2) per image, and its correlation with the basic attack's SR PSNR."""
-    from sreval.jobs import run_index_job
-
     with progress_bar("sampling") as bar:
-        report = run_index_job(
+        report = sreval.index(
             model, data, alpha=alpha, samples=samples, batch=batch, steps=steps, reference=reference,
-            quantize=quantize, attack_report=attack_report, out_dir=out_dir, data_root=data_root,
+            quantize=quantize, attack_report=attack_report, out=out_dir, data_root=data_root,
             limit=limit, device=device, seed=seed, progress=bar,
             conventions=_conv(scale, range_, color, layout, preupsampled, output))
     table = Table(title=f"robustness index: {report['model']['name']}")
@@ -597,6 +581,68 @@ def index(
     _report_line(out_dir)
 
 
+# ----------------------------------------------------------------------------- any registered attack
+
+
+@app.command("attacks")
+@handle_errors
+def attacks_command() -> None:
+    """The attack registry: every name `sreval run` and `sreval sweep --attacks` take."""
+    table = Table(title="sreval attacks")
+    for col in ("name", "what", "command", "attack object"):
+        table.add_column(col)
+    for name, e in ATTACKS.items():
+        table.add_row(name, e.what, f"sreval {e.cli}" + (f" {name}" if e.cli == "run" else ""),
+                      e.attack.__name__ if e.attack else "-")
+    out.print(table)
+
+
+@app.command("run")
+@handle_errors
+def run_command(
+    name: Annotated[str, typer.Argument(help="A registered attack with an attack object (sreval attacks).", show_default=False)],
+    model: ModelArg,
+    data: DataOpt = "default",
+    alpha: AlphaOpt = PAPER_ALPHAS,
+    steps: StepsOpt = 50,
+    reference: RefOpt = "auto",
+    quantize: QuantOpt = True,
+    out_dir: OutOpt = Path("runs/run"),
+    save_images: SaveOpt = False,
+    norm: NormOpt = "linf", restarts: RestartsOpt = 1, quantize_aware: RoundOpt = False,
+    option: Annotated[Optional[list[str]], typer.Option("--option", help="KEY=VALUE for the attack object (repeatable; values read as JSON, else text).")] = None,
+    data_root: DataRoot = None,
+    limit: LimitOpt = None,
+    device: DeviceOpt = "auto",
+    seed: SeedOpt = 0,
+    scale: ScaleOpt = None, range_: RangeOpt = None, color: ColorOpt = None,
+    layout: LayoutOpt = None, preupsampled: PreupOpt = None, output: OutputOpt = None,
+) -> None:
+    """Any registered attack object over a dataset: LR and SR PSNR per image and budget."""
+    with progress_bar("attacking") as bar:
+        report = sreval.run_attack(
+            name, model, data, alpha=alpha, steps=steps, reference=reference, quantize=quantize, out=out_dir,
+            save_images=save_images, data_root=data_root, limit=limit, device=device, seed=seed, progress=bar,
+            loop=_loop("ifgsm", norm, restarts, quantize_aware), options=_options(option or []),
+            conventions=_conv(scale, range_, color, layout, preupsampled, output))
+    _print_summary(report, ("psnr_lr", "psnr_sr", "psnr_hr"))
+    _print_evidence(report)
+    _report_line(out_dir)
+
+
+def _options(items: list[str]) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--option takes KEY=VALUE, got {item!r}")
+        try:
+            options[key.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            options[key.strip()] = text
+    return options
+
+
 # ----------------------------------------------------------------------------- sweeps, reports, checks, demo
 
 
@@ -609,8 +655,8 @@ def _fmt_db(v: Any) -> str:
 def sweep(
     models: Annotated[str, typer.Option("--models", "-m", help="Comma-separated ONNX files or zoo names.", show_default=False)],
     data: Annotated[str, typer.Option("--data", "-d", help="Comma-separated dataset names (Set5, Set14, BSD100: under --data-root), folders, or 'default'.")] = "Set5",
-    attacks: Annotated[str, typer.Option("--attacks", help="Comma-separated: clean, basic, universal, partial, targeted, transfer, index, defense.")] = "basic",
-    alpha: AlphaOpt = SWEEP,
+    attacks: Annotated[str, typer.Option("--attacks", help=f"Comma-separated, from the registry (sreval attacks): {', '.join(ATTACKS)}.")] = "basic",
+    alpha: AlphaOpt = PAPER_ALPHAS,
     steps: StepsOpt = 50,
     reference: RefOpt = "auto",
     quantize: QuantOpt = True,
@@ -630,24 +676,21 @@ def sweep(
 ) -> None:
     """Run the grid models x datasets x attacks (all budgets per cell); finished cells are cached
     and an interrupted sweep resumes where it stopped."""
-    from sreval.attacks.common import parse_alpha
-    from sreval.sweep import SweepConfig, run_sweep
-
-    cfg = SweepConfig(models=tuple(models.split(",")), datasets=tuple(data.split(",")),
-                      attacks=tuple(attacks.split(",")), alphas=tuple(parse_alpha(alpha, norm)), steps=steps,
-                      reference=reference, quantize=quantize, limit=limit, crop=crop, seed=seed, batch=batch,
-                      index_samples=index_samples, defenses=tuple(defenses.split(",")), keep_images=keep_images,
-                      method=method, norm=norm)
     with progress_bar("cells") as bar:
-        result = run_sweep(cfg, out_dir, executor=executor, device=device, data_root=data_root, progress=bar)
-    table = Table(title=f"sweep: {len(result.outcomes)} cells ({result.count('done')} computed, "
-                        f"{result.count('cached')} cached)")
+        report = sreval.sweep(models, data, attacks=attacks, alpha=alpha, steps=steps, reference=reference,
+                              quantize=quantize, out=out_dir, crop=crop, limit=limit, batch=batch,
+                              index_samples=index_samples, defenses=defenses, keep_images=keep_images,
+                              executor=executor, method=method, norm=norm, data_root=data_root, device=device,
+                              seed=seed, progress=bar)
+    cells = report["sweep"]["cells"]
+    done = [c.get("outcome") for c in cells]
+    table = Table(title=f"sweep: {len(cells)} cells ({done.count('done')} computed, {done.count('cached')} cached)")
     for col in ("attack", "model", "dataset", "status"):
         table.add_column(col)
-    for o in result.outcomes:
-        table.add_row(o.cell.attack, o.cell.model, o.cell.dataset, o.status)
+    for c in cells:
+        table.add_row(c["attack"], c["model"], c["dataset"], c.get("outcome") or c["status"])
     out.print(table)
-    for note in result.repaired:
+    for note in report["sweep"].get("repaired", []):
         out.print(label("note:", "yellow", f"damaged cell {note}"), soft_wrap=True)
     _report_line(out_dir)
     out.print(f"render it: sreval report {out_dir}", soft_wrap=True)
@@ -661,8 +704,6 @@ def report_command(
     markdown: Annotated[Optional[Path], typer.Option("--markdown", help="Markdown file (default RUN_DIR/report.md).")] = None,
 ) -> None:
     """Render a run as one self-contained HTML file (the paper's figures) and a Markdown summary."""
-    from sreval.htmlreport import render_report
-
     rendered = render_report(run_dir, html_path=html, markdown_path=markdown)
     say = err if "-" in (str(html), str(markdown)) else out  # standard output holds the report itself
     say.print(f"sections: {', '.join(rendered.sections)}")
@@ -679,8 +720,6 @@ def check(
     update: Annotated[bool, typer.Option("--update", help="Write the golden file from this run instead of checking.")] = False,
 ) -> None:
     """Compare every number of a run with a golden file; exit 1 listing each regression."""
-    from sreval.check import check_run, summary_line, write_golden
-
     if update:
         g = write_golden(run_dir, golden)
         out.print(f"golden file written: {golden} ({len(g['cells'])} cells, "
@@ -713,9 +752,6 @@ def demo(
 ) -> None:
     """The main job, offline: build the zoo models a fresh machine can build, attack the embedded
     photos at a few budgets, render the HTML report, print a short table."""
-    from sreval.attacks.common import parse_alpha
-    from sreval.demo import DemoConfig, run_demo
-
     cfg = DemoConfig(models=tuple(m.strip() for m in models.split(",") if m.strip()), limit=limit, crop=crop,
                      steps=steps, alphas=tuple(parse_alpha(alpha)), seed=seed)
     with progress_bar("demo") as bar:

@@ -94,7 +94,7 @@ def load_dataset(
     # The special names win over a folder of the same name: pass ./default for that.
     if isinstance(spec, str) and spec.strip().lower() in EMBEDDED_NAMES:
         return _load_embedded(scale, limit)
-    path = _resolve(spec, data_root)
+    path = resolve_path(spec, data_root)
     if path.is_file():
         return _load_single_file(path, scale, lr_only)
     return _load_folder(path, scale, limit, lr_only)
@@ -105,7 +105,7 @@ def load_dataset(
 # ---------------------------------------------------------------------------
 
 
-def _resolve(spec: str | Path, data_root: str | Path | None) -> Path:
+def resolve_path(spec: str | Path, data_root: str | Path | None) -> Path:
     """An existing path as given, else a dataset name looked up under the data roots."""
     path = Path(spec).expanduser()
     if path.exists():
@@ -248,7 +248,7 @@ def downscale(hr: np.ndarray, scale: int) -> np.ndarray:
 # ---------------------------------------------------------------------------
 
 
-def _skimage_data_dir() -> Path:
+def embedded_dir() -> Path:
     """scikit-image's data/ folder, found without importing skimage (slow, heavy)."""
     spec = importlib.util.find_spec("skimage")
     locations = list(spec.submodule_search_locations or []) if spec is not None else []
@@ -259,7 +259,7 @@ def _skimage_data_dir() -> Path:
 
 
 def _load_embedded(scale: int, limit: int | None) -> list[Sample]:
-    data_dir = _skimage_data_dir()
+    data_dir = embedded_dir()
     samples = []
     for fname in EMBEDDED_FILES[:limit]:
         hr = _modest_hr(read_image(data_dir / fname), scale)
@@ -277,9 +277,10 @@ def _modest_hr(img: np.ndarray, scale: int) -> np.ndarray:
     return np.ascontiguousarray(crop_center(img, h, w))
 
 
-@functools.lru_cache(maxsize=1)
-def _probe_photo() -> np.ndarray:
-    return read_image(_skimage_data_dir() / EMBEDDED_FILES[0])
+@functools.lru_cache(maxsize=len(EMBEDDED_FILES))
+def embedded_photo(name: str) -> np.ndarray:
+    """One of the embedded photos at full size (read once per process)."""
+    return read_image(embedded_dir() / name)
 
 
 def probe_batch(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
@@ -288,7 +289,10 @@ def probe_batch(n: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
     Uniform noise is a poor probe: real-weight networks are not built for it, and some (PAN)
     blow up to 1e20 on it, where any float comparison is meaningless.
     """
-    photo = _probe_photo()
+    try:
+        photo = embedded_photo(EMBEDDED_FILES[0])
+    except DataError:  # no scikit-image: noise, the only input left
+        return torch.rand(n, 3, h, w, generator=torch.Generator().manual_seed(seed))
     if photo.shape[0] < h or photo.shape[1] < w:
         photo = imresize(photo, size=(max(h, photo.shape[0]), max(w, photo.shape[1])))
     rng = np.random.default_rng(seed)

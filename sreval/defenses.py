@@ -19,7 +19,8 @@ from sreval.attacks.basic import BasicConfig, attack_image
 from sreval.attacks.optim import Trace
 from sreval.data import Sample
 from sreval.errors import ConfigError, DataError
-from sreval.evaluate import ImageSaver, Progress, Row, measure, measure_hr, super_resolve, to_image, to_tensor
+from sreval.evaluation import ImageSaver, Progress, Row, measure, measure_hr, super_resolve, to_image, to_tensor
+from sreval.io import imresize_torch
 from sreval.metrics import psnr, ssim
 
 
@@ -32,8 +33,6 @@ class ResizeDefense(nn.Module):
         self.model = model
 
     def forward(self, x: Tensor) -> Tensor:
-        from sreval.io import imresize_torch
-
         h, w = x.shape[-2:]
         if min(h, w) < 3:
             raise DataError(f"resize defense: LR image {w}x{h} is too small to shrink by a pixel")

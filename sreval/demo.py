@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sreval import zoo
 from sreval.errors import ConfigError
-from sreval.sweep import Progress, SweepConfig, SweepResult, run_sweep
+from sreval.htmlreport import render_report
+from sreval.sweeps import Progress, SweepConfig, SweepResult, run_sweep
 
 # bicubic: the robust baseline; animevideov3: a small GAN-trained net; x4plus: ESRGAN's RRDB (16.7M).
 DEMO_MODELS = ("bicubic", "realesr-animevideov3-x4", "realesrgan-x4plus")
@@ -57,8 +59,6 @@ class DemoResult:
 def ensure_built(models: Sequence[str]) -> list[str]:
     """Build the zoo entries among `models` that are not built yet (offline: no download for
     bicubic and the ncnn-wheel models); files and other names are left alone."""
-    from sreval import zoo
-
     built = []
     entries = zoo.manifest()
     for name in models:
@@ -79,8 +79,6 @@ def summary_table(report: dict[str, Any]) -> list[dict[str, Any]]:
 def run_demo(cfg: DemoConfig = DemoConfig(), out_dir: Path = DEFAULT_OUT, *, device: str = "auto",
              progress: Progress | None = None) -> DemoResult:
     """Build, sweep, render. A second run reuses every finished cell (the sweep's cache)."""
-    from sreval.htmlreport import render_report
-
     built = ensure_built(cfg.models)
     result = run_sweep(cfg.sweep(), Path(out_dir), device=device, progress=progress)
     rendered = render_report(Path(out_dir))

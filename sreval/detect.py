@@ -42,10 +42,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from sreval.conventions import Conventions
+from sreval.data import crop_center, downscale, embedded_photo
 from sreval.errors import SrevalError
-from sreval.model import PROBE_SECONDS, Conventions
+from sreval.evaluation import to_image, to_tensor
+from sreval.io import imresize, quantize
+from sreval.metrics import psnr
+from sreval.runtime import probe_seconds
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the model calls detection at load; detection only reads the model
     from sreval.model import SRModel
 
 ADOPT_MARGIN_DB = 3.0
@@ -149,12 +154,9 @@ def candidate_values(conv: Conventions, fields: tuple[str, ...] | list[str]) -> 
 def _photos(scale: int, crop: int) -> tuple[tuple[str, np.ndarray, np.ndarray], ...]:
     """(name, LR, HR) per photo: a central HR crop of the full-size photo and its MATLAB
     bicubic downscale, made the way SR test sets are made (cheaper than the whole default set)."""
-    from sreval.data import _skimage_data_dir, crop_center, downscale
-    from sreval.io import read_image
-
     out = []
     for name in PHOTOS:
-        img = read_image(_skimage_data_dir() / name)
+        img = embedded_photo(name)
         h = min(crop * scale, img.shape[0]) // scale * scale
         w = min(crop * scale, img.shape[1]) // scale * scale
         hr = np.ascontiguousarray(crop_center(img, h, w))
@@ -163,19 +165,13 @@ def _photos(scale: int, crop: int) -> tuple[tuple[str, np.ndarray, np.ndarray], 
 
 
 def _bicubic_score(scale: int, photos: tuple[tuple[str, np.ndarray, np.ndarray], ...]) -> float:
-    from sreval.io import imresize, quantize
-    from sreval.metrics import psnr
-
     return float(np.mean([psnr(quantize(imresize(lr, float(scale))), hr, y=False, shave=scale)
                           for _, lr, hr in photos]))
 
 
 def _score(model: SRModel, conv: Conventions, photos: tuple[tuple[str, np.ndarray, np.ndarray], ...]) -> float:
     """Mean RGB PSNR (shave = scale) of the model's SR of each LR crop against its HR crop."""
-    from sreval.evaluate import to_image, to_tensor
-    from sreval.metrics import psnr
-
-    adapter = model.ort(conv, time_limit=PROBE_SECONDS)
+    adapter = model.ort(conv, time_limit=probe_seconds())
     scores = []
     for _, lr, hr in photos:
         with torch.no_grad():

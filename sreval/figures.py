@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import NullFormatter
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 Series = Mapping[str, Sequence[tuple[float, float]]]  # label -> [(x, y)], drawn as one line each
 DPI = 100
@@ -77,15 +78,11 @@ def curves(panels: Sequence[Panel], *, order: Sequence[str] = (), columns: int |
     return png(fig)
 
 
-def _ticks():  # type: ignore[no-untyped-def]
-    from matplotlib.ticker import FuncFormatter
-
+def _ticks() -> FuncFormatter:
     return FuncFormatter(lambda v, _pos: f"{v:,.0f}" if v >= 1000 else f"{v:g}")
 
 
 def _legend(fig: Figure, names: Sequence[str]) -> None:
-    from matplotlib.lines import Line2D
-
     handles = [Line2D([], [], color=colour(i), marker=MARKERS[i % len(MARKERS)], label=n)
                for i, n in enumerate(names)]
     fig.legend(handles=handles, loc="upper center", ncol=min(len(names), 6), fontsize=9, frameon=False)

@@ -6,6 +6,7 @@ and nothing is harmed".
   either the old set or the new one (never a report.json without its results.csv). A target
   that exists and is not a regular file (symlink, FIFO, device, folder) is never replaced;
   `-` writes through to standard output.
+- `sha256_file`: the one file hash (weights, cells, datasets).
 - `claim_run_dir`: checked BEFORE the work starts (a file in the way, read-only, a name too
   long, no space), then locked, so two runs never write into one folder at once.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 import stat
 import sys
@@ -28,6 +30,15 @@ LOCK = ".sreval.lock"
 # The longest file name a run writes (images are named within this, see evaluate.ImageSaver).
 LONGEST_NAME = 200
 MIN_FREE_BYTES = 16 << 20
+
+
+def sha256_file(path: Path | str) -> str:
+    """SHA-256 hex digest of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _kind(mode: int) -> str:

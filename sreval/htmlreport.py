@@ -25,125 +25,16 @@ import numpy as np
 
 from sreval import figures as F
 from sreval.errors import DataError
-from sreval.evaluate import image_file_name
+from sreval.attacks.partial import mask_bounds
+from sreval.commands import ATTACKS
+from sreval.evaluation import image_file_name
+from sreval.io import read_image
 from sreval.files import STDOUT, atomic_write_many
-from sreval.report import read_report
-from sreval.sweep import STANDARD_KEYS as SWEEP_STANDARD_KEYS
+from sreval.run import CellView, RunView, load_run
 
 Row = dict[str, Any]
-STANDARD_KEYS = SWEEP_STANDARD_KEYS | {"sweep"}  # anything else in a report is a feature's own section
 # The paper's showcase budgets: Fig. 2, 3, 4, 8 at 8/255, Fig. 6 at 4/255, Fig. 9 at 16/255.
 SHOWCASE, UNIVERSAL_SHOWCASE, TARGETED_SHOWCASE = 8 / 255, 4 / 255, 16 / 255
-
-
-# ----------------------------------------------------------------------------- reading a run
-
-
-@dataclass(frozen=True)
-class CellView:
-    """One job's results: an attack on a model (or several) over a dataset."""
-
-    attack: str
-    model: str
-    dataset: str
-    rows: list[Row]
-    sections: dict[str, Any]
-    folder: Path  # where its images and files are
-    data: dict[str, Any] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def alphas(self) -> list[float]:
-        return sorted({r["alpha"] for r in self.rows if isinstance(r.get("alpha"), (int, float)) and r["alpha"] > 0})
-
-    @property
-    def first_image(self) -> str | None:
-        names = self.data.get("images") or [r.get("image") for r in self.rows]
-        return names[0] if names else None
-
-
-@dataclass(frozen=True)
-class RunView:
-    run_dir: Path
-    report: dict[str, Any]
-    cells: list[CellView]
-    models: list[dict[str, Any]]  # name, params, conv_layers, gan_trained, scale, sha256
-    conventions: dict[str, dict[str, Any]]  # attack -> conventions
-    missing: list[str]  # cells planned but not finished
-
-    def of(self, attack: str) -> list[CellView]:
-        return [c for c in self.cells if c.attack == attack]
-
-    @property
-    def datasets(self) -> list[str]:
-        return list(dict.fromkeys(c.dataset for c in self.cells))
-
-    @property
-    def model_names(self) -> list[str]:
-        return [m["name"] for m in self.models]
-
-
-def load_run(run_dir: Path) -> RunView:
-    """A sweep folder (merged report.json, merged again from its cells if missing) or a
-    single job's folder / report.json."""
-    from sreval import sweep
-
-    run_dir = Path(run_dir)
-    if run_dir.is_file():
-        run_dir = run_dir.parent
-    if not run_dir.is_dir():
-        raise DataError(f"no run folder at {run_dir}")
-    if (run_dir / sweep.PLAN).is_file() and not (run_dir / "report.json").is_file():
-        sweep.merge(run_dir)
-    report = read_report(run_dir)
-    if report.get("command") == "sweep":
-        return _sweep_view(run_dir, report)
-    return _single_view(run_dir, report)
-
-
-def _sweep_view(run_dir: Path, report: dict[str, Any]) -> RunView:
-    entries = (report.get("sweep") or {}).get("cells") or []
-    rows_by_cell: dict[str, list[Row]] = {}
-    for r in report.get("results", []):
-        rows_by_cell.setdefault(r.get("cell", ""), []).append(r)
-    cells = [CellView(e["attack"], e["model"], e["dataset"], rows_by_cell.get(e["key"], []),
-                      e.get("sections") or {}, run_dir / e["dir"], e.get("data") or {}, e.get("config") or {})
-             for e in entries if e.get("status") == "done"]
-    missing = [f"{e['attack']} / {e['model']} / {e['dataset']}" for e in entries if e.get("status") != "done"]
-    conv = report.get("conventions") or {}
-    models = list((report.get("model") or {}).get("models") or [])
-    return RunView(run_dir, report, cells, models, conv, missing)
-
-
-JOB_ATTACK = {"attack": "basic", "evaluate": "clean"}
-
-
-def _single_view(run_dir: Path, report: dict[str, Any]) -> RunView:
-    attack = JOB_ATTACK.get(report.get("command", ""), report.get("command", "run"))
-    if attack == "basic" and "defense" in report:
-        attack = "defense"
-    model = report.get("model") or {}
-    data = report.get("data") or {}
-    dataset = Path(str(data.get("spec") or data.get("source") or "data")).name
-    rows = [{**r, "model": r.get("model", model.get("name", "model")), "dataset": dataset}
-            for r in report.get("results", [])]
-    cell = CellView(attack, model.get("name", "model"), dataset, rows,
-                    {k: v for k, v in report.items() if k not in STANDARD_KEYS}, run_dir, data,
-                    report.get("config") or {})
-    models = [_model_facts(m) for m in (model.get("models") or [model])]
-    return RunView(run_dir, report, [cell], models, {attack: report.get("conventions") or {}}, [])
-
-
-def _model_facts(info: dict[str, Any]) -> dict[str, Any]:
-    meta = info.get("metadata") or {}
-
-    def num(key: str) -> int | None:
-        return int(meta[key]) if str(meta.get(key, "")).isdigit() else None
-
-    gan = meta.get("sreval.gan_trained")
-    return {"name": info.get("name", "model"), "scale": info.get("scale"), "sha256": info.get("sha256"),
-            "params": num("sreval.params"), "conv_layers": num("sreval.conv_layers"),
-            "gan_trained": None if gan is None else gan == "1"}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -181,8 +72,6 @@ def fmt(v: Any, digits: int = 2) -> str:
 
 
 def read_png(path: Path) -> np.ndarray | None:
-    from sreval.io import read_image
-
     try:
         return read_image(path) if path.is_file() else None
     except DataError:
@@ -222,7 +111,8 @@ def _overview(run: RunView) -> Section:
              ["created", str(run.report.get("created"))],
              ["models", ", ".join(run.model_names) or "-"],
              ["datasets", ", ".join(run.datasets) or "-"],
-             ["attacks", ", ".join(dict.fromkeys(c.attack for c in run.cells)) or "-"],
+             ["attacks", ", ".join(f"{a} ({ATTACKS[a].what})" if a in ATTACKS else a
+                                   for a in dict.fromkeys(c.attack for c in run.cells)) or "-"],
              ["budgets alpha", ", ".join(F.budget_label(a) for a in alphas) or "-"]]
     for key in ("steps", "reference", "quantize", "crop", "limit", "seed", "index_samples"):
         if cfg.get(key) is not None:
@@ -462,8 +352,6 @@ def _partial_images(run: RunView) -> Section | None:
                                                     image_file_name(name, "sr_clean")))
         if lr is None or sr is None:
             continue
-        from sreval.attacks.partial import mask_bounds
-
         top, bottom, left, right = mask_bounds(*lr.shape[:2])
         s = sr.shape[0] // lr.shape[0]
         box_lr = (top, left, bottom - top, right - left)
@@ -620,14 +508,35 @@ def _conventions(run: RunView) -> Section | None:
                            Table(["", ""], [[k, str(v)] for k, v in env.items()], "Environment")])
 
 
-SECTIONS: list[Callable[[RunView], Section | None]] = [
+def _registered(run: RunView) -> list[Section]:
+    """The attacks of the registry that have no figure of the paper (run with `sreval run`):
+    LR and SR PSNR versus budget, one section each, titled from the registry."""
+    out = []
+    for name, entry in ATTACKS.items():
+        if entry.cli != "run":
+            continue
+        section = _curves_section(
+            run, name, f"attack-{name}", f"{entry.what}: LR and SR PSNR versus budget",
+            f"Attack '{name}' of the registry. LR PSNR: attacked vs clean LR; SR PSNR: SR of the attacked LR "
+            "vs SR of the clean LR. Mean over the images of each dataset; higher = more robust.",
+            [("psnr_lr", "LR", lambda r: True), ("psnr_sr", "SR", lambda r: True)])
+        if section is not None:
+            out.append(section)
+    return out
+
+
+SECTIONS: list[Callable[[RunView], Section | list[Section] | None]] = [
     _overview, _clean, _basic, _basic_images, _size, _transfer, _universal, _universal_images, _partial,
-    _partial_images, _targeted, _index, _defense, _evidence, _conventions,
+    _partial_images, _targeted, _index, _defense, _registered, _evidence, _conventions,
 ]
 
 
 def build_sections(run: RunView) -> list[Section]:
-    return [s for s in (fn(run) for fn in SECTIONS) if s is not None]
+    out: list[Section] = []
+    for fn in SECTIONS:
+        made = fn(run)
+        out += made if isinstance(made, list) else [made] if made is not None else []
+    return out
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -740,8 +649,6 @@ def render_report(run_dir: Path, *, html_path: Path | None = None, markdown_path
 
 
 def _file_name(name: str) -> str:
-    import re
-
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 

@@ -24,6 +24,7 @@ os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(1 << 28))
 import cv2  # noqa: E402
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 
 from sreval.errors import ConfigError, DataError
 from sreval.files import atomic_write
@@ -38,6 +39,9 @@ __all__ = [
     "rgb_to_ycbcr",
     "ycbcr_to_rgb",
     "rgb_to_y",
+    "to_ycc",
+    "from_ycc",
+    "env_number",
 ]
 
 ArrayOrTensor = TypeVar("ArrayOrTensor", np.ndarray, torch.Tensor)
@@ -47,25 +51,30 @@ ArrayOrTensor = TypeVar("ArrayOrTensor", np.ndarray, torch.Tensor)
 # ---------------------------------------------------------------------------
 
 
+def env_number(name: str, kind: type[int] | type[float], unit: str) -> int | float | None:
+    """A positive number from the environment variable `name` (None when unset or empty); a
+    bad value is a one-line ConfigError naming the variable."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        value = kind(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number of {unit}, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{name} must be > 0 {unit}, got {text}")
+    return value
+
+
 def max_pixels() -> int:
     """The largest image (width x height) sreval decodes: SREVAL_MAX_PIXELS, else the default."""
-    text = os.environ.get("SREVAL_MAX_PIXELS", "").strip()
-    if not text:
-        return DEFAULT_MAX_PIXELS
-    try:
-        value = int(text)
-    except ValueError:
-        raise ConfigError(f"SREVAL_MAX_PIXELS must be a whole number of pixels, got {text!r}") from None
-    if value < 1:
-        raise ConfigError(f"SREVAL_MAX_PIXELS must be >= 1, got {value}")
-    return value
+    value = env_number("SREVAL_MAX_PIXELS", int, "pixels")
+    return DEFAULT_MAX_PIXELS if value is None else int(value)
 
 
 def read_image_size(path: Path, raw: np.ndarray) -> tuple[int, int]:
     """(width, height) from the file's header alone (Pillow reads headers lazily, decoding
     nothing), so that a bomb is refused before it takes memory."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's own bomb warning: we decide below
@@ -416,6 +425,25 @@ def rgb_to_ycbcr(x: ArrayOrTensor) -> ArrayOrTensor:
 def ycbcr_to_rgb(x: ArrayOrTensor) -> ArrayOrTensor:
     """Inverse of `rgb_to_ycbcr` (MATLAB `ycbcr2rgb`), no clipping."""
     return _apply_color(x, _YCC_INVERSE, _YCC_OFFSET, np.zeros(3))
+
+
+# JPEG / OpenCV full-range YCbCr, rows Y, Cb, Cr from R, G, B in [0, 1]; offsets in [0, 1].
+_FULL_MATRIX = np.array(
+    [[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]]
+)
+_FULL_OFFSET = np.array([0.0, 0.5, 0.5])
+_FULL_INVERSE = np.linalg.inv(_FULL_MATRIX)
+
+
+def to_ycc(x: ArrayOrTensor, color: str) -> ArrayOrTensor:
+    """RGB -> the YCbCr flavour of a Y colour convention: 'y' (MATLAB studio range) or 'yfull'
+    (JPEG / OpenCV full range)."""
+    return rgb_to_ycbcr(x) if color == "y" else _apply_color(x, _FULL_MATRIX, np.zeros(3), _FULL_OFFSET)
+
+
+def from_ycc(x: ArrayOrTensor, color: str) -> ArrayOrTensor:
+    """Inverse of `to_ycc`, no clipping."""
+    return ycbcr_to_rgb(x) if color == "y" else _apply_color(x, _FULL_INVERSE, _FULL_OFFSET, np.zeros(3))
 
 
 def rgb_to_y(x: ArrayOrTensor) -> ArrayOrTensor:

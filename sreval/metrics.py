@@ -1,7 +1,9 @@
 """PSNR and SSIM as SR papers compute them (MATLAB rgb2ycbcr Y channel, 0..255 scale).
 
-Inputs: numpy HxWx3 (or HxW gray) or torch CHW / 1xCxHxW, float in [0, 1]. Computation is
-in float64 on the CPU; results are plain floats.
+Inputs: numpy HxWx3 (or HxW gray) or torch CHW / 1xCxHxW, float in [0, 1]; a batch (torch
+NxCxHxW or numpy NxHxWxC with N > 1) gives a list of N values, one per image (the paper's
+numbers are means of per-image values). Computation is in float64 on the CPU; results are
+plain floats.
 """
 
 from __future__ import annotations
@@ -32,13 +34,15 @@ def psnr(
     y: bool = True,
     shave: int = 0,
     mask: np.ndarray | None = None,
-) -> float:
+) -> float | list[float]:
     """PSNR in dB with peak 1.0 (255 in 8-bit units); `math.inf` for identical images.
 
     y: on the MATLAB rgb2ycbcr Y channel (SR-paper convention), else on RGB.
     shave: pixels dropped at every border. mask: HxW bool of the full image, True for the
     pixels to include (e.g. outside an attacked region); combined with `shave`.
     """
+    if _is_batch(a) or _is_batch(b):
+        return [psnr(ai, bi, y=y, shave=shave, mask=mask) for ai, bi in _batch_pairs(a, b)]  # type: ignore[misc]
     x, z = _channels(_pair(a, b), y)
     keep = _selection(x.shape[:2], shave, mask)
     diff = x[keep] - z[keep]
@@ -48,13 +52,15 @@ def psnr(
     return 10.0 * math.log10(PEAK * PEAK / mse)
 
 
-def ssim(a: ImageLike, b: ImageLike, *, shave: int = 0, y: bool = True) -> float:
+def ssim(a: ImageLike, b: ImageLike, *, shave: int = 0, y: bool = True) -> float | list[float]:
     """Mean SSIM (Gaussian window 11, sigma 1.5, K1 0.01, K2 0.03, L 255) over 'valid' windows.
 
     On the Y channel by default (SR-paper convention); y=False averages the RGB channels.
     Same value as skimage's structural_similarity(gaussian_weights=True, sigma=1.5,
     use_sample_covariance=False, data_range=255).
     """
+    if _is_batch(a) or _is_batch(b):
+        return [ssim(ai, bi, shave=shave, y=y) for ai, bi in _batch_pairs(a, b)]  # type: ignore[misc]
     x, z = _channels(_pair(a, b), y)
     h, w = x.shape[:2]
     _check_shave(shave, h, w)
@@ -74,17 +80,27 @@ def ssim(a: ImageLike, b: ImageLike, *, shave: int = 0, y: bool = True) -> float
 # ---------------------------------------------------------------------------
 
 
+def _is_batch(img: ImageLike) -> bool:
+    return img.ndim == 4 and img.shape[0] > 1
+
+
+def _batch_pairs(a: ImageLike, b: ImageLike) -> list[tuple[ImageLike, ImageLike]]:
+    if a.ndim != 4 or b.ndim != 4 or a.shape[0] != b.shape[0]:
+        raise DataError(f"metrics: a batch needs two batches of one size, got shapes {tuple(a.shape)} "
+                        f"and {tuple(b.shape)}")
+    return list(zip(a, b))
+
+
 def _as_hwc(img: ImageLike) -> np.ndarray:
     """float64 HxWx3 numpy from numpy HWC/HW or torch CHW/1xCxHxW/HW; gray is replicated."""
     if isinstance(img, torch.Tensor):
         t = img.detach().to("cpu", torch.float64)
         if t.dim() == 4:
-            if t.shape[0] != 1:
-                raise ConfigError(f"metrics take one image; got a batch of {t.shape[0]}")
-            t = t[0]
+            t = t[0]  # one image (batches are split before)
         arr = t.permute(1, 2, 0).numpy() if t.dim() == 3 else t.numpy()
     else:
         arr = np.asarray(img, dtype=np.float64)
+        arr = arr[0] if arr.ndim == 4 else arr
     if arr.ndim == 2:
         arr = arr[:, :, None]
     if arr.ndim != 3 or arr.shape[2] not in (1, 3):

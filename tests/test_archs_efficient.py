@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import Tensor, nn
 
-import exporters.fsrcnn  # importing the package registers every ArchSpec
-from exporters.common import ARCHS, ArchSpec, load_weights, read_checkpoint
+from sreval.exporters import fsrcnn  # importing the package registers every ArchSpec
+from sreval.exporters.common import ARCHS, ArchSpec, load_weights, read_checkpoint
 from sreval.errors import ModelError
 
 NAMES = ["imdn", "rfdn", "pan", "srvgg_compact", "fsrcnn", "vdsr", "lapsrn"]
@@ -89,7 +89,7 @@ def test_other_arch_refused_naming_keys(name: str) -> None:
 
 def test_shape_mismatch_names_tensor() -> None:
     spec = ARCHS["fsrcnn"]
-    small = exporters.fsrcnn.FSRCNN(d=32)
+    small = fsrcnn.FSRCNN(d=32)
     with pytest.raises(ModelError, match=r"first_part\.0\.weight has shape \(32, 1, 5, 5\)"):
         load_weights(spec.build(4), spec, small.state_dict(), "small.pth")
 

@@ -13,7 +13,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
-from sreval.blackbox import SquareConfig, square_attack, window_fraction
+from sreval.attacks.square import SquareConfig, square_attack, window_fraction
 from sreval.cli import app
 from sreval.convert import unsupported_ops
 from sreval.errors import ConfigError

@@ -16,7 +16,7 @@ from sreval.check import check_run, make_golden, within, write_golden
 from sreval.cli import app
 from sreval.errors import ConfigError, DataError
 from sreval.io import write_image
-from sreval.sweep import SweepConfig, run_sweep
+from sreval.sweeps import SweepConfig, run_sweep
 from tests.tiny import TinySR, export
 
 runner = CliRunner()

@@ -20,9 +20,11 @@ from torch.nn import functional as F
 
 from sreval.data import load_dataset
 from sreval.io import imresize, quantize, rgb_to_ycbcr, write_image, ycbcr_to_rgb
-from sreval.jobs import run_evaluate_job
+from sreval.commands import evaluate
 from sreval.metrics import psnr
-from sreval.model import Conventions, SRModel, ramp, tile_starts
+from sreval.conventions import Conventions
+from sreval.model import SRModel
+from sreval.runtime import ramp, tile_starts
 from tests.tiny import Scaled
 
 PSNR_TOL = 0.02  # dB: torch vs onnxruntime differ by < 1e-4, a few 8-bit roundings at most
@@ -178,7 +180,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def check_against_direct(path: Path, data: Path, tmp: Path, *, overrides: dict[str, Any],
                          expect: dict[str, Any], direct: dict[str, Any], runtime: str = "auto") -> dict:
-    report = run_evaluate_job(path, data, out_dir=tmp / "run", device="cpu", conventions=overrides,
+    report = evaluate(path, data, out=tmp / "run", device="cpu", conventions=overrides,
                               runtime=runtime)
     conv = report["model"]["conventions"]
     for k, v in expect.items():
@@ -231,7 +233,7 @@ def test_y_only(tmp_path: Path, data: Path, color: str) -> None:
 def test_y_studio_and_full_range_differ(tmp_path: Path, data: Path) -> None:
     """Guards that the two Y conventions are really different transforms (not aliases)."""
     x = torch.rand(1, 3, 8, 8)
-    from sreval.model import to_ycc
+    from sreval.io import to_ycc
 
     assert (to_ycc(x, "y")[:, 0] - to_ycc(x, "yfull")[:, 0]).abs().max() > 0.02
 
@@ -267,7 +269,7 @@ def test_float16_model(tmp_path: Path, data: Path) -> None:
     m.torch()(x).sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
     # fp16 rounding moves a few pixels by one grey level: a looser PSNR tolerance
-    report = run_evaluate_job(p, data, out_dir=tmp_path / "run", device="cpu", conventions={"range": 1})
+    report = evaluate(p, data, out=tmp_path / "run", device="cpu", conventions={"range": 1})
     for sample, row in zip(load_dataset(data, 2), report["results"]):
         ref = psnr(direct_sr(p, sample.lr, scale=2, half=True), sample.hr, y=True, shave=2)
         assert abs(row["psnr_sr"] - ref) <= 0.1
@@ -319,7 +321,7 @@ def test_fixed_input_shape_is_tiled(tmp_path: Path, data: Path, kernel: int, tol
     whole = export(net, tmp_path / "whole.onnx")
     m = SRModel(fixed, device="cpu", range=1)
     assert m.conventions.tile == (16, 16) and m.conventions.scale == 2
-    report = run_evaluate_job(fixed, data, out_dir=tmp_path / "run", device="cpu", conventions={"range": 1})
+    report = evaluate(fixed, data, out=tmp_path / "run", device="cpu", conventions={"range": 1})
     assert report["model"]["conventions"]["tile"] == [16, 16]
     for sample, row in zip(load_dataset(data, 2), report["results"]):
         ref = psnr(direct_sr(whole, sample.lr, scale=2), sample.hr, y=True, shave=2)

@@ -20,8 +20,8 @@ from onnx import TensorProto, defs, helper, numpy_helper
 from onnx2torch.node_converters import registry
 from torch import nn
 
-from sreval import convert
-from sreval.convert import prepare_graph, register_converters, to_torch, unsupported_ops
+from sreval.convert import prepare_graph, to_torch, unsupported_ops
+from sreval.convert.registry import CONVERTERS, DOMAIN, OLD_SAME_AS, REPLACEMENTS, SAME_AS, replaced_name
 from sreval.errors import ModelError, UnsupportedOperatorError
 
 TOL = 1e-5
@@ -436,7 +436,7 @@ def _alias_spec(op: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], 
 
 def _alias_cases() -> list[Any]:
     cases = []
-    for table in (convert._SAME_AS, convert._OLD_SAME_AS):  # pylint: disable=protected-access
+    for table in (SAME_AS, OLD_SAME_AS):
         for op, (_, versions) in sorted(table.items()):
             cases += [pytest.param(op, version, id=f"{op}-{version}") for version in versions]
     return cases
@@ -655,14 +655,23 @@ def test_other_conversion_failures_are_model_errors() -> None:
     assert not isinstance(info.value, UnsupportedOperatorError)
 
 
-def test_register_converters_is_idempotent() -> None:
-    register_converters()
-    size = len(registry._CONVERTER_REGISTRY)  # pylint: disable=protected-access
-    register_converters()
-    assert len(registry._CONVERTER_REGISTRY) == size  # pylint: disable=protected-access
+def test_additions_are_registered() -> None:
     for op, version in [("Conv", 22), ("Resize", 19), ("Pad", 18), ("Split", 18), ("ReduceMean", 18),
-                        ("Identity", 21), ("Constant", 21), ("Upsample", 9), ("DepthToSpace", 13)]:
+                        ("Identity", 21), ("Constant", 21), ("Upsample", 9), ("DepthToSpace", 1)]:
         registry.get_converter(op, version)
+
+
+@pytest.mark.parametrize(("op", "since"), sorted(REPLACEMENTS), ids=lambda v: str(v))
+def test_every_replacement_has_a_reason_and_a_converter(op: str, since: int) -> None:
+    """Replacements live in sreval's own domain (onnx2torch's key stays its own), and
+    prepare_graph moves exactly the listed (operator, version) nodes there."""
+    assert REPLACEMENTS[(op, since)].strip()
+    registry.get_converter(replaced_name(op, since), 1, domain=DOMAIN)
+    registry.get_converter(op, since)  # onnx2torch's own converter is left in place
+    node = helper.make_node(op, [], [], domain="")
+    model = helper.make_model(helper.make_graph([node], "g", [], []), opset_imports=[helper.make_opsetid("", since)])
+    moved = prepare_graph(model).graph.node[0]
+    assert (moved.domain, moved.op_type) == (DOMAIN, replaced_name(op, since))
 
 
 def test_to_torch_returns_eval_mode() -> None:
@@ -788,3 +797,73 @@ def test_exported_sr_model_input_gradient(exported: onnx.ModelProto, tiny_sr: Ti
     assert torch.isfinite(grad).all()
     assert grad.abs().sum().item() > 0
     torch.testing.assert_close(grad, native, rtol=1e-4, atol=1e-7)
+
+
+# ------------------------------------------------------------------ every converter, one node each
+
+
+def _one_node_spec(op: str, version: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], list[str] | None,
+                                                    dict[str, Any], int]:
+    """(inputs, initializers, input names, attributes, outputs) of a one-node graph of `op`."""
+    i64 = np.int64
+    x4 = {"x": _rand(1, 2, 4, 6)}
+    if op == "Resize":
+        if version == 10:
+            return x4, {"scales": np.array([1, 1, 2, 2], np.float32)}, None, {"mode": "nearest"}, 1
+        scales = {"roi": np.array([], np.float32), "scales": np.array([1, 1, 2, 1.5], np.float32)}
+        return x4, scales, None, {"mode": "linear"}, 1
+    if op == "Upsample":
+        if version == 7:
+            return x4, {}, None, {"scales": [1.0, 1.0, 2.0, 2.0], "mode": "nearest"}, 1
+        return x4, {"scales": np.array([1, 1, 2, 2], np.float32)}, None, {"mode": "nearest"}, 1
+    if op == "DepthToSpace":
+        return {"x": _rand(1, 8, 3, 4)}, {}, None, {"blocksize": 2}, 1
+    if op == "SpaceToDepth":
+        return x4, {}, None, {"blocksize": 2}, 1
+    if op == "Pad":
+        return x4, {"pads": np.array([0, 0, 1, 2, 0, 0, 2, 1], i64)}, None, {"mode": "reflect"}, 1
+    if op == "Split":
+        return {"x": _rand(2, 6)}, {}, None, {"axis": 1, "num_outputs": 3}, 3
+    if op.startswith("Reduce"):
+        return {"x": _rand(2, 3, 4, low=0.1)}, {"axes": np.array([1], i64)}, None, {"keepdims": 1}, 1
+    if op == "PRelu":
+        return {"x": _rand(2, 3, 4, 5, low=-1)}, {"slope": _rand(3, 1, 1)}, None, {}, 1
+    if op == "Reshape":
+        return {"x": _rand(2, 3, 4)}, {"shape": np.array([3, 8], i64)}, None, {}, 1
+    if op == "LayerNormalization":
+        return {"x": _rand(2, 3, 4)}, {"scale": _rand(4), "bias": _rand(4)}, None, {"axis": -1}, 1
+    if op == "Slice":
+        if version == 1:
+            return x4, {}, None, {"starts": [1, 0], "ends": [3, -1], "axes": [2, 3]}, 1
+        ints = {"starts": np.array([1, 0], i64), "ends": np.array([3, -1], i64), "axes": np.array([2, 3], i64)}
+        return x4, ints, None, {}, 1
+    if op == "GlobalMaxPool":
+        return x4, {}, None, {}, 1
+    if op == "AveragePool":
+        return {"x": _rand(1, 2, 6, 6)}, {}, None, {"kernel_shape": [3, 3]}, 1
+    if op in ("Gelu", "Mish"):
+        return {"x": _rand(2, 3, low=-2, high=2)}, {}, None, {}, 1
+    if op == "BatchNormalization":
+        stats = {"scale": _rand(3), "b": _rand(3), "mean": _rand(3), "var": _rand(3, low=0.5)}
+        return {"x": _rand(2, 3, 4, 4)}, stats, None, {}, 1
+    raise AssertionError(f"no one-node case for {op}-{version}: add one to _one_node_spec")
+
+
+ALIASES = {(op, v) for table in (SAME_AS, OLD_SAME_AS) for op, (_, versions) in table.items() for v in versions}
+
+
+@pytest.mark.parametrize(("op", "version"), sorted(set(CONVERTERS) - ALIASES), ids=lambda v: str(v))
+def test_every_sreval_converter_against_onnxruntime(op: str, version: int) -> None:
+    """Every converter sreval registers (additions and replacements; aliases have their own
+    test above), as one node at an opset where exactly that version is current."""
+    inputs, initializers, names, attrs, n_outputs = _one_node_spec(op, version)
+    opset = max(version, 7)
+    assert defs.get_schema(op, opset).since_version == version
+    if (op, version) == ("Upsample", 10):  # onnxruntime refuses it (deprecated): Resize-10 is the same op
+        node = helper.make_node("Upsample", [*inputs, *initializers], ["y"], **attrs)
+        same = helper.make_node("Resize", [*inputs, *initializers], ["y"], **attrs)
+        got = _torch(_model([node], inputs, initializers, ["y"], 10), inputs)
+        want = _ort(_model([same], inputs, initializers, ["y"], 10), inputs)
+        np.testing.assert_allclose(got[0], want[0], atol=TOL)
+        return
+    _check_node(op, inputs, initializers, opset=opset, n_outputs=n_outputs, input_names=names, **attrs)

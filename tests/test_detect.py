@@ -17,8 +17,9 @@ from sreval.cli import app
 from sreval.data import load_dataset
 from sreval.io import write_image
 from sreval.detect import candidate_values, propose
-from sreval.jobs import run_evaluate_job
-from sreval.model import Conventions, SRModel
+from sreval.commands import evaluate
+from sreval.conventions import Conventions
+from sreval.model import SRModel
 from tests.test_conventions import Up, export
 from tests.tiny import TinySR
 
@@ -102,8 +103,8 @@ def test_override_and_metadata_skip_detection(r255: Path, tmp_path: Path) -> Non
     proto.metadata_props.add(key="sreval.scale", value="2")
     onnx.save(proto, p)
     assert SRModel(p, device="cpu").detection is None  # our own files say what they are
-    assert SRModel(p, device="cpu", detect=True).detection is not None
-    assert SRModel(r255, device="cpu", detect=False).detection is None
+    assert SRModel(p, device="cpu", detect_conventions=True).detection is not None
+    assert SRModel(r255, device="cpu", detect_conventions=False).detection is None
 
 
 def test_homogeneous_model_is_inconclusive(tmp_path: Path) -> None:
@@ -128,7 +129,7 @@ def test_report_records_sources_and_detection(r255: Path, tmp_path: Path) -> Non
     d = tmp_path / "set" / "HR"
     d.mkdir(parents=True)
     write_image(d / "a.png", load_dataset("default", 1, limit=1)[0].hr[:64, :64])
-    rep = run_evaluate_job(r255, d.parent, out_dir=tmp_path / "run", device="cpu", conventions={"color": "rgb"})
+    rep = evaluate(r255, d.parent, out=tmp_path / "run", device="cpu", conventions={"color": "rgb"})
     model = rep["model"]
     assert model["convention_sources"]["color"] == "override"
     assert model["convention_sources"]["range"] == "default"
@@ -138,7 +139,7 @@ def test_report_records_sources_and_detection(r255: Path, tmp_path: Path) -> Non
 
 
 def test_detection_as_dict_is_strict_json(r255: Path) -> None:
-    d = propose(SRModel(r255, device="cpu", detect=False)).as_dict()
+    d = propose(SRModel(r255, device="cpu", detect_conventions=False)).as_dict()
     json.dumps(d, allow_nan=False)
     assert all(math.isfinite(c["psnr"]) for c in d["candidates"])
     assert d["bicubic_psnr"] > 20

@@ -25,7 +25,6 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
-import sreval.model
 from sreval.cli import app
 from sreval.io import write_image
 from tests.tiny import TinySR, export
@@ -212,7 +211,7 @@ MODELS: dict[str, tuple[Callable[[Path, Path], Path], tuple[str, ...]]] = {
 @pytest.mark.parametrize("case", sorted(MODELS))
 def test_malformed_model(case: str, tmp_path: Path, work: Path, tiny: Path, data: Path,
                          capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sreval.model, "PROBE_SECONDS", 2.0)  # the looping graph: stop it soon
+    monkeypatch.setenv("SREVAL_PROBE_TIMEOUT", "2")  # the looping graph: stop it soon
     folder = tmp_path / "models"
     folder.mkdir()
     build, needles = MODELS[case]

@@ -19,6 +19,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
+from sreval import runtime
 from sreval.cli import app
 from sreval.errors import DataError, ModelError
 from sreval.files import atomic_write, atomic_write_many, check_target, claim_run_dir
@@ -237,9 +238,7 @@ def test_unwritable_out_is_found_before_any_work(tmp_path: Path, tiny: Path, mon
     data = dataset(tmp_path / "set")
     (tmp_path / "file").write_text("x")
     calls: list[str] = []
-    import sreval.jobs
-
-    monkeypatch.setattr(sreval.jobs, "load_model", lambda *a, **k: calls.append("model") or 1 / 0)
+    monkeypatch.setattr("sreval.zoo.open_model", lambda *a, **k: calls.append("model") or 1 / 0)
     one_line_error(run("attack", tiny, "--data", data, "--out", tmp_path / "file"), "is not a folder")
     one_line_error(run("attack", tiny, "--data", data, "--out", tmp_path / "file" / "sub"), "is not a folder")
     one_line_error(run("attack", tiny, "--data", data, "--out", tmp_path / ("n" * 300)), "File name too long")
@@ -291,7 +290,6 @@ def test_other_weights_get_another_name(tmp_path: Path, assets: Path, monkeypatc
     from sreval import zoo
 
     monkeypatch.setenv("SREVAL_ZOO", str(tmp_path))
-    (tmp_path / "manifest.json").write_text((zoo.PACKAGE_ROOT / "model_zoo" / "manifest.json").read_text())
     sd = torch.load(assets / "weights/carn_m/carn_m.pth", weights_only=True, map_location="cpu")
     sd = {k: v + 1e-3 if k == "exit.weight" else v for k, v in sd.items()}
     tuned = tmp_path / "tuned.pth"
@@ -397,20 +395,19 @@ def test_models_too_large_to_serialize_run_from_their_path(tmp_path: Path, tiny:
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """A model of 2 GiB and more (with external data) cannot be serialized for onnxruntime:
     it is opened from its file (the limit is lowered here instead of writing 2 GiB)."""
-    import sreval.model
-
     proto = onnx.load(tiny)
     onnx.save(proto, tmp_path / "big.onnx", save_as_external_data=True, all_tensors_to_one_file=True,
               location="big.data", size_threshold=0)
-    monkeypatch.setattr(sreval.model, "PROTO_LIMIT", 1)
+    monkeypatch.setattr("sreval.runtime.PROTO_LIMIT", 1)
+    monkeypatch.setattr("sreval.onnxfile.PROTO_LIMIT", 1)
     opened: list[str] = []
-    real = sreval.model.open_session
+    real = runtime.open_session
 
     def spy(proto: onnx.ModelProto, name: str, device: torch.device, path: Path | None = None) -> object:
         opened.append(str(path))
         return real(proto, name, device, path)
 
-    monkeypatch.setattr(sreval.model, "open_session", spy)
+    monkeypatch.setattr("sreval.model.open_session", spy)
     r = run("evaluate", tmp_path / "big.onnx", "--data", dataset(tmp_path / "set"), "--out", tmp_path / "o",
             "--device", "cpu", "--runtime", "onnxruntime")
     assert r.exit_code == 0, r.output

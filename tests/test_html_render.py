@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from sreval.cli import app
 from sreval.htmlreport import load_run, render_report
 from sreval.io import write_image
-from sreval.sweep import SweepConfig, run_sweep
+from sreval.sweeps import SweepConfig, run_sweep
 from tests.tiny import TinySR, export
 
 runner = CliRunner()

@@ -73,8 +73,12 @@ def test_psnr_accepts_torch_layouts() -> None:
     tb = torch.from_numpy(b).permute(2, 0, 1)
     assert psnr(ta, tb, shave=2) == pytest.approx(ref, abs=1e-9)
     assert psnr(ta[None], b, shave=2) == pytest.approx(ref, abs=1e-9)
-    with pytest.raises(ConfigError, match="batch of 2"):
-        psnr(torch.stack([ta, ta]), torch.stack([tb, tb]))
+    # a batch: one value per image, torch NCHW and numpy NHWC alike
+    assert psnr(torch.stack([ta, ta]), torch.stack([tb, ta]), shave=2) == [pytest.approx(ref, abs=1e-9), math.inf]
+    assert psnr(np.stack([a, a]), np.stack([b, b]), shave=2) == [pytest.approx(ref, abs=1e-9)] * 2
+    assert ssim(np.stack([a, a]), np.stack([a, b])) == [pytest.approx(1.0), pytest.approx(ssim(a, b))]
+    with pytest.raises(DataError, match="two batches of one size"):
+        psnr(torch.stack([ta, ta]), tb)
     with pytest.raises(DataError, match="sizes differ"):
         psnr(a, b[:-1])
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from sreval.errors import ModelError, ParityError
-from sreval.model import SRModel, load_model
+from sreval.model import SRModel
+from sreval.zoo import open_model as load_model
 from tests.tiny import Scaled, TinySR, export
 
 

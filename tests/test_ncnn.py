@@ -12,8 +12,8 @@ import pytest
 import torch
 from torch import nn
 
-from exporters import ncnn as nc
-from exporters.srvgg import SRVGGNetCompact
+from sreval.exporters import ncnn as nc
+from sreval.exporters.srvgg import SRVGGNetCompact
 from sreval.errors import ModelError
 
 ON_CI = os.environ.get("CI", "").lower() == "true"

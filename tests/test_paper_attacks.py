@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from sreval.attacks import ATTACKS
+from sreval.commands import ATTACKS
 from sreval.attacks.basic import BasicConfig
 from sreval.attacks.common import mse_to
 from sreval.attacks.partial import (
@@ -268,8 +268,8 @@ def test_run_targeted_reports_all_four_psnrs(model: torch.nn.Module) -> None:
 @pytest.fixture(scope="module")
 def carn_m(assets: Path, tmp_path_factory: pytest.TempPathFactory) -> torch.nn.Module:
     """The official CARN-M x4 weights, exported to ONNX and opened like any user model."""
-    from exporters import ARCHS, export_onnx, load_weights, read_checkpoint
-    from sreval.model import load_model
+    from sreval.exporters import ARCHS, export_onnx, load_weights, read_checkpoint
+    from sreval.zoo import open_model as load_model
 
     spec = ARCHS["carn_m"]
     net = spec.build(4).eval()

@@ -14,8 +14,8 @@ from sreval.data import assets_dir
 
 @pytest.fixture(scope="module")
 def carn_m_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import exporters
-    from exporters.common import export_onnx, load_weights, read_checkpoint
+    from sreval import exporters
+    from sreval.exporters.common import export_onnx, load_weights, read_checkpoint
 
     weights = assets_dir() / "weights" / "carn_m" / "carn_m.pth"
     if not weights.is_file():

@@ -20,7 +20,7 @@ import torch
 from typer.testing import CliRunner
 
 from sreval.cli import app
-from sreval.jobs import run_evaluate_job
+from sreval.commands import evaluate
 from sreval.model import SRModel
 
 # Set5 x4, Y, shave 4: measured by the reference protocol (VDSR: unrounded MATLAB bicubic input)
@@ -32,7 +32,7 @@ WEIGHTS = {"fsrcnn": "fsrcnn/fsrcnn_x4.pth", "vdsr": "vdsr/vdsr_state_dict.pth",
 def native_onnx(name: str, assets: Path, folder: Path) -> Path:
     """The architecture with its official weights, exported as the authors' code runs it:
     no range wrapper, Y-only in and out, all outputs; dynamic batch/height/width; opset 17."""
-    from exporters import ARCHS, load_weights, read_checkpoint
+    from sreval.exporters import ARCHS, load_weights, read_checkpoint
 
     spec = ARCHS[name]
     net = spec.build(4).eval()
@@ -64,7 +64,7 @@ def _set5_psnr(report: dict) -> float:
 
 
 def test_fsrcnn_y_only(models: dict[str, Path], tmp_path: Path) -> None:
-    rep = run_evaluate_job(models["fsrcnn"], "Set5", out_dir=tmp_path, device="cpu", runtime="onnxruntime")
+    rep = evaluate(models["fsrcnn"], "Set5", out=tmp_path, device="cpu", runtime="onnxruntime")
     conv, src = rep["model"]["conventions"], rep["model"]["convention_sources"]
     assert (conv["color"], conv["scale"], src["color"], src["scale"]) == ("y", 4, "shape", "shape")
     assert conv["range"] == 1.0 and src["range"] == "detected"
@@ -83,14 +83,14 @@ def test_vdsr_preupsampled_through_the_cli(models: dict[str, Path], tmp_path: Pa
 
 
 def test_lapsrn_picks_the_x4_output(models: dict[str, Path], tmp_path: Path) -> None:
-    rep = run_evaluate_job(models["lapsrn"], "Set5", out_dir=tmp_path, device="cpu", runtime="onnxruntime")
+    rep = evaluate(models["lapsrn"], "Set5", out=tmp_path, device="cpu", runtime="onnxruntime")
     conv = rep["model"]["conventions"]
     assert (conv["output"], conv["scale"], conv["color"]) == (1, 4, "y")
     assert abs(_set5_psnr(rep) - REFERENCE["lapsrn"]) <= 0.1
 
 
 def test_rfdn_range_255_detected(models: dict[str, Path], tmp_path: Path) -> None:
-    rep = run_evaluate_job(models["rfdn"], "Set5", out_dir=tmp_path, device="cpu", runtime="onnxruntime")
+    rep = evaluate(models["rfdn"], "Set5", out=tmp_path, device="cpu", runtime="onnxruntime")
     conv, src = rep["model"]["conventions"], rep["model"]["convention_sources"]
     assert conv["range"] == 255.0 and src["range"] == "detected"
     det = rep["model"]["detection"]["fields"]["range"]
@@ -100,6 +100,6 @@ def test_rfdn_range_255_detected(models: dict[str, Path], tmp_path: Path) -> Non
 
 def test_conversion_parity_and_gradients(models: dict[str, Path]) -> None:
     # one model only: converting the others costs 8 to 14 s each on 2 busy cores
-    m = SRModel(models["fsrcnn"], device="cpu", detect=False)
+    m = SRModel(models["fsrcnn"], device="cpu", detect_conventions=False)
     p = m.check_parity()
     assert p.ok and p.max_diff <= 1e-4 and p.grad_l1 > 0

@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from sreval import sweep as S
+import dataclasses
+
+from sreval import sweeps as S
+from sreval.commands import ATTACKS
 from sreval.cli import app
 from sreval.data import load_dataset
 from sreval.errors import ConfigError, DataError
@@ -46,17 +49,18 @@ class Counting:
     def __init__(self, monkeypatch: pytest.MonkeyPatch, fail_at: int | None = None, error: BaseException | None = None):
         self.calls: list[str] = []
         self.fail_at, self.error = fail_at, error
-        for name, spec in list(S.ATTACKS.items()):
-            monkeypatch.setitem(S.ATTACKS, name, S.AttackSpec(self.wrap(spec.run), spec.what))
+        for name, entry in list(ATTACKS.items()):
+            monkeypatch.setitem(ATTACKS, name, dataclasses.replace(entry, run=self.wrap(entry.cell_runner(name))))
 
-    def wrap(self, fn: S.Runner) -> S.Runner:
-        def run(cell, cfg, out, opts, progress):  # type: ignore[no-untyped-def]
+    def wrap(self, fn):  # type: ignore[no-untyped-def]
+        def run(cfg, cell, common):  # type: ignore[no-untyped-def]
             self.calls.append(cell.key)
+            out = common["out"]
             if self.fail_at is not None and len(self.calls) == self.fail_at:
                 (out / "images").mkdir(exist_ok=True)
                 (out / "report.json").write_text("{}")  # a half-written cell, as a crash leaves it
                 raise self.error  # type: ignore[misc]
-            return fn(cell, cfg, out, opts, progress)
+            return fn(cfg, cell, common)
 
         return run
 

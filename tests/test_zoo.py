@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -25,10 +24,8 @@ REAL = ["carn-m", "imdn", "rfdn", "pan", "realesrgan-x4plus", "realesrgan-x4plus
 
 @pytest.fixture(scope="module")
 def zoo_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A private zoo folder (manifest copied), so tests never touch model_zoo/ builds."""
-    home = tmp_path_factory.mktemp("zoo")
-    shutil.copy(zoo.PACKAGE_ROOT / "model_zoo" / "manifest.json", home / "manifest.json")
-    return home
+    """A private folder for built models, so tests never touch the user's zoo cache."""
+    return tmp_path_factory.mktemp("zoo")
 
 
 @pytest.fixture()
@@ -38,8 +35,8 @@ def in_zoo(zoo_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_manifest_entries_are_buildable_descriptions() -> None:
-    import exporters
-    from exporters.ncnn import NCNN_MODELS
+    from sreval import exporters
+    from sreval.exporters.ncnn import NCNN_MODELS
 
     entries = zoo.manifest()
     assert set(PAPER_TABLE1) | {"bicubic"} <= {n for n, e in entries.items() if e.paper}
@@ -119,12 +116,13 @@ def test_build_and_verify_real_weights_on_set5(in_zoo: Path, assets: Path) -> No
     assert r.exit_code == 0 and "ok" in r.output
 
 
-def test_verify_flags_a_regression(in_zoo: Path, assets: Path) -> None:
-    manifest = json.loads((in_zoo / "manifest.json").read_text())
+def test_verify_flags_a_regression(in_zoo: Path, assets: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    manifest = json.loads(zoo.manifest_path().read_text())
     for m in manifest["models"]:
         if m["name"] == "bicubic":
             m["psnr"]["measured"]["Set5"] = 30.0  # a deliberately wrong expectation
-    (in_zoo / "manifest.json").write_text(json.dumps(manifest))
+    (in_zoo / "private.json").write_text(json.dumps(manifest))
+    monkeypatch.setenv("SREVAL_MANIFEST", str(in_zoo / "private.json"))  # a private manifest
     zoo._manifest.cache_clear()
     try:
         assert runner.invoke(app, ["zoo", "build", "bicubic"]).exit_code == 0
@@ -132,3 +130,16 @@ def test_verify_flags_a_regression(in_zoo: Path, assets: Path) -> None:
         assert r.exit_code == 1 and "regression" in r.output and "bicubic" in r.output
     finally:
         zoo._manifest.cache_clear()
+
+
+def test_unbuilt_zoo_models_are_built_on_first_use(tmp_path: Path, assets: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fresh zoo (nothing built): a sweep over a model with asset weights and one with none
+    builds both first, saying so, instead of failing with "not built yet"."""
+    in_zoo = tmp_path / "zoo"
+    monkeypatch.setenv("SREVAL_ZOO", str(in_zoo))
+    r = runner.invoke(app, ["sweep", "--models", "carn-m,bicubic", "--data", "Set5", "--limit", "1", "--crop", "12",
+                            "--alpha", "8/255", "--steps", "2", "--device", "cpu", "--out", str(in_zoo / "run")])
+    assert r.exit_code == 0, r.output
+    assert "building zoo model carn-m on first use" in r.output and "building zoo model bicubic" in r.output
+    assert (in_zoo / "carn-m.onnx").is_file() and (in_zoo / "bicubic.onnx").is_file()

@@ -1,5 +1,6 @@
 """Adversarial attacks on SR models. Each attack is a callable object in the torchattacks
-shape (`x_adv = IFGSM(model, eps=8/255, steps=50)(x)`) plus a runner over a dataset."""
+shape (`x_adv = IFGSM(model, eps=8/255, steps=50)(x)`) plus a runner over a dataset. The
+registry of attacks that the CLI, the sweep and the report read is `sreval.commands.ATTACKS`."""
 
 from sreval.attacks.basic import APGD, IFGSM, MIFGSM, PGD, BasicConfig, GradientAttack, LoopOptions, run_basic
 from sreval.attacks.common import parse_alpha
@@ -7,8 +8,6 @@ from sreval.attacks.partial import PartialIFGSM, run_partial
 from sreval.attacks.targeted import TargetedIFGSM, run_targeted
 from sreval.attacks.universal import Universal, run_universal
 
-ATTACKS = {"basic": IFGSM, "universal": Universal, "partial": PartialIFGSM, "targeted": TargetedIFGSM}
-
-__all__ = ["ATTACKS", "GradientAttack", "IFGSM", "PGD", "APGD", "MIFGSM", "LoopOptions", "BasicConfig", "parse_alpha",
+__all__ = ["GradientAttack", "IFGSM", "PGD", "APGD", "MIFGSM", "LoopOptions", "BasicConfig", "parse_alpha",
            "run_basic",
            "Universal", "run_universal", "PartialIFGSM", "run_partial", "TargetedIFGSM", "run_targeted"]

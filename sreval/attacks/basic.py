@@ -16,7 +16,7 @@ from sreval.attacks.common import (
 from sreval.attacks.optim import METHODS, Method, Trace, optimize, sample_seeds
 from sreval.data import Sample
 from sreval.errors import ConfigError, DataError
-from sreval.evaluate import ImageSaver, Progress, Row, measure, measure_hr, super_resolve, to_tensor
+from sreval.evaluation import ImageSaver, Progress, Row, measure, measure_hr, super_resolve, to_tensor
 
 REFERENCES = ("hr", "clean-sr")
 # The default members of the `strongest` ensemble: the paper's I-FGSM with the run's reference,

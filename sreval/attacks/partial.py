@@ -21,7 +21,7 @@ from sreval.attacks.basic import BasicConfig, GradientAttack
 from sreval.attacks.common import in_chunks
 from sreval.data import Sample
 from sreval.errors import ConfigError, DataError
-from sreval.evaluate import ImageSaver, Progress, Row, measure, measure_hr, super_resolve, to_image, to_tensor
+from sreval.evaluation import ImageSaver, Progress, Row, measure, measure_hr, super_resolve, to_image, to_tensor
 from sreval.io import rgb_to_y
 from sreval.metrics import psnr
 
@@ -50,12 +50,15 @@ def hr_mask(mask: Tensor, scale: int) -> Tensor:
 class PartialIFGSM(GradientAttack):
     """`x_adv = PartialIFGSM(model, eps=8/255, steps=50, scale=4)(x, hr)`: the step (and any
     random start) masked to the central LR region (eq. 8), the loss only on the SR pixels
-    outside its HR counterpart (eq. 9). `method` may be any of the shared loop's."""
+    outside its HR counterpart (eq. 9). `method` may be any of the shared loop's. `scale` may
+    be left out for a loaded model (it knows its own)."""
 
     scale: int = field(default=0, kw_only=True)
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.scale == 0 and isinstance(getattr(self.model, "scale", None), int):
+            object.__setattr__(self, "scale", self.model.scale)
         if not isinstance(self.scale, int) or self.scale < 1:
             raise ConfigError(f"the partial attack needs the model's scale (an integer >= 1), got {self.scale!r}")
 

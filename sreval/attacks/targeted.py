@@ -16,9 +16,9 @@ from torch import Tensor, nn
 
 from sreval.attacks.basic import GradientAttack
 from sreval.attacks.common import check_steps, in_chunks, parse_alpha
-from sreval.data import Sample, load_dataset
+from sreval.data import Sample, assets_dir, load_dataset
 from sreval.errors import ConfigError, DataError
-from sreval.evaluate import ImageSaver, Progress, Row, measure, super_resolve, to_image, to_tensor
+from sreval.evaluation import ImageSaver, Progress, Row, measure, super_resolve, to_image, to_tensor
 from sreval.metrics import psnr
 
 
@@ -70,8 +70,6 @@ FOREMAN = ("foreman_cif_frame000.png", "foreman_cif_frame001.png")  # open eyes,
 
 def foreman_frames() -> tuple[Path, Path]:
     """The paper's showcase pair in the shared assets: (source, target)."""
-    from sreval.data import assets_dir
-
     folder = assets_dir() / "datasets" / "foreman"
     return folder / FOREMAN[0], folder / FOREMAN[1]
 

@@ -23,7 +23,7 @@ from sreval.attacks.common import autocast, check_steps, in_chunks, parse_alpha,
 from sreval.attacks.optim import METHODS, Trace, l2_norm, optimize, sample_seeds
 from sreval.data import Sample
 from sreval.errors import ConfigError
-from sreval.evaluate import ImageSaver, Progress, Row, measure, measure_hr, super_resolve, to_image, to_tensor
+from sreval.evaluation import ImageSaver, Progress, Row, measure, measure_hr, super_resolve, to_image, to_tensor
 
 
 UNIVERSAL_LOSSES = ("paper", "official")

@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -31,7 +30,8 @@ from sreval.attacks.basic import ATTACK_METHODS
 from sreval.attacks.common import deliver, parse_alpha, per_sample
 from sreval.data import Sample
 from sreval.errors import ConfigError, ModelError, UnsupportedOperatorError
-from sreval.evaluate import ImageSaver, Progress, Row, measure, measure_hr, super_resolve, to_tensor
+from sreval.evaluation import ImageSaver, Progress, Row, measure, measure_hr, super_resolve, to_tensor
+from sreval.model import ConversionError
 
 METHODS = ATTACK_METHODS + ("square", "auto")  # the gradient attacks, the gradient-free one, or auto
 NOTE = ("square: gradient-free Square attack (Andriushchenko et al. 2020) through onnxruntime only; "
@@ -135,8 +135,6 @@ def choose_method(model: Any, method: str) -> tuple[str, str | None]:
     """(a gradient method | 'square', why square where it was not asked for). A gradient
     method on a model that onnx2torch cannot convert is refused with the reason and the way
     out; 'auto' is ifgsm, or square where there is no conversion."""
-    from sreval.model import ConversionError
-
     if method not in METHODS:
         raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     if method == "square":
@@ -151,45 +149,5 @@ def choose_method(model: Any, method: str) -> tuple[str, str | None]:
     return ("ifgsm" if method == "auto" else method), None
 
 
-def run_square_job(
-    model: Any,
-    data: str | Path,
-    *,
-    alpha: str | list[float],
-    queries: int = 500,
-    quantize: bool = True,
-    out_dir: Path,
-    save_images: bool = False,
-    data_root: Path | None = None,
-    limit: int | None = None,
-    seed: int = 0,
-    progress: Progress | None = None,
-    fallback: str | None = None,
-) -> dict[str, Any]:
-    """`sreval attack --method square` (or the `auto` fallback): the Square attack through
-    onnxruntime; report.json and results.csv in the usual schema, attack 'square'."""
-    from sreval.jobs import data_info, model_info, open_data
-    from sreval.report import environment, metric_conventions, write_report
-
-    cfg = SquareConfig(alphas=tuple(parse_alpha(alpha)), queries=queries, quantize=quantize, seed=seed)
-    scale = model.conventions.scale
-    samples = open_data(data, scale, data_root, limit)
-    saver = ImageSaver.for_run(out_dir, save_images)
-    rows = run_square(model.ort(), samples, scale, cfg, device=model.device, progress=progress, saver=saver)
-    note = NOTE + (f"; {fallback}" if fallback else "")
-    return write_report(
-        Path(out_dir), command="attack", model=model_info(model), data=data_info(data, samples),
-        config={**asdict(cfg), "method": "square", "reference": "clean-sr", "runtime": "onnxruntime",
-                "device": str(model.device), "note": note},
-        environment=environment(str(model.device)),
-        conventions={**metric_conventions(scale, quantize_lr=quantize, reference="clean-sr"),
-                     "square": "loss = MSE(f(X), f(X0)); X0 + alpha * stripes, then one +-alpha "
-                               "square window per query, kept where the loss grows"},
-        results=rows,
-        sections={"blackbox": {"method": "square", "queries": cfg.queries, "p_init": cfg.p_init,
-                               "weaker_than_gradient_attack": True, "note": note}},
-    )
-
-
 __all__ = ["METHODS", "NOTE", "SquareConfig", "square_attack", "run_square", "choose_method",
-           "run_square_job", "window_fraction"]
+           "window_fraction"]

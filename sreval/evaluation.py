@@ -80,10 +80,12 @@ class ImageSaver:
     folder: Path | None
 
     @classmethod
-    def for_run(cls, out_dir: Path, save: bool) -> ImageSaver:
-        """The saver of a run folder: RUN_DIR/images when images are to be saved. The PNGs of
-        an earlier run in that folder are removed either way: they must never show up in
-        this run's report as if they were its own."""
+    def for_run(cls, out_dir: Path | None, save: bool) -> ImageSaver:
+        """The saver of a run folder: RUN_DIR/images when images are to be saved (nothing
+        without a run folder). The PNGs of an earlier run in that folder are removed either
+        way: they must never show up in this run's report as if they were its own."""
+        if out_dir is None:
+            return cls(None)
         folder = Path(out_dir) / "images"
         if folder.is_dir() and not folder.is_symlink():
             for old in folder.glob("*.png"):

@@ -17,7 +17,6 @@ own checkout); their cell folders come back to the driver, which alone writes RU
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -31,13 +30,21 @@ from typing import Any
 
 from sreval.attacks.basic import BasicConfig, LoopOptions
 from sreval.attacks.common import check_steps, parse_alpha
-from sreval.errors import ConfigError, DataError, SrevalError
-from sreval.files import atomic_write, claim_run_dir
-from sreval.report import environment, read_report, write_report
+from sreval.attacks.targeted import foreman_frames, require_file
+from sreval.commands import ATTACKS
+from sreval.commands import PAPER_ALPHAS as PAPER_BUDGETS
+from sreval.conventions import Meta
+from sreval.data import EMBEDDED_FILES, EMBEDDED_NAMES, IMAGE_SUFFIXES, crop_center, embedded_dir, load_dataset, resolve_path
+from sreval.defenses import parse_defenses
+from sreval.errors import ConfigError, SrevalError
+from sreval.files import atomic_write, claim_run_dir, sha256_file
+from sreval.graphstats import graph_stats
+from sreval.io import read_image, write_image
+from sreval.model import SRModel
+from sreval.run import CELLS, CHECKSUMS, cell_dir, cell_state, code_version, is_done, merge, write_plan
+from sreval.zoo import resolve_model_path
 
-PAPER_ALPHAS = tuple(a / 255 for a in (1, 2, 4, 8, 16, 32))
-PLAN = "sweep.json"  # the sweep's plan, written before any cell runs
-CELLS = "cells"
+PAPER_ALPHAS = tuple(parse_alpha(PAPER_BUDGETS))
 STAGING_PREFIX = ".staging-"
 Progress = Callable[[float, float], None]  # (cells done, with fractions; cells in all)
 
@@ -79,8 +86,9 @@ class SweepConfig:
         unknown = [a for a in self.attacks if a not in ATTACKS]
         if unknown:
             raise ConfigError(f"unknown attack(s) {', '.join(unknown)}: choose from {', '.join(ATTACKS)}")
-        if "transfer" in self.attacks and len(self.models) < 2:
-            raise ConfigError("the transfer attack needs at least two models")
+        for a in self.attacks:
+            if not ATTACKS[a].per_model and len(self.models) < 2:
+                raise ConfigError(f"the {a} attack needs at least two models")
         for name in ("limit", "crop", "batch"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v < 1):
@@ -90,25 +98,11 @@ class SweepConfig:
         if not isinstance(self.keep_images, int) or self.keep_images < 0:
             raise ConfigError(f"keep_images must be an integer >= 0, got {self.keep_images!r}")
         if "defense" in self.attacks:
-            from sreval.defenses import parse_defenses
-
             object.__setattr__(self, "defenses", parse_defenses(list(self.defenses)))
 
     def attack_config(self, attack: str) -> dict[str, Any]:
         """The part of the configuration one attack's numbers depend on (goes into its key)."""
-        cfg: dict[str, Any] = {"alphas": list(self.alphas), "steps": self.steps, "reference": self.reference,
-                               "quantize": self.quantize, "seed": self.seed, "batch": self.batch,
-                               "method": self.method_for(attack), "norm": self.norm}
-        if attack == "clean":
-            return {"seed": self.seed}
-        if attack == "targeted":
-            cfg.pop("reference")
-        if attack == "index":
-            cfg.update(alphas=[min(self.alphas)], samples=self.index_samples)
-        if attack == "defense":
-            cfg["defenses"] = list(self.defenses)
-        return cfg
-
+        return ATTACKS[attack].cell_key(self, attack)
 
     def method_for(self, attack: str) -> str:
         return self.method if self.method != "strongest" or attack == "basic" else "ifgsm"
@@ -167,46 +161,16 @@ class Cell:
 
 def open_model_ref(spec: str) -> ModelRef:
     """Identity, scale and size of a model, without converting it (cheap)."""
-    from sreval.graphstats import graph_stats
-    from sreval.model import SRModel, resolve_model_path
-
     m = SRModel(resolve_model_path(spec), device="cpu")
     meta = m.metadata
-    params, convs = meta.get("sreval.params"), meta.get("sreval.conv_layers")
+    params, convs = meta.get(Meta.PARAMS), meta.get(Meta.CONV_LAYERS)
     if params is None or convs is None:  # a foreign file: count from its graph
         stats = graph_stats(m.proto)
         params, convs = stats.params, stats.conv_layers
-    gan = meta.get("sreval.gan_trained")
-    return ModelRef(spec=str(spec), name=meta.get("sreval.name", m.path.stem), sha256=m.sha256,
+    gan = meta.get(Meta.GAN_TRAINED)
+    return ModelRef(spec=str(spec), name=meta.get(Meta.NAME, m.path.stem), sha256=m.sha256,
                     scale=m.conventions.scale, params=int(params), conv_layers=int(convs),
                     gan_trained=None if gan is None else gan == "1")
-
-
-# Modules that only present results: editing them leaves every cached number valid.
-PRESENTATION = frozenset({"cli.py", "htmlreport.py", "figures.py", "check.py", "demo.py"})
-
-
-def code_version() -> str:
-    """The package version and a hash of the code that computes numbers: during development
-    the version stays put while the attacks change, and a cache keyed on the version alone
-    would hand back numbers the current code no longer produces."""
-    from importlib import metadata
-
-    try:
-        version = metadata.version("sreval")
-    except metadata.PackageNotFoundError:
-        version = "unknown"
-    return f"{version}+{_source_digest()[:12]}"
-
-
-@functools.lru_cache(maxsize=1)
-def _source_digest() -> str:
-    root = Path(__file__).resolve().parent
-    h = hashlib.sha256()
-    for f in sorted(root.rglob("*.py")):
-        if f.name not in PRESENTATION or f.parent != root:
-            h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes())
-    return h.hexdigest()
 
 
 def cell_key(attack: str, models: Sequence[ModelRef], data_id: str, config: dict[str, Any],
@@ -240,9 +204,10 @@ def plan_sweep(cfg: SweepConfig, run_dir: Path, *, data_root: Path | None = None
     cells: list[Cell] = []
     for attack in cfg.attacks:
         config = cfg.attack_config(attack)
-        if attack == "targeted":
+        entry = ATTACKS[attack]
+        if not entry.dataset:  # its own image pair (targeted: the foreman frames)
             groups = [((r,), "foreman", prep.foreman(r.scale)) for r in refs]
-        elif attack == "transfer":
+        elif not entry.per_model:  # one cell for all models (transfer)
             _one_scale(refs)
             groups = [(tuple(refs), d, prep.dataset(d, refs[0].scale)) for d in cfg.datasets]
         else:
@@ -280,8 +245,6 @@ class _DataPrep:
         return self.done[(spec, scale)]
 
     def _prepare(self, spec: str, scale: int) -> tuple[str, str]:
-        from sreval.data import load_dataset
-
         if self.cfg.crop is None:
             ident = _data_identity(spec, self.data_root)
             return spec, _digest({"data": ident, "limit": self.cfg.limit, "scale": scale})
@@ -298,18 +261,13 @@ class _DataPrep:
 
     def foreman(self, scale: int) -> tuple[str, str]:
         """The targeted attack's pair (source, target) as 'source|target' paths."""
-        from sreval.attacks.targeted import foreman_frames, require_file
-
         src, tgt = (require_file(role, p) for role, p in zip(("source", "target"), foreman_frames()))
         if self.cfg.crop is not None:
             src, tgt = self._crop_pair(Path(src), Path(tgt), scale)
-        ident = _digest({"source": _file_digest(Path(src)), "target": _file_digest(Path(tgt))})
+        ident = _digest({"source": sha256_file(Path(src)), "target": sha256_file(Path(tgt))})
         return f"{src}|{tgt}", ident
 
     def _crop_pair(self, src: Path, tgt: Path, scale: int) -> tuple[Path, Path]:
-        from sreval.data import crop_center
-        from sreval.io import read_image, write_image
-
         side = self.cfg.crop * scale  # type: ignore[operator]
         folder = self.run_dir / "data" / f"foreman-x{scale}-crop{self.cfg.crop}"
         out = []
@@ -324,9 +282,6 @@ class _DataPrep:
 def write_crops(samples: Sequence[Any], scale: int, crop: int, folder: Path) -> None:
     """Centre crop of at most crop x crop LR pixels per sample, the HR pixels above it, in the
     EDSR layout (HR/, LR_bicubic/X<s>/); LR-only samples go to LR/."""
-    from sreval.data import crop_center
-    from sreval.io import write_image
-
     for s in samples:
         h, w = min(crop, s.lr.shape[0]), min(crop, s.lr.shape[1])
         top, left = (s.lr.shape[0] - h) // 2, (s.lr.shape[1] - w) // 2
@@ -343,32 +298,20 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
 
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _files_identity(folder: Path) -> str:
     """Content hash of every image file under a folder (names relative to it)."""
-    from sreval.data import IMAGE_SUFFIXES
-
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
                    and not p.name.startswith("."))
-    return _digest([[str(p.relative_to(folder)), _file_digest(p)] for p in files])
+    return _digest([[str(p.relative_to(folder)), sha256_file(p)] for p in files])
 
 
 def _data_identity(spec: str, data_root: Path | None) -> str:
     """What a dataset spec stands for, by content: the same images give the same cells."""
-    from sreval import data
-
-    if spec.strip().lower() in data.EMBEDDED_NAMES:
-        folder = data._skimage_data_dir()  # the embedded photos live in scikit-image's wheel
-        return _digest({"embedded": [[f, _file_digest(folder / f)] for f in data.EMBEDDED_FILES]})
-    path = data._resolve(spec, data_root)  # raises DataError naming where it looked
-    return _file_digest(path) if path.is_file() else _files_identity(path)
+    if spec.strip().lower() in EMBEDDED_NAMES:
+        folder = embedded_dir()  # the embedded photos live in scikit-image's wheel
+        return _digest({"embedded": [[f, sha256_file(folder / f)] for f in EMBEDDED_FILES]})
+    path = resolve_path(spec, data_root)  # raises DataError naming where it looked
+    return sha256_file(path) if path.is_file() else _files_identity(path)
 
 
 # ----------------------------------------------------------------------------- running one cell
@@ -386,7 +329,10 @@ def run_cell(cell: Cell, cfg: SweepConfig, out_dir: Path, opts: RunOptions,
              progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Run one cell's job into out_dir (a staging folder); returns its report with a 'cell'
     section. Checks the job saw the very model the key was made for."""
-    report = ATTACKS[cell.attack].run(cell, cfg, out_dir, opts, progress)
+    common = dict(out=out_dir, data_root=Path(opts.data_root) if opts.data_root else None,
+                  limit=None if cfg.crop is not None else cfg.limit, device=opts.device, seed=cfg.seed,
+                  progress=progress)
+    report = ATTACKS[cell.attack].cell_runner(cell.attack)(cfg, cell, common)
     _check_identity(cell, report)
     if cfg.keep_images:
         _prune_images(out_dir / "images", report, cfg.keep_images)
@@ -423,140 +369,12 @@ def _save_clean_lr(cell: Cell, cfg: SweepConfig, folder: Path, opts: RunOptions)
     """The clean LR of the kept images (the jobs save attacked LR and SR only): Fig. 2's first column."""
     if cell.attack in ("targeted", "clean", "index"):
         return
-    from sreval.data import load_dataset
-    from sreval.io import write_image
-
     limit = min(cfg.keep_images, cfg.limit or cfg.keep_images)
     for s in load_dataset(cell.data, cell.scale, data_root=opts.data_root, limit=limit):
         write_image(folder / f"{s.name}_lr_clean.png", s.lr)
 
 
-# One runner per attack: calls that attack's job function (sreval.jobs), never the attack code.
-Runner = Callable[[Cell, SweepConfig, Path, RunOptions, Any], dict[str, Any]]
-
-
-def _common(cell: Cell, cfg: SweepConfig, out: Path, opts: RunOptions, progress: Any) -> dict[str, Any]:
-    return dict(out_dir=out, data_root=Path(opts.data_root) if opts.data_root else None,
-                limit=None if cfg.crop is not None else cfg.limit, device=opts.device, seed=cfg.seed,
-                progress=progress)
-
-
-def _attack_opts(cfg: SweepConfig, attack: str) -> dict[str, Any]:
-    return dict(alpha=list(cfg.alphas), steps=cfg.steps, reference=cfg.reference, quantize=cfg.quantize,
-                batch=cfg.batch, loop=cfg.loop(attack))
-
-
-def _run_clean(cell: Cell, cfg: SweepConfig, out: Path, opts: RunOptions, progress: Any) -> dict[str, Any]:
-    from sreval.jobs import run_evaluate_job
-
-    return run_evaluate_job(cell.models[0].spec, cell.data, save_images=False, **_common(cell, cfg, out, opts, progress))
-
-
-def _run_basic(cell: Cell, cfg: SweepConfig, out: Path, opts: RunOptions, progress: Any) -> dict[str, Any]:
-    from sreval.jobs import run_attack_job
-
-    return run_attack_job(cell.models[0].spec, cell.data, save_images=cfg.keep_images > 0,
-                          **_attack_opts(cfg, "basic"), **_common(cell, cfg, out, opts, progress))
-
-
-def _run_universal(cell: Cell, cfg: SweepConfig, out: Path, opts: RunOptions, progress: Any) -> dict[str, Any]:
-    from sreval.jobs import run_universal_job
-
-    return run_universal_job(cell.models[0].spec, cell.data, save_images=cfg.keep_images > 0,
-                             **_attack_opts(cfg, "universal"), **_common(cell, cfg, out, opts, progress))
-
-
-def _run_partial(cell: Cell, cfg: SweepConfig, out: Path, opts: RunOptions, progress: Any) -> dict[str, Any]:
-    from sreval.jobs import run_partial_job
-
-    return run_partial_job(cell.models[0].spec, cell.data, save_images=cfg.keep_images > 0,
-                           **_attack_opts(cfg, "partial"), **_common(cell, cfg, out, opts, progress))
-
-
-def _run_targeted(cell: Cell, cfg: SweepConfig, out: Path, opts: RunOptions, progress: Any) -> dict[str, Any]:
-    from sreval.jobs import run_targeted_job
-
-    source, target = cell.data.split("|")
-    return run_targeted_job(cell.models[0].spec, source=source, target=target, alpha=list(cfg.alphas),
-                            steps=cfg.steps, quantize=cfg.quantize, out_dir=out, save_images=cfg.keep_images > 0,
-                            device=opts.device, seed=cfg.seed, progress=progress, loop=cfg.loop("targeted"))
-
-
-def _run_transfer(cell: Cell, cfg: SweepConfig, out: Path, opts: RunOptions, progress: Any) -> dict[str, Any]:
-    from sreval.jobs import run_transfer_job
-
-    return run_transfer_job([m.spec for m in cell.models], cell.data, **_attack_opts(cfg, "transfer"),
-                            **_common(cell, cfg, out, opts, progress))
-
-
-def _run_index(cell: Cell, cfg: SweepConfig, out: Path, opts: RunOptions, progress: Any) -> dict[str, Any]:
-    from sreval.jobs import run_index_job
-
-    return run_index_job(cell.models[0].spec, cell.data, alpha=min(cfg.alphas), samples=cfg.index_samples,
-                         steps=cfg.steps, reference=cfg.reference, quantize=cfg.quantize,
-                         **_common(cell, cfg, out, opts, progress))
-
-
-def _run_defense(cell: Cell, cfg: SweepConfig, out: Path, opts: RunOptions, progress: Any) -> dict[str, Any]:
-    from sreval.jobs import run_defended_attack_job
-
-    return run_defended_attack_job(cell.models[0].spec, cell.data, defenses=list(cfg.defenses),
-                                   save_images=False, **_attack_opts(cfg, "defense"), **_common(cell, cfg, out, opts, progress))
-
-
-@dataclass(frozen=True)
-class AttackSpec:
-    run: Runner
-    what: str
-
-
-ATTACKS: dict[str, AttackSpec] = {
-    "clean": AttackSpec(_run_clean, "clean SR quality against HR (sreval evaluate)"),
-    "basic": AttackSpec(_run_basic, "basic attack, I-FGSM (sreval attack)"),
-    "universal": AttackSpec(_run_universal, "universal perturbation (sreval universal)"),
-    "partial": AttackSpec(_run_partial, "partial attack on the central half (sreval partial)"),
-    "targeted": AttackSpec(_run_targeted, "targeted attack on the foreman pair (sreval targeted)"),
-    "transfer": AttackSpec(_run_transfer, "transferability between all models (sreval transfer)"),
-    "index": AttackSpec(_run_index, "robustness index at the smallest budget (sreval index)"),
-    "defense": AttackSpec(_run_defense, "basic attack against the defenses (sreval attack --defense)"),
-}
-
-
 # ----------------------------------------------------------------------------- the cache
-
-
-def cell_dir(run_dir: Path, key: str) -> Path:
-    return Path(run_dir) / CELLS / key
-
-
-CHECKSUMS = "cell.sha256.json"
-
-
-def cell_state(run_dir: Path, key: str) -> tuple[str, str | None]:
-    """('done' | 'missing' | 'bad', why bad): a cell is done only when its checksum file
-    lists every file of its folder with the right SHA-256 and its report.json is a report of
-    this very cell. A truncated, edited or foreign cell is 'bad' and gets recomputed."""
-    folder = cell_dir(run_dir, key)
-    if not folder.exists():
-        return "missing", None
-    try:
-        listed = json.loads((folder / CHECKSUMS).read_text())["files"]
-        present = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != CHECKSUMS}
-        if not isinstance(listed, dict) or set(listed) != present or "report.json" not in listed:
-            return "bad", "its files are not the ones it was written with"
-        for rel, digest in listed.items():
-            if _file_digest(folder / rel) != digest:
-                return "bad", f"{rel} changed after it was written"
-        report = read_report(folder)
-    except (OSError, ValueError, KeyError, TypeError, SrevalError) as e:
-        return "bad", f"unreadable ({str(e).splitlines()[0][:120] if str(e) else type(e).__name__})"
-    if (report.get("cell") or {}).get("key") != key:
-        return "bad", "its report is not this cell's"
-    return "done", None
-
-
-def is_done(run_dir: Path, key: str) -> bool:
-    return cell_state(run_dir, key)[0] == "done"
 
 
 def staging_dir(run_dir: Path, key: str) -> Path:
@@ -576,7 +394,7 @@ def commit(run_dir: Path, key: str, staged: Path) -> None:
         return
     if final.exists():  # a damaged cell, left by hand or an old layout
         shutil.rmtree(final)
-    files = {str(p.relative_to(staged)): _file_digest(p) for p in sorted(staged.rglob("*")) if p.is_file()}
+    files = {str(p.relative_to(staged)): sha256_file(p) for p in sorted(staged.rglob("*")) if p.is_file()}
     atomic_write(staged / CHECKSUMS, json.dumps({"files": files}, indent=1) + "\n")
     os.replace(staged, final)
     _fsync_dir(final.parent)
@@ -705,7 +523,7 @@ def _ray(cells: list[Cell], cfg: SweepConfig, run_dir: Path, opts: RunOptions,
          finish: Callable[[Outcome], None], progress: Progress | None, base: int, total: int) -> None:
     try:
         import ray
-    except ImportError:
+    except ImportError:  # an optional extra
         raise ConfigError("the ray executor needs Ray: install the ray extra of sreval, or pip install ray") from None
     if not ray.is_initialized():
         # address None: RAY_ADDRESS if set, else a new local instance
@@ -790,7 +608,7 @@ def _run_sweep(cfg: SweepConfig, run_dir: Path, executor: str, device: str, data
                progress: Progress | None) -> SweepResult:
     clear_staging(run_dir)
     cells = plan_sweep(cfg, run_dir, data_root=data_root)
-    write_plan(run_dir, cfg, cells)
+    write_plan(run_dir, asdict(cfg), [c.describe() for c in cells])
     states = {c.key: cell_state(run_dir, c.key) for c in cells}
     repaired = [f"{c.attack} / {c.model} / {c.dataset}: {states[c.key][1]}; recomputed"
                 for c in cells if states[c.key][0] == "bad"]
@@ -804,7 +622,8 @@ def _run_sweep(cfg: SweepConfig, run_dir: Path, executor: str, device: str, data
         EXECUTORS[executor](todo, cfg, run_dir, opts, lambda o: outcomes.__setitem__(o.cell.key, o),
                             progress, base, len(cells))
     finally:  # also on Ctrl-C: the merged report shows what is done so far
-        report = merge(run_dir, cells, cfg, device)
+        done = {k: {"outcome": o.status, **({"error": o.error} if o.error else {})} for k, o in outcomes.items()}
+        report = merge(run_dir, [c.describe() for c in cells], asdict(cfg), device, done, repaired)
     result = SweepResult(run_dir, report, list(outcomes.values()), repaired)
     failed = [o for o in result.outcomes if o.status == "failed"]
     if failed:
@@ -814,63 +633,32 @@ def _run_sweep(cfg: SweepConfig, run_dir: Path, executor: str, device: str, data
     return result
 
 
-def write_plan(run_dir: Path, cfg: SweepConfig, cells: Sequence[Cell]) -> None:
-    plan = {"schema": "sreval.sweep/1", "config": asdict(cfg), "sreval": code_version(),
-            "cells": [c.describe() for c in cells]}
-    atomic_write(Path(run_dir) / PLAN, json.dumps(plan, indent=2) + "\n")
+# ----------------------------------------------------------------------------- sweeps
 
 
-def merge(run_dir: Path, cells: Sequence[Cell] | None = None, cfg: SweepConfig | None = None,
-          device: str = "auto") -> dict[str, Any]:
-    """RUN_DIR/report.json from every finished cell: rows gain model, dataset and cell; each
-    cell's own sections stay with it under sweep.cells. Without cells/cfg, read the plan."""
-    run_dir = Path(run_dir)
-    plan = read_plan(run_dir)
-    described = [c.describe() for c in cells] if cells is not None else plan["cells"]
-    config = asdict(cfg) if cfg is not None else plan["config"]
-    rows: list[dict[str, Any]] = []
-    entries, conventions, models = [], {}, {}
-    for c in described:
-        entry = {k: c[k] for k in ("key", "attack", "model", "dataset", "dir")}
-        for m in c["models"]:
-            models.setdefault(m["name"], m)
-        if not is_done(run_dir, c["key"]):
-            entries.append({**entry, "status": "missing"})
-            continue
-        rep = read_report(cell_dir(run_dir, c["key"]))
-        rows += [{**r, "model": r.get("model", c["model"]), "dataset": c["dataset"], "cell": c["key"]}
-                 for r in rep.get("results", [])]
-        conventions.setdefault(c["attack"], rep.get("conventions"))
-        entries.append({**entry, "status": "done", "n_rows": len(rep.get("results", [])),
-                        "data": rep.get("data"), "config": rep.get("config"),
-                        "sections": {k: v for k, v in rep.items() if k not in STANDARD_KEYS}})
-    complete = all(e["status"] == "done" for e in entries)
-    return write_report(
-        run_dir, command="sweep", model={"name": ", ".join(models), "models": list(models.values())},
-        data={"datasets": list(dict.fromkeys(c["dataset"] for c in described))},
-        config=config, environment=environment(device), conventions=conventions, results=rows,
-        sections={"sweep": {"complete": complete, "cells": entries, "sreval": code_version()}},
-    )
+def sweep(
+    models: Sequence[str] | str, data: Sequence[str] | str = "Set5", *, attacks: Sequence[str] | str = "basic",
+    alpha: str | Sequence[float] = PAPER_ALPHAS, steps: int = 50, reference: str = "auto", quantize: bool = True,
+    out: Path | None = None, crop: int | None = None, limit: int | None = None, batch: int | None = None,
+    index_samples: int = 1024, defenses: Sequence[str] | str = "resize,self-ensemble", keep_images: int = 1,
+    executor: str = "local", method: str = "ifgsm", norm: str = "linf", data_root: Path | None = None,
+    device: str = "auto", seed: int = 0, progress: Callable[[float, float], None] | None = None,
+) -> dict[str, Any]:
+    """`sreval sweep`: every (attack, model, dataset) cell with all budgets, cached cell by cell
+    in `out` (without `out`, in a temporary folder that is removed afterwards); returns the
+    merged report. The cells' outcomes are `sreval.sweeps.run_sweep`'s."""
+    cfg = SweepConfig(models=models, datasets=data, attacks=attacks,  # type: ignore[arg-type] - normalised there
+                      alphas=tuple(parse_alpha(alpha, norm)), steps=steps, reference=reference, quantize=quantize,
+                      limit=limit, crop=crop, seed=seed, batch=batch, index_samples=index_samples,
+                      defenses=defenses, keep_images=keep_images, method=method, norm=norm)
+    if out is not None:
+        return run_sweep(cfg, Path(out), executor=executor, device=device, data_root=data_root,
+                         progress=progress).report
+    with tempfile.TemporaryDirectory(prefix="sreval-sweep-") as tmp:
+        return run_sweep(cfg, Path(tmp), executor=executor, device=device, data_root=data_root,
+                         progress=progress).report
 
 
-# Keys every report has; anything else in a cell's report is a feature's own section.
-STANDARD_KEYS = frozenset({"schema", "created", "command", "model", "data", "config", "environment",
-                           "conventions", "results", "summary", "cell"})
 
-
-def read_plan(run_dir: Path) -> dict[str, Any]:
-    path = Path(run_dir) / PLAN
-    try:
-        plan = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise DataError(f"{run_dir}: not a sweep folder (no {PLAN})") from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}: unreadable ({e})") from None
-    if plan.get("schema") != "sreval.sweep/1":
-        raise DataError(f"{path}: not a sweep plan")
-    return plan
-
-
-__all__ = ["SweepConfig", "SweepResult", "SweepError", "Cell", "ModelRef", "Outcome", "ATTACKS", "EXECUTORS",
-           "PAPER_ALPHAS", "plan_sweep", "run_sweep", "run_cell", "merge", "read_plan", "cell_key", "cell_dir",
-           "is_done", "cell_state", "commit", "clear_staging", "write_crops", "open_model_ref", "code_version"]
+__all__ = ["SweepConfig", "SweepResult", "SweepError", "Cell", "ModelRef", "Outcome", "EXECUTORS", "PAPER_ALPHAS",
+           "plan_sweep", "run_sweep", "sweep", "run_cell", "cell_key", "commit", "clear_staging", "write_crops", "open_model_ref"]

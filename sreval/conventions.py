@@ -1,0 +1,147 @@
+"""How a model wants its input and gives its output, and the `sreval.*` ONNX metadata keys
+that record it: written by the exporters (`sreval.exporters.common.export_onnx`), read by the
+loader (`sreval.model.SRModel`).
+
+The library boundary is float32 RGB NCHW in [0, 1], and an output `scale` times larger. A
+model's own convention is a `Conventions`:
+
+* value range 0..1 or 0..255;
+* colour: `rgb`, `bgr`, `y` (one channel: the Y of MATLAB `rgb2ycbcr`, BT.601 studio range,
+  Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255 in 0..255 units; the models of the SR
+  literature, VDSR, LapSRN, FSRCNN, SRCNN, were trained on it) or `yfull` (one channel: the
+  full-range Y of JPEG / OpenCV `COLOR_BGR2YCrCb`, Y = 0.299 R + 0.587 G + 0.114 B; the
+  OpenCV `dnn_superres` zoo). A Y model super-resolves Y; its chroma (of the same YCbCr
+  flavour) is upscaled with MATLAB bicubic, and the three are converted back to RGB;
+* layout NCHW or NHWC (TensorFlow-made graphs);
+* pre-upsampled input (VDSR style: the model takes the unrounded MATLAB-bicubic upscale and
+  returns an image of the same size);
+* several outputs (LapSRN's x2 and x4): the one at the target scale is used;
+* float16 inputs (computed in float32 by the PyTorch module on CPU);
+* a fixed input height/width (`tile`) and a fixed batch size (`batch`), from the graph.
+
+`sreval.runtime` applies a `Conventions` around a model's core.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sreval.errors import ConfigError
+
+COLORS = ("rgb", "bgr", "y", "yfull")
+LAYOUTS = ("nchw", "nhwc")
+DTYPES = ("float32", "float16")
+FIELDS = ("scale", "range", "color", "layout", "preupsampled", "output")  # what a user may set
+PREFIX = "sreval."
+
+
+class Meta:
+    """The `sreval.*` metadata keys of an ONNX file: conventions (`Meta.field(name)`), then
+    identity, provenance and the Table 1 statistics."""
+
+    NAME = "sreval.name"
+    ARCH = "sreval.arch"
+    LICENSE = "sreval.license"
+    WEIGHTS_SOURCE = "sreval.weights_source"
+    WEIGHTS_SHA256 = "sreval.weights_sha256"
+    GAN_TRAINED = "sreval.gan_trained"
+    PARAMS = "sreval.params"
+    CONV_LAYERS = "sreval.conv_layers"
+    PARAMS_CHECKPOINT = "sreval.params_checkpoint"
+
+    @staticmethod
+    def field(name: str) -> str:
+        if name not in FIELDS:
+            raise ConfigError(f"not a convention field: {name!r}")
+        return PREFIX + name
+
+
+# Keys an exporter computes; metadata given by a caller may repeat but never contradict them.
+COMPUTED_KEYS = tuple(Meta.field(f) for f in FIELDS) + (
+    Meta.ARCH, Meta.GAN_TRAINED, Meta.PARAMS, Meta.CONV_LAYERS, Meta.PARAMS_CHECKPOINT)
+
+
+def parse_bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    s = str(v).strip().lower()
+    if s in ("1", "true", "yes"):
+        return True
+    if s in ("0", "false", "no"):
+        return False
+    raise ValueError(v)
+
+
+# How a field's value is read from a metadata string or an option.
+PARSERS: Mapping[str, Callable[[Any], Any]] = {
+    "scale": int, "range": float, "color": lambda v: str(v).lower(), "layout": lambda v: str(v).lower(),
+    "preupsampled": parse_bool, "output": int,
+}
+
+
+@dataclass(frozen=True)
+class Conventions:
+    """How the model wants its input and gives its output (see the module docstring).
+
+    `tile` is the model's fixed input (height, width) in the pixels it reads (None per axis
+    where the size is free; None when both are), `batch` its fixed batch size (None: any).
+    """
+
+    scale: int
+    range: float = 1.0
+    color: str = "rgb"
+    layout: str = "nchw"
+    preupsampled: bool = False
+    output: int = 0
+    dtype: str = "float32"
+    tile: tuple[int | None, int | None] | None = None
+    batch: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.scale, bool) or not (isinstance(self.scale, int) and 1 <= self.scale <= 16):
+            raise ConfigError(f"scale must be an integer in 1..16, got {self.scale!r}")
+        if self.range not in (1.0, 255.0):
+            raise ConfigError(f"range must be 1 or 255, got {self.range!r}")
+        if self.color not in COLORS:
+            raise ConfigError(f"color must be one of {', '.join(COLORS)}, got {self.color!r}")
+        if self.layout not in LAYOUTS:
+            raise ConfigError(f"layout must be nchw or nhwc, got {self.layout!r}")
+        if isinstance(self.output, bool) or not isinstance(self.output, int) or self.output < 0:
+            raise ConfigError(f"output index must be an integer >= 0, got {self.output!r}")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"dtype must be float32 or float16, got {self.dtype!r}")
+        if self.tile is not None and (len(self.tile) != 2 or any(t is not None and t < 1 for t in self.tile)):
+            raise ConfigError(f"tile must be (height, width) with sizes >= 1, got {self.tile!r}")
+        if self.batch is not None and self.batch < 1:
+            raise ConfigError(f"fixed batch must be >= 1, got {self.batch}")
+
+    @property
+    def channels(self) -> int:
+        return channels_of(self.color)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["tile"] = list(self.tile) if self.tile is not None else None
+        return d
+
+
+def channels_of(color: str) -> int:
+    return 1 if color in ("y", "yfull") else 3
+
+
+def to_metadata(*, scale: int, value_range: float, color: str, layout: str = "nchw",
+                preupsampled: bool = False) -> dict[str, str]:
+    """The convention entries an exporter writes (validated as a `Conventions` first)."""
+    c = Conventions(scale=scale, range=float(value_range), color=color, layout=layout, preupsampled=preupsampled)
+    return {Meta.field("scale"): str(c.scale), Meta.field("range"): f"{c.range:g}", Meta.field("color"): c.color,
+            Meta.field("layout"): c.layout, Meta.field("preupsampled"): "1" if c.preupsampled else "0"}
+
+
+def has_sreval_metadata(metadata: Mapping[str, str]) -> bool:
+    return any(k.startswith(PREFIX) for k in metadata)
+
+
+__all__ = ["COLORS", "LAYOUTS", "DTYPES", "FIELDS", "Meta", "COMPUTED_KEYS", "PARSERS", "Conventions",
+           "channels_of", "to_metadata", "has_sreval_metadata", "parse_bool"]

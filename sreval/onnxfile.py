@@ -1,0 +1,176 @@
+"""Reading an ONNX file as data: parse and check it, resolve its external data (only beside
+the file, never through a link), hash every byte it was read from (the model's identity), and
+find its image input and what the graph says about its layout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from sreval.errors import ModelError
+from sreval.runtime import PROTO_LIMIT, first_line
+
+# element types of an image input, as the names of `sreval.conventions.DTYPES`
+ONNX_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16"}
+
+
+def read_onnx(path: Path) -> tuple[onnx.ModelProto, str]:
+    """Parse and check an ONNX file (and its external-data files, as torch's dynamo exporter
+    writes them); returns the model and a SHA-256 over every byte it was read from."""
+    if not path.exists():
+        raise ModelError(f"model file not found: {path}")
+    if not path.is_file():
+        raise ModelError(f"not a file: {path}")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ModelError(f"{path.name}: cannot read the file ({e.strerror or e})") from None
+    if not data:
+        raise ModelError(f"{path.name}: empty file, not an ONNX model")
+    try:
+        model = onnx.load_from_string(data)
+    except Exception as e:  # protobuf raises DecodeError and friends
+        raise ModelError(f"{path.name}: not an ONNX model ({type(e).__name__})") from None
+    if not model.graph.node:
+        raise ModelError(f"{path.name}: not an ONNX model (no graph nodes)")
+    digest = hashlib.sha256(data)
+    load_external_data(model, path, digest)
+    try:
+        if model.ByteSize() >= PROTO_LIMIT:  # protobuf cannot serialize it: onnx checks the file
+            onnx.checker.check_model(str(path))
+        else:
+            onnx.checker.check_model(model)
+    except Exception as e:
+        raise ModelError(f"{path.name}: invalid ONNX model: {first_line(e)}") from None
+    return model, digest.hexdigest()
+
+
+def load_external_data(model: onnx.ModelProto, path: Path, digest: Any) -> None:
+    """The one resolver of external data, for every tensor of the model (initializers, sparse
+    ones, TENSOR / TENSORS attributes, in subgraphs of If / Loop / Scan and in functions):
+    each location relative to the model's own folder, no absolute path, no '..', no symbolic
+    link on any component, a regular file, `offset` and `length` honoured. The bytes go into
+    the tensor (the model is then self-contained) and into `digest`, with the location, so
+    that editing a data file changes the model's identity."""
+    for t in sorted(_tensors(model), key=lambda t: t.name):
+        if t.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        info = {e.key: e.value for e in t.external_data}
+        location = info.get("location", "")
+        try:
+            offset, length = int(info.get("offset", 0)), (int(info["length"]) if "length" in info else None)
+        except ValueError:
+            raise ModelError(f"{path.name}: tensor {t.name!r}: bad external data offset/length {info}") from None
+        target = _external_file(path, location)
+        try:
+            with open(target, "rb") as f:
+                f.seek(offset)
+                raw = f.read() if length is None else f.read(length)
+        except OSError as e:
+            raise ModelError(f"{path.name}: cannot read external data {location!r}: {e.strerror or e}") from None
+        if length is not None and len(raw) != length:
+            raise ModelError(f"{path.name}: external data {location!r} holds {len(raw)} bytes at offset {offset}, "
+                             f"tensor {t.name!r} needs {length}")
+        digest.update(f"{location}\0{offset}\0{len(raw)}\0".encode())
+        digest.update(raw)
+        t.raw_data = raw
+        del t.external_data[:]
+        t.data_location = onnx.TensorProto.DEFAULT
+
+
+def _external_file(path: Path, location: str) -> Path:
+    """An external-data file beside the model, refusing anything else: no absolute paths, no
+    '..', no symbolic link on any component (a linked folder inside the location would lead
+    out of the model's folder), a regular file (not /dev/zero, not a FIFO)."""
+    rel = Path(location)
+    bad = f"{path.name}: external data {location!r} is not a regular file beside the model"
+    if not location or rel.is_absolute() or ".." in rel.parts:
+        raise ModelError(bad)
+    cur = path.parent
+    for part in rel.parts:
+        cur = cur / part
+        if cur.is_symlink():
+            raise ModelError(bad)
+    if not cur.is_file():
+        raise ModelError(bad)
+    return cur
+
+
+def _tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
+    """Every tensor the model holds, wherever it sits."""
+    out: list[onnx.TensorProto] = []
+
+    def graph(g: onnx.GraphProto) -> None:
+        out.extend(g.initializer)
+        for sp in g.sparse_initializer:
+            out.extend((sp.values, sp.indices))
+        nodes(g.node)
+
+    def nodes(ns: Sequence[onnx.NodeProto]) -> None:
+        for n in ns:
+            for a in n.attribute:
+                if a.HasField("t"):
+                    out.append(a.t)
+                out.extend(a.tensors)
+                if a.HasField("sparse_tensor"):
+                    out.extend((a.sparse_tensor.values, a.sparse_tensor.indices))
+                if a.HasField("g"):
+                    graph(a.g)
+                for sub in a.graphs:
+                    graph(sub)
+
+    graph(model.graph)
+    for fn in model.functions:
+        nodes(fn.node)
+    return out
+
+
+def image_input(model: onnx.ModelProto, name: str) -> onnx.ValueInfoProto:
+    inits = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in inits]
+    if len(inputs) != 1:
+        raise ModelError(f"{name}: not an SR model: expected one image input, found {len(inputs)}")
+    inp = inputs[0]
+    t = inp.type.tensor_type
+    if not inp.type.HasField("tensor_type") or len(t.shape.dim) != 4:
+        rank = len(t.shape.dim) if inp.type.HasField("tensor_type") else "non-tensor"
+        raise ModelError(f"{name}: not an SR model: input {inp.name!r} is not a 4-D image (rank {rank})")
+    if t.elem_type not in ONNX_DTYPES:
+        raise ModelError(
+            f"{name}: input {inp.name!r} has element type "
+            f"{onnx.TensorProto.DataType.Name(t.elem_type)}; float32 or float16 expected"
+        )
+    return inp
+
+
+def dims(vi: onnx.ValueInfoProto) -> list[int | None]:
+    return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+            for d in vi.type.tensor_type.shape.dim]
+
+
+def layout_from_graph(model: onnx.ModelProto, input_name: str) -> str | None:
+    """NHWC when the image input goes straight into Transpose(perm 0,3,1,2), as TensorFlow
+    exports do; NCHW when it goes straight into a Conv; None when the graph does not say."""
+    for node in model.graph.node:
+        if input_name not in node.input:
+            continue
+        if node.op_type == "Transpose":
+            perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+            if perm == [0, 3, 1, 2]:
+                return "nhwc"
+        if node.op_type == "Conv" and node.input[0] == input_name:
+            return "nchw"
+    return None
+
+
+def layout_channels(dims: list[int | None], layout: str) -> int | None:
+    return dims[1] if layout == "nchw" else dims[3]
+
+
+__all__ = ["read_onnx", "load_external_data", "image_input", "dims", "layout_from_graph", "layout_channels",
+           "ONNX_DTYPES"]

@@ -1,0 +1,89 @@
+"""The one parity check: does a model computed one way (the candidate) give the numbers of the
+same model computed another way (the reference)?
+
+The loader compares the onnx2torch conversion with onnxruntime (`SRModel.check_parity`); the
+exporters compare the written ONNX file with the PyTorch module they exported. Both feed the
+same inputs, crops of a real photo (`sreval.data.probe_batch`) at odd sizes, one of them a
+batch of two, and both use the same tolerance.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from sreval.data import probe_batch
+from sreval.errors import ModelError
+from sreval.io import rgb_to_ycbcr
+
+# Odd sizes catch padding and pixel-shuffle order slips; >= 15, as RFDN's ESA pools need.
+SIZES = ((1, 19, 23), (2, 17, 15))
+TOL = 1e-4  # of the output range, which the adapter maps to [0, 1]
+# float16 keeps 11 significant bits: one unit in the last place at 1.0 is 2^-10, and a few
+# layers accumulate several. 2^-8 (about 1/256, under one 8-bit grey level) still catches a
+# wrong conversion, whose errors are whole grey levels or more.
+TOL_FP16 = 2.0**-8
+
+Run = Callable[[Tensor], "Tensor | Sequence[Tensor]"]
+
+
+@dataclass(frozen=True)
+class Parity:
+    max_diff: float
+    tol: float
+    grad_l1: float
+    shapes: list[list[int]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.max_diff <= self.tol and math.isfinite(self.grad_l1) and self.grad_l1 > 0
+
+
+def grown(sizes: Sequence[tuple[int, int, int]], min_side: int) -> list[tuple[int, int, int]]:
+    """The sizes with each side grown by `min_side` where the model needs larger inputs."""
+    grow = 0 if min_side <= min(min(h, w) for _, h, w in sizes) else min_side
+    return [(n, h + grow, w + grow) for n, h, w in sizes]
+
+
+def probe_input(n: int, h: int, w: int, channels: int = 3) -> Tensor:
+    """The parity input of one size: photo crops (their MATLAB Y for a one-channel model)."""
+    x = probe_batch(n, h, w, seed=h * w)
+    return rgb_to_ycbcr(x)[:, :1] if channels == 1 else x
+
+
+def outputs(y: Tensor | Sequence[Tensor]) -> list[Tensor]:
+    return list(y) if isinstance(y, (tuple, list)) else [y]
+
+
+def measure(reference: Run, candidate: Run, sizes: Sequence[tuple[int, int, int]], *, tol: float,
+            channels: int = 3, gradient: bool = True, name: str = "model") -> Parity:
+    """Max |candidate - reference| over every output and size, and (with `gradient`) the L1
+    norm of the candidate's input gradient of sum(y^2), which an attack needs to be non-zero.
+    Output shapes that differ are a ModelError naming both."""
+    worst, grad = 0.0, 0.0 if gradient else math.inf
+    for n, h, w in sizes:
+        x = probe_input(n, h, w, channels)
+        with torch.no_grad():
+            refs = [r.detach().float().cpu() for r in outputs(reference(x))]
+        xt = x.clone().requires_grad_(gradient)
+        with torch.set_grad_enabled(gradient):
+            got = outputs(candidate(xt))
+        if len(got) != len(refs):
+            raise ModelError(f"{name}: {len(got)} outputs, the reference gives {len(refs)}")
+        for ref, y in zip(refs, got):
+            if tuple(y.shape) != tuple(ref.shape):
+                raise ModelError(f"{name}: output shape {tuple(y.shape)}, the reference gives {tuple(ref.shape)}")
+            if not torch.isfinite(y).all():
+                raise ModelError(f"{name}: output contains NaN or Inf")
+            worst = max(worst, (y.detach().float().cpu() - ref).abs().max().item())
+        if gradient:
+            (gx,) = torch.autograd.grad(got[0].square().sum(), xt)
+            grad += gx.abs().sum().item()
+    return Parity(worst, tol, grad, [list(s) for s in sizes])
+
+
+__all__ = ["Parity", "SIZES", "TOL", "TOL_FP16", "measure", "grown", "probe_input", "outputs"]

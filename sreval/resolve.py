@@ -1,0 +1,198 @@
+"""Deciding a model's conventions from its ONNX file: per field from explicit overrides (CLI
+options), the `sreval.*` metadata our exporters write, then the graph's shapes and one probe
+run of onnxruntime; `sources` records which one gave each field (detection, the last step for
+foreign files, is `sreval.detect`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import onnx
+
+from sreval.conventions import LAYOUTS, PARSERS, Conventions, Meta, channels_of
+from sreval.errors import ConfigError, ModelError
+from sreval.onnxfile import ONNX_DTYPES, layout_channels, layout_from_graph
+from sreval.runtime import NUMPY_DTYPES, ProbeTimeout, first_line, probe_seconds, run_session
+
+MAX_INPUT_VALUES = 1 << 26  # a fixed input shape larger than this (256 MiB float32) is refused
+PROBE_SIZE = (19, 23)  # odd sizes catch padding and pixel-shuffle order slips
+
+
+@dataclass
+class Resolver:
+    """What the file says, and a way to run it: `session()` gives the onnxruntime session."""
+
+    name: str
+    proto: onnx.ModelProto
+    input: onnx.ValueInfoProto
+    input_dims: list[int | None]
+    metadata: Mapping[str, str]
+    session: Callable[[], Any]
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def _given(self, name: str, overrides: dict[str, Any]) -> Any:
+        """An override, else a metadata value, parsed; records where it came from."""
+        for source, table, key in (("override", overrides, name), ("metadata", self.metadata, Meta.field(name))):
+            if key in table:
+                try:
+                    value = PARSERS[name](table[key])
+                except (TypeError, ValueError):
+                    raise ConfigError(f"{self.name}: {source} {key}={table[key]!r} "
+                                      f"is not a valid {name}") from None
+                self.sources[name] = source
+                return value
+        return None
+
+    def resolve(self, overrides: dict[str, Any]) -> Conventions:
+        """The conventions, per field from the overrides, the metadata, then the shapes and
+        one probe run; `sources` records which gave each."""
+        value_range = self._given("range", overrides)
+        if value_range is None:
+            value_range, self.sources["range"] = 1.0, "default"
+        layout, color = self._given("layout", overrides), self._given("color", overrides)
+        dtype = ONNX_DTYPES[self.input.type.tensor_type.elem_type]
+        self.sources.update(dtype="shape", tile="shape", batch="shape")
+        first: ModelError | None = None
+        for lay, col in self._layout_colors(layout, color):
+            tile, batch = self._fixed_shape(lay)
+            base = Conventions(scale=1, range=value_range, color=col, layout=lay, dtype=dtype,
+                               tile=tile, batch=batch)
+            try:
+                shapes, hw = self._probe_shapes(base)
+            except ProbeTimeout:
+                raise
+            except ModelError as e:
+                first = first or e
+                continue
+            self.sources.setdefault("layout", "shape")
+            self.sources.setdefault("color", "shape" if base.channels == 1 else "default")
+            return self._from_probe(base, shapes, hw, overrides)
+        assert first is not None
+        raise first
+
+    def _layout_colors(self, layout: str | None, color: str | None) -> list[tuple[str, str]]:
+        """(layout, colour) pairs to probe, most likely first: one pair where the input shape
+        fixes the channels, the plausible ones where it does not (all dims dynamic)."""
+        dims = self.input_dims
+        layouts = [layout] if layout else [lay for lay in LAYOUTS if layout_channels(dims, lay) in (1, 3)]
+        if len(layouts) != 1 and not layout:
+            by_graph = layout_from_graph(self.proto, self.input.name)
+            layouts = [by_graph] + [lay for lay in LAYOUTS if lay != by_graph] if by_graph else list(LAYOUTS)
+        pairs = []
+        for lay in layouts:
+            ch = layout_channels(dims, lay)
+            if color is not None:
+                if ch is not None and ch != channels_of(color):
+                    raise ModelError(f"{self.name}: input has {ch} channels, which does not fit colour {color!r}")
+                pairs.append((lay, color))
+            else:
+                pairs += [(lay, "rgb")] if ch == 3 else [(lay, "y")] if ch == 1 else [(lay, "rgb"), (lay, "y")]
+        return pairs
+
+    def _fixed_shape(self, layout: str) -> tuple[tuple[int | None, int | None] | None, int | None]:
+        d = self.input_dims
+        h, w = (d[2], d[3]) if layout == "nchw" else (d[1], d[2])
+        free = (PROBE_SIZE[0] if h is None else 1) * (PROBE_SIZE[1] if w is None else 1)
+        values = math.prod(v or 1 for v in d) * free
+        if values > MAX_INPUT_VALUES:
+            shown = ["?" if v is None else v for v in d]
+            raise ModelError(f"{self.name}: fixed input shape {shown} is too large to run "
+                             f"({values:,} values; the limit is {MAX_INPUT_VALUES:,})")
+        return ((h, w) if (h or w) else None), d[0]
+
+    def _from_probe(self, base: Conventions, shapes: list[tuple[int, ...]], hw: tuple[int, int],
+                    overrides: dict[str, Any]) -> Conventions:
+        """Scale, output index and pre-upsampling from the output shapes of one probe run."""
+        h, w = hw
+        scale = self._given("scale", overrides)
+        output = self._given("output", overrides)
+        pre = self._given("preupsampled", overrides)
+        ratios = [self._ratio(s, h, w, base) for s in shapes]
+        images = [i for i, r in enumerate(ratios) if r is not None]
+        if not images:
+            raise ModelError(f"{self.name}: not an SR model: output shape(s) "
+                             f"{[list(s) for s in shapes]} are not images of the input's channels"
+                             if any(len(s) == 4 for s in shapes) else
+                             f"{self.name}: not an SR model: output rank {len(shapes[0])}, expected an image")
+        want = 1 if pre else scale
+        if output is None:
+            output = self._choose_output(ratios, images, want)
+        elif not 0 <= output < len(shapes) or ratios[output] is None:
+            raise ModelError(f"{self.name}: output {output} is not an image output "
+                             f"(image outputs: {images})")
+        ratio = ratios[output]
+        assert ratio is not None
+        if pre is None:
+            pre = ratio == 1 and scale is not None and scale > 1
+            self.sources["preupsampled"] = "shape"
+        if ratio == 1 and not pre and scale is None:
+            raise ModelError(f"{self.name}: output has the input's size: a pre-upsampled (VDSR-style) "
+                             f"model? give --scale")
+        if pre and ratio != 1:
+            raise ModelError(f"{self.name}: --preupsampled, but output {output} is {ratio}x the input")
+        if scale is None:
+            scale, self.sources["scale"] = ratio, "shape"
+        elif not pre and ratio != scale:
+            raise ModelError(f"{self.name}: scale {scale} asked for, but output {output} is x{ratio}")
+        if self.sources.get("output") is None:
+            self.sources["output"] = "shape"
+        return replace(base, scale=scale, output=output, preupsampled=pre)
+
+    def _choose_output(self, ratios: list[int | None], images: list[int], want: int | None) -> int:
+        if want is not None:
+            match = [i for i in images if ratios[i] == want]
+            if match:
+                return match[0]
+            same = [i for i in images if ratios[i] == 1]
+            if same:  # the model returns the input's size: pre-upsampled, the scale is ours
+                return same[0]
+            shown = ", ".join(f"{i}: x{ratios[i]}" for i in images)
+            raise ModelError(f"{self.name}: no output at x{want} (image outputs {shown})")
+        return max(images, key=lambda i: (ratios[i], -i))
+
+    def _ratio(self, shape: Sequence[int], h: int, w: int, conv: Conventions) -> int | None:
+        """Integer upscale of an output relative to the (h, w) input, if it is an image."""
+        if len(shape) != 4:
+            return None
+        ch = shape[1] if conv.layout == "nchw" else shape[3]
+        oh, ow = (shape[2], shape[3]) if conv.layout == "nchw" else (shape[1], shape[2])
+        if ch != conv.channels:
+            return None
+        if oh % h or ow % w or oh // h != ow // w or oh < h:
+            raise ModelError(f"{self.name}: not an SR model: output {oh}x{ow} is not an integer "
+                             f"multiple of input {h}x{w}")
+        return oh // h
+
+    def _probe_shapes(self, conv: Conventions) -> tuple[list[tuple[int, ...]], tuple[int, int]]:
+        h, w = self.input_size(conv.layout, *PROBE_SIZE)
+        n = conv.batch or 1
+        gen = np.random.default_rng(0)
+        shape = (n, conv.channels, h, w) if conv.layout == "nchw" else (n, h, w, conv.channels)
+        x = (gen.random(shape) * conv.range).astype(NUMPY_DTYPES[conv.dtype])
+        sess = self.session()
+        names = [o.name for o in sess.get_outputs()]
+        try:
+            outs = run_session(sess, names, {sess.get_inputs()[0].name: x}, probe_seconds())
+        except ProbeTimeout as e:
+            raise ProbeTimeout(f"{self.name}: {e}") from None
+        except Exception as e:
+            raise ModelError(f"{self.name}: the model failed to run: {first_line(e)}") from None
+        arrays = [np.asarray(o) for o in outs]
+        for a in arrays:
+            if a.dtype.kind == "f" and not np.isfinite(a).all():
+                raise ModelError(f"{self.name}: model output contains NaN or Inf")
+        return [tuple(int(s) for s in a.shape) for a in arrays], (h, w)
+
+    def input_size(self, layout: str, h: int, w: int) -> tuple[int, int]:
+        """An input size the model accepts: its fixed size where it has one, else (h, w)."""
+        d = self.input_dims
+        fh, fw = (d[2], d[3]) if layout == "nchw" else (d[1], d[2])
+        return (fh or h, fw or w)
+
+
+__all__ = ["Resolver", "PROBE_SIZE", "MAX_INPUT_VALUES"]

@@ -1,0 +1,205 @@
+"""The public API as a user calls it: `import sreval`, a loaded model as an nn.Module, attack
+objects with the CLI's defaults, one function per command returning the CLI's report, and
+the attack registry read by the CLI, the sweep and the report (every entry tested)."""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import inspect as pyinspect
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from typer.main import get_command
+from typer.testing import CliRunner
+
+import sreval
+from sreval.attacks.common import parse_alpha
+from sreval.cli import app
+from sreval.commands import ATTACKS, AttackEntry
+from tests.test_cli import make_dataset
+from tests.tiny import TinySR, export
+
+runner = CliRunner()
+# CLI command -> the public function it is a thin layer over
+COMMANDS = {"evaluate": sreval.evaluate, "attack": sreval.attack, "universal": sreval.universal,
+            "partial": sreval.partial, "targeted": sreval.targeted, "transfer": sreval.transfer,
+            "index": sreval.index, "sweep": sreval.sweep, "inspect": sreval.inspect, "run": sreval.run_attack}
+# CLI parameter names that differ from the library's (typer needs `range_`, and a run folder)
+RENAMED = {"out_dir": "out", "range_": None, "scale": None, "color": None, "layout": None,
+           "preupsampled": None, "output": None, "restarts": None, "norm": None, "quantize_aware": None,
+           "ensemble": None, "option": None}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return export(TinySR(scale=2), tmp_path_factory.mktemp("m") / "tiny.onnx")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("d") / "set", n=2, hw=(28, 24))
+
+
+def _defaults(fn: Any) -> dict[str, Any]:
+    return {k: p.default for k, p in pyinspect.signature(fn).parameters.items()
+            if p.default is not pyinspect.Parameter.empty}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_cli_defaults_are_the_library_defaults(command: str) -> None:
+    """Every option the CLI shares with its public function has the same default, so a
+    notebook and the command line give the same numbers."""
+    click = get_command(app).commands[command]  # type: ignore[attr-defined]
+    lib = _defaults(COMMANDS[command])
+    compared = 0
+    for param in click.params:
+        name = RENAMED.get(param.name, param.name)
+        if name is None or name not in lib or param.name == "out_dir":
+            continue
+        cli_default = param.default
+        if name == "alpha":  # budgets as text or numbers: the same budgets
+            cli_default, lib_default = parse_alpha(cli_default), parse_alpha(lib[name])
+        elif isinstance(lib[name], (list, tuple)) and isinstance(cli_default, str):
+            cli_default = tuple(cli_default.split(","))
+            lib_default: Any = tuple(lib[name])
+        else:
+            lib_default = lib[name]
+        assert cli_default == lib_default, f"{command} --{param.name}: CLI {cli_default!r}, library {lib_default!r}"
+        compared += 1
+    assert compared >= 1
+
+
+class Scaled(torch.nn.Identity):
+    scale = 2
+
+
+@pytest.mark.parametrize(("cls", "command"), [
+    (sreval.IFGSM, sreval.attack), (sreval.PGD, sreval.attack), (sreval.APGD, sreval.attack),
+    (sreval.MIFGSM, sreval.attack), (sreval.Universal, sreval.universal), (sreval.PartialIFGSM, sreval.partial),
+    (sreval.TargetedIFGSM, sreval.targeted)], ids=lambda v: getattr(v, "__name__", str(v)))
+def test_attack_objects_share_the_cli_defaults(cls: type, command: Any) -> None:
+    """The attack object of each command, built with only a model and a budget, has the
+    command's defaults (steps, reference, 8-bit delivery, seed)."""
+    lib = _defaults(command)
+    obj = cls(Scaled(), eps=8 / 255)
+    assert isinstance(obj, sreval.GradientAttack)
+    shared = [k for k in ("steps", "reference", "quantize", "seed") if k in lib]
+    assert len(shared) >= 3
+    assert {k: getattr(obj, k) for k in shared} == {k: lib[k] for k in shared}
+
+
+def test_load_model_is_a_module_and_attacks_like_the_cli(tiny: Path, data: Path, tmp_path: Path) -> None:
+    model = sreval.load_model(tiny, device="cpu")
+    assert isinstance(model, torch.nn.Module) and model.scale == 2 and model.parity.ok
+    lr = torch.rand(2, 3, 12, 10)
+    assert model(lr).shape == (2, 3, 24, 20)
+    x_adv = sreval.IFGSM(model, eps=8 / 255, steps=3)(lr)
+    assert x_adv.shape == lr.shape and (x_adv - lr).abs().max() <= 8 / 255 + 1e-6
+    assert torch.equal(x_adv, torch.round(x_adv * 255) / 255)  # delivered as 8-bit, as the CLI does
+    values = sreval.psnr(model(x_adv), model(lr), shave=2)
+    assert isinstance(values, list) and len(values) == 2
+
+    # the function returns the report the CLI writes, and writes only when given out=
+    report = sreval.attack(model, data, alpha="2/255,8/255", steps=3, device="cpu")
+    assert not (tmp_path / "cli").exists()
+    r = runner.invoke(app, ["attack", str(tiny), "--data", str(data), "--alpha", "2/255,8/255", "--steps", "3",
+                            "--device", "cpu", "--out", str(tmp_path / "cli")])
+    assert r.exit_code == 0, r.output
+    written = json.loads((tmp_path / "cli" / "report.json").read_text())
+    assert [s["psnr_sr"] for s in report["summary"]] == [s["psnr_sr"] for s in written["summary"]]
+    by_path = sreval.attack(tiny, data, alpha="2/255,8/255", steps=3, device="cpu", out=tmp_path / "lib")
+    assert (tmp_path / "lib" / "report.json").is_file() and (tmp_path / "lib" / "results.csv").is_file()
+    assert by_path["summary"] == report["summary"]
+
+
+def test_every_command_function_returns_a_report(tiny: Path, data: Path) -> None:
+    common = dict(device="cpu")
+    reports = {
+        "evaluate": sreval.evaluate(tiny, data, **common),
+        "universal": sreval.universal(tiny, data, alpha="8/255", steps=2, **common),
+        "partial": sreval.partial(tiny, data, alpha="8/255", steps=2, **common),
+        "transfer": sreval.transfer([tiny, tiny], data, alpha="8/255", steps=2, **common),
+        "index": sreval.index(tiny, data, samples=4, steps=2, **common),
+    }
+    for name, rep in reports.items():
+        assert rep["schema"] == "sreval.report/1" and rep["results"], name
+    assert sreval.inspect(tiny)["scale"] == 2
+
+
+def test_registry_entries_are_complete() -> None:
+    cli = set(get_command(app).commands)  # type: ignore[attr-defined]
+    for name, entry in ATTACKS.items():
+        assert isinstance(entry, AttackEntry) and entry.what, name
+        assert entry.cli.split()[0] in cli, f"{name}: no CLI command {entry.cli!r}"
+        assert entry.run is not None or entry.attack is not None, name
+
+
+@pytest.mark.parametrize("name", sorted(n for n, e in ATTACKS.items() if e.dataset))
+def test_every_registered_attack_runs_as_a_sweep_cell_and_renders(name: str, tiny: Path, data: Path,
+                                                                  tmp_path: Path) -> None:
+    """The registry is what the sweep and the report read: each entry runs as a cell and lands
+    in the HTML report (a new entry is tested here without a new test)."""
+    other = export(TinySR(scale=2, seed=3), tmp_path / "other.onnx")
+    models = f"{tiny},{other}" if not ATTACKS[name].per_model else str(tiny)
+    r = runner.invoke(app, ["sweep", "--models", models, "--data", str(data), "--attacks", name, "--alpha", "8/255",
+                            "--steps", "2", "--index-samples", "4", "--defenses", "resize", "--device", "cpu",
+                            "--out", str(tmp_path / "s")])
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "s" / "report.json").read_text())
+    assert report["results"] and all(c["status"] == "done" for c in report["sweep"]["cells"])
+    r = runner.invoke(app, ["report", str(tmp_path / "s")])
+    assert r.exit_code == 0, r.output
+    assert html.escape(ATTACKS[name].what) in (tmp_path / "s" / "report.html").read_text()
+
+
+@pytest.mark.parametrize("name", sorted(n for n, e in ATTACKS.items() if e.cli == "run"))
+def test_attack_objects_of_the_registry_run_from_the_cli(name: str, tiny: Path, data: Path, tmp_path: Path) -> None:
+    r = runner.invoke(app, ["run", name, str(tiny), "--data", str(data), "--alpha", "2/255,8/255", "--steps", "3",
+                            "--device", "cpu", "--out", str(tmp_path / "r")])
+    assert r.exit_code == 0, r.output
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    rows = [row for row in report["results"] if row["attack"] == name]
+    assert len(rows) == 4 and all(row["psnr_lr"] >= 20 * torch.log10(torch.tensor(1 / (8 / 255))) - 0.01
+                                  for row in rows if row["alpha"] == 8 / 255)
+    assert "evidence" in report
+
+
+def test_run_refuses_entries_with_their_own_command(tiny: Path, data: Path) -> None:
+    r = runner.invoke(app, ["run", "universal", str(tiny), "--data", str(data)])
+    assert r.exit_code != 0 and "sreval universal" in r.output
+    r = runner.invoke(app, ["run", "nosuch", str(tiny), "--data", str(data)])
+    assert r.exit_code != 0 and "unknown attack 'nosuch'" in r.output
+    r = runner.invoke(app, ["run", "pgd", str(tiny), "--data", str(data), "--option", "bogus=1"])
+    assert r.exit_code != 0 and "bogus" in r.output and "Traceback" not in r.output
+
+
+@dataclasses.dataclass(frozen=True)
+class OneStep(sreval.GradientAttack):
+    """FGSM: one sign step of the whole budget (a new attack, as a user would add one)."""
+
+    steps: int = 1
+
+
+def test_a_new_attack_is_one_class_and_one_registry_entry(tiny: Path, data: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """What adding an attack costs: its class and one AttackEntry. The CLI (`sreval run`,
+    `sreval attacks`), the sweep and the HTML report then know it, with no other change."""
+    monkeypatch.setitem(ATTACKS, "fgsm", AttackEntry("one-step FGSM", attack=OneStep))
+    r = runner.invoke(app, ["attacks"])
+    assert r.exit_code == 0 and "one-step FGSM" in r.output
+    r = runner.invoke(app, ["run", "fgsm", str(tiny), "--data", str(data), "--alpha", "8/255", "--device", "cpu",
+                            "--out", str(tmp_path / "r")])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["sweep", "--models", str(tiny), "--data", str(data), "--attacks", "basic,fgsm",
+                            "--alpha", "8/255", "--steps", "1", "--device", "cpu", "--out", str(tmp_path / "s")])
+    assert r.exit_code == 0, r.output
+    rows = json.loads((tmp_path / "s" / "report.json").read_text())["results"]
+    fgsm = {row["image"]: row["psnr_sr"] for row in rows if row["attack"] == "fgsm"}
+    basic = {row["image"]: row["psnr_sr"] for row in rows if row["attack"] == "basic"}
+    assert fgsm and fgsm.keys() == basic.keys()
+    assert runner.invoke(app, ["report", str(tmp_path / "s")]).exit_code == 0
+    assert "one-step FGSM" in (tmp_path / "s" / "report.html").read_text()
