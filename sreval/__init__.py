@@ -20,8 +20,8 @@ from sreval.attacks.basic import APGD, IFGSM, MIFGSM, PGD, GradientAttack, LoopO
 from sreval.attacks.partial import PartialIFGSM
 from sreval.attacks.targeted import TargetedIFGSM
 from sreval.attacks.universal import Universal
-from sreval.commands import (ATTACKS, AttackEntry, attack, evaluate, index, inspect, load_model, partial, run_attack,
-                             targeted, transfer, universal)
+from sreval.commands import (ATTACKS, AttackEntry, attack, evaluate, export, index, inspect, load_model, partial,
+                             run_attack, targeted, transfer, universal)
 from sreval.conventions import Conventions
 from sreval.errors import ConfigError, DataError, ModelError, ParityError, SrevalError, UnsupportedOperatorError
 from sreval.metrics import psnr, ssim
@@ -32,6 +32,7 @@ __all__ = [
     "load_model", "LoadedModel", "Conventions",
     "GradientAttack", "IFGSM", "PGD", "APGD", "MIFGSM", "Universal", "PartialIFGSM", "TargetedIFGSM", "LoopOptions",
     "evaluate", "attack", "universal", "partial", "targeted", "transfer", "index", "sweep", "inspect", "run_attack",
+    "export",
     "ATTACKS", "AttackEntry", "psnr", "ssim",
     "SrevalError", "ConfigError", "DataError", "ModelError", "ParityError", "UnsupportedOperatorError",
 ]

@@ -131,7 +131,7 @@ def progress_bar(label: str) -> Iterator[Callable[[int, int], None]]:
 
 # ----------------------------------------------------------------------------- shared options
 
-ModelArg = Annotated[str, typer.Argument(help="ONNX file or zoo name.", show_default=False)]
+ModelArg = Annotated[str, typer.Argument(help="ONNX file, PyTorch checkpoint (.pth, .pt, .ckpt, .safetensors; needs the checkpoints extra) or zoo name.", show_default=False)]
 DataOpt = Annotated[str, typer.Option("--data", "-d", help="Dataset folder, dataset name (Set5, ...) or 'default' (embedded photos).")]
 DataRoot = Annotated[Optional[Path], typer.Option("--data-root", envvar="SREVAL_DATA", help="Where dataset names resolve.")]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run folder for report.json and results.csv.")]
@@ -286,6 +286,28 @@ def inspect(
     out.print(table)
     if info.get("unsupported_ops") or info.get("conversion"):
         raise typer.Exit(1)
+
+
+@app.command("export")
+@handle_errors
+def export_command(
+    model: Annotated[str, typer.Argument(help="A PyTorch checkpoint: .pth, .pt, .ckpt or .safetensors.", show_default=False)],
+    out_file: Annotated[Path, typer.Option("--out", "-o", help="The ONNX file to write.", show_default=False)],
+    device: DeviceOpt = "auto",
+) -> None:
+    """Export a checkpoint (architecture recognised by spandrel) to a verified ONNX file."""
+    info = sreval.export(model, out_file, device=device)
+    size = f", fixed input {info['fixed_size']}x{info['fixed_size']} (tiled)" if info["fixed_size"] else ""
+    out.print(f"{info['checkpoint']}: {info['architecture']} x{info['scale']}, exported with {info['exporter']}{size}; "
+              f"max |onnxruntime - PyTorch| = {info['max_diff']:.2g}", soft_wrap=True)
+    for why in info["tried"]:
+        out.print(label("note:", "yellow", f"exporter failed first: {why}"), soft_wrap=True)
+    cp = info["conversion_parity"]
+    if not cp["ok"]:
+        why = cp.get("error") or f"differs by {cp['max_diff']:.3g} (tolerance {cp['tol']:g})"
+        out.print(label("warning:", "yellow", f"sreval's PyTorch conversion of the file: {why}; gradient attacks "
+                        f"need it (evaluate and --method square work without)"), soft_wrap=True)
+    out.print(f"written: {info['path']}", soft_wrap=True)
 
 
 # ----------------------------------------------------------------------------- zoo

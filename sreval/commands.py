@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from sreval import zoo
+from sreval import checkpoint, zoo
 from sreval.analysis import (IndexConfig, basic_psnr_from_report, common_scale, correlation, matrix_csv,
                              run_index, run_transfer, unique_names)
 from sreval.attacks.basic import (APGD, IFGSM, MIFGSM, PGD, STRONGEST, BasicConfig, GradientAttack, LoopOptions,
@@ -37,9 +37,9 @@ from sreval.convert import unsupported_ops
 from sreval.data import Sample, load_dataset
 from sreval.defenses import evaluate_defended, parse_defenses, run_defended_attack
 from sreval.detect import propose
-from sreval.errors import ConfigError, SrevalError
+from sreval.errors import ConfigError, SrevalError, UnsupportedOperatorError
 from sreval.evaluation import ImageSaver, Progress, Row, evaluate_clean, measure, measure_hr, super_resolve, to_tensor
-from sreval.files import atomic_write
+from sreval.files import atomic_write, check_writable_dir
 from sreval.io import write_image
 from sreval.model import ConversionError, LoadedModel, SRModel
 from sreval.run import claims_out_dir, data_info, environment, metric_conventions, model_info, read_report, write_report
@@ -112,6 +112,10 @@ def inspect(model: str | Path, *, device: str = "auto", conventions: Mapping[str
         info["detected"] = propose(m).summary() or "nothing to detect"
     except SrevalError as e:
         info["detected"] = f"unavailable: {e}"
+    if "checkpoint" in m.describe():
+        c = m.describe()["checkpoint"]
+        info["checkpoint"] = (f"{c['file']}: {c['architecture']} x{c['scale']}, exported with {c['exporter']}"
+                              + (f" at a fixed {c['export_size']}" if c.get("export_size") else ""))
     missing = unsupported_ops(m.proto)
     info["unsupported_ops"] = missing
     try:
@@ -495,6 +499,30 @@ def index(
     )
 
 
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def export(model: str | Path, out: Path, *, device: str = "auto") -> dict[str, Any]:
+    """`sreval export MODEL.pth -o OUT.onnx`: a PyTorch checkpoint (spandrel recognises the
+    architecture) as a verified ONNX file with sreval's metadata, for use elsewhere; then
+    opened as sreval opens any model, with the onnx2torch conversion checked."""
+    path, out = Path(model), Path(out)
+    if not checkpoint.is_checkpoint(path):
+        raise ConfigError(f"{path.name}: export takes a PyTorch checkpoint ({', '.join(checkpoint.SUFFIXES)})")
+    if out.suffix.lower() != ".onnx":
+        raise ConfigError(f"{out}: the exported file must end in .onnx")
+    check_writable_dir(out.parent if str(out.parent) else Path("."))
+    done = checkpoint.export_isolated(path, out)
+    m = SRModel(out, device=device)
+    try:
+        p = m.check_parity(raise_on_fail=False)
+        conversion: dict[str, Any] = {"ok": p.ok, "max_diff": p.max_diff, "tol": p.tol}
+    except (UnsupportedOperatorError, ConversionError) as e:
+        conversion = {"ok": False, "error": str(e)}
+    return {**asdict(done), "path": str(done.path), "sha256": m.sha256, "conventions": m.conventions.as_dict(),
+            "conversion_parity": conversion}
+
+
 # ----------------------------------------------------------------------------- any attack object
 
 
@@ -654,5 +682,5 @@ def _entry(name: str) -> AttackEntry:
     return ATTACKS[name]
 
 
-__all__ = ["load_model", "inspect", "evaluate", "attack", "universal", "partial", "targeted", "transfer", "index",
+__all__ = ["load_model", "inspect", "export", "evaluate", "attack", "universal", "partial", "targeted", "transfer", "index",
            "run_attack", "ATTACKS", "AttackEntry", "PAPER_ALPHAS", "STRONGEST", "rows_evidence"]

@@ -50,6 +50,9 @@ class Meta:
     PARAMS = "sreval.params"
     CONV_LAYERS = "sreval.conv_layers"
     PARAMS_CHECKPOINT = "sreval.params_checkpoint"
+    CHECKPOINT = "sreval.checkpoint"  # the PyTorch checkpoint an export was made from
+    EXPORTER = "sreval.exporter"  # which exporter made it (sreval.checkpoint.EXPORTERS)
+    EXPORT_SIZE = "sreval.export_size"  # HxW of a fixed-size export
 
     @staticmethod
     def field(name: str) -> str:

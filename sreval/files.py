@@ -32,6 +32,13 @@ LONGEST_NAME = 200
 MIN_FREE_BYTES = 16 << 20
 
 
+def cache_dir() -> Path:
+    """sreval's user cache (built zoo models, downloaded weights, exported checkpoints):
+    SREVAL_CACHE, else $XDG_CACHE_HOME/sreval, else ~/.cache/sreval."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(os.environ.get("SREVAL_CACHE") or Path(base) / "sreval")
+
+
 def sha256_file(path: Path | str) -> str:
     """SHA-256 hex digest of a file's bytes, read in 1 MiB chunks."""
     h = hashlib.sha256()

@@ -125,7 +125,7 @@ class SRModel:
             if self.conventions.dtype == "float16" and self.device.type == "cpu":
                 core = core.float()  # CPU half kernels are slow or missing; compute in float32
             if self.channels_last and self.conventions.layout == "nchw":
-                core = core.to(memory_format=torch.channels_last)
+                _to_channels_last(core)
             self.__dict__["_core"] = core.to(self.device)
         return self.__dict__["_core"]
 
@@ -217,12 +217,26 @@ class SRModel:
             "convention_sources": dict(self.sources),
             "metadata": self.metadata,
         }
+        if Meta.CHECKPOINT in self.metadata:  # exported here from a PyTorch checkpoint
+            info["checkpoint"] = {"file": self.metadata[Meta.CHECKPOINT], "architecture": self.metadata.get(Meta.ARCH),
+                                  "scale": self.conventions.scale, "exporter": self.metadata.get(Meta.EXPORTER),
+                                  "export_size": self.metadata.get(Meta.EXPORT_SIZE),
+                                  "weights_sha256": self.metadata.get(Meta.WEIGHTS_SHA256)}
         if self.detection is not None:
             info["detection"] = self.detection.as_dict()
         if self.conversion_error is not None:
             info["parity"] = {"checked": False, "reason": f"no PyTorch conversion ({self.conversion_error}); "
                                                           "run with onnxruntime, parity cannot be checked"}
         return info
+
+
+def _to_channels_last(module: nn.Module) -> None:
+    """The 4-D weights in channels_last (faster convolutions); other ranks as they are:
+    `module.to(memory_format=...)` raises on the 5-D constants of window attention."""
+    with torch.no_grad():
+        for t in [*module.parameters(), *module.buffers()]:
+            if t.dim() == 4:
+                t.data = t.data.contiguous(memory_format=torch.channels_last)
 
 
 class LoadedModel(nn.Module):

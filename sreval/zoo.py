@@ -28,13 +28,13 @@ from typing import Any
 
 import onnx
 
-from sreval import exporters
+from sreval import checkpoint, exporters
 from sreval.data import assets_dir, load_dataset
 from sreval.errors import ConfigError, ModelError
 from sreval.evaluation import evaluate_clean
 from sreval.exporters.common import export_onnx, load_weights, read_checkpoint
 from sreval.exporters.ncnn import NCNN_MODELS, build_arch, build_ncnn_model, ncnn_files, ncnn_models_dir
-from sreval.files import sha256_file
+from sreval.files import cache_dir, sha256_file
 from sreval.graphstats import graph_stats
 from sreval.model import SRModel
 
@@ -46,12 +46,6 @@ def manifest_path() -> Path:
     """The manifest shipped with the package (SREVAL_MANIFEST overrides, for a private zoo)."""
     override = os.environ.get("SREVAL_MANIFEST")
     return Path(override) if override else Path(str(resources.files("sreval.model_zoo") / "manifest.json"))
-
-
-def cache_dir() -> Path:
-    """sreval's user cache: SREVAL_CACHE, else $XDG_CACHE_HOME/sreval, else ~/.cache/sreval."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(os.environ.get("SREVAL_CACHE") or Path(base) / "sreval")
 
 
 def zoo_dir() -> Path:
@@ -155,8 +149,11 @@ def resolve_model_path(spec: str | Path) -> Path:
     """A MODEL argument: a path (with a '/' or an .onnx suffix, or an existing file) or a zoo
     name (built on first use where that needs no download). A bare name that is both a zoo
     entry and a file or folder here is refused: a file must never silently stand in for the
-    zoo model (write ./NAME for the file)."""
+    zoo model (write ./NAME for the file). A PyTorch checkpoint (.pth, .pt, .ckpt,
+    .safetensors) stands for its verified ONNX export (`sreval.checkpoint`)."""
     path = Path(spec)
+    if checkpoint.is_checkpoint(path):
+        return checkpoint.cached_onnx(path, on_export=log.warning)
     if path.suffix == ".onnx" or "/" in str(spec) or isinstance(spec, Path) and spec.is_absolute():
         return path
     try:

@@ -841,6 +841,8 @@ def _one_node_spec(op: str, version: int) -> tuple[dict[str, np.ndarray], dict[s
         return x4, {}, None, {}, 1
     if op == "AveragePool":
         return {"x": _rand(1, 2, 6, 6)}, {}, None, {"kernel_shape": [3, 3]}, 1
+    if op == "Clip":  # a computed min and an empty max: what TorchScript writes for clamp_min
+        return {"x": _rand(2, 3, low=-1), "lo": np.array(0.1, np.float32)}, {}, ["x", "lo", ""], {}, 1
     if op in ("Gelu", "Mish"):
         return {"x": _rand(2, 3, low=-2, high=2)}, {}, None, {}, 1
     if op == "BatchNormalization":

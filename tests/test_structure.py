@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 # where each package's source lives in the repository (the wheel maps the two folders in)
 SOURCES = {"sreval": ROOT / "sreval", "sreval.exporters": ROOT / "exporters", "sreval.model_zoo": ROOT / "model_zoo"}
-OPTIONAL = {"onnxruntime", "ray"}  # extras: imported where used, with a message when missing
+OPTIONAL = {"onnxruntime", "ray", "spandrel", "safetensors"}  # extras: imported where used, with a message when missing
 
 
 def modules() -> dict[str, Path]:

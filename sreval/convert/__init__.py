@@ -24,12 +24,12 @@ from onnx2torch.node_converters.registry import get_converter
 from onnx2torch.onnx_graph import OnnxGraph
 
 # importing the operator modules registers their converters
-from sreval.convert import activation, layout, norm, pad, pool, reduce, reshape, resize, slice, split  # noqa: F401
+from sreval.convert import activation, clip, layout, norm, pad, pool, reduce, reshape, resize, slice, split  # noqa: F401
 from sreval.convert.graph import bypass_initializer_identities, prepare_graph
 from sreval.convert.registry import DOMAIN, ONNX_DOMAINS, REPLACEMENTS
 from sreval.errors import ModelError, UnsupportedOperatorError
 
-OPERATOR_MODULES = (activation, layout, norm, pad, pool, reduce, reshape, resize, slice, split)
+OPERATOR_MODULES = (activation, clip, layout, norm, pad, pool, reduce, reshape, resize, slice, split)
 
 
 def _opset_versions(model: onnx.ModelProto) -> dict[str, int]:

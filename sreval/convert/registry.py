@@ -43,6 +43,10 @@ REPLACEMENTS: dict[tuple[str, int], str] = {
     ("Reshape", 14): "onnx2torch refuses allowzero=1, which torch's dynamo exporter always sets",
     ("LayerNormalization", 17): "onnx2torch reads normalized_shape from inferred shapes, which are 0 for "
                                 "dynamic dims",
+    ("Clip", 11): "onnx2torch refuses a min or max that is computed or left empty ('Dynamic value of min/max "
+                  "is not implemented'); TorchScript writes Clip(x, min, '') for clamp_min, as in F.normalize",
+    ("Clip", 12): "as Clip-11",
+    ("Clip", 13): "as Clip-11",
     ("Slice", 10): "onnx2torch indexes with a list of slices, which torch deprecates",
     ("Slice", 11): "as Slice-10",
     ("Slice", 13): "as Slice-10",

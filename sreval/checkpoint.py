@@ -1,0 +1,332 @@
+"""Bring your own checkpoint: a .pth / .pt / .ckpt / .safetensors file in, a verified ONNX file out.
+
+spandrel (the `checkpoints` extra) recognises the architecture from the state dict alone and
+builds its PyTorch module. The state dict is read here as data: `torch.load(weights_only=True)`
+(no pickled code runs) or safetensors. The module is exported with the exporters that work for
+it, tried in order: the TorchScript exporter (opset 17, dynamic batch and size), then a
+fixed-size TorchScript export (batch 1, `FIXED_SIZE`; sreval tiles images for it, and the file
+records the size), then torch's dynamo exporter (opset 18, dynamic; it is last because
+torch.export takes a minute to give up on the window-attention models the first two handle). A candidate file counts only when
+onnxruntime gives the module's numbers (`sreval.parity`: photo crops of several sizes, one a
+batch of 2, so a baked batch or size is caught). Models that need a minimum size or a multiple
+of a window get padding inside the exported graph (replicate, cropped off again), so the file
+takes any image.
+
+Exports are cached in the user cache under the state dict's content hash (the same weights as
+.pth or .safetensors are one export) and the sreval version; a cached file is used only when its
+SHA-256 is the one recorded beside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from sreval import parity
+from sreval.conventions import Meta, to_metadata
+from sreval.convert.graph import bypass_initializer_identities
+from sreval.errors import ConfigError, ModelError
+from sreval.exporters.common import StateDict, read_checkpoint
+from sreval.files import atomic_write, cache_dir, sha256_file
+from sreval.graphstats import graph_stats
+from sreval.run import code_version
+from sreval.runtime import first_line, open_session, run_session
+
+SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
+EXPORTERS = ("torchscript", "torchscript-fixed", "dynamo")
+FIXED_SIZE = 64  # LR side of a fixed-size export
+
+
+@dataclass(frozen=True)
+class Exported:
+    """An exported checkpoint: the verified ONNX file and what it was made from."""
+
+    path: Path
+    checkpoint: str
+    architecture: str
+    scale: int
+    exporter: str
+    max_diff: float
+    fixed_size: int | None = None
+    tried: tuple[str, ...] = ()  # why the exporters before it failed
+
+
+def is_checkpoint(spec: str | Path) -> bool:
+    return Path(spec).suffix.lower() in SUFFIXES
+
+
+def _spandrel() -> Any:
+    """spandrel, an optional dependency: `pip install 'sreval[checkpoints]'`."""
+    try:
+        import spandrel
+    except ImportError:
+        raise ConfigError("reading a PyTorch checkpoint needs spandrel: pip install 'sreval[checkpoints]'") from None
+    return spandrel
+
+
+def read_state_dict(path: Path) -> StateDict:
+    """The checkpoint's tensors, read as data only."""
+    if not path.is_file():
+        raise ModelError(f"checkpoint not found: {path}")
+    if path.suffix.lower() != ".safetensors":
+        return read_checkpoint(path)
+    _spandrel()  # safetensors comes with the checkpoints extra
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return dict(load_file(str(path), device="cpu"))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ModelError(f"{path.name}: not a readable safetensors file ({first_line(e)})") from None
+
+
+def state_dict_digest(sd: StateDict) -> str:
+    """SHA-256 of the tensors themselves (names, dtypes, shapes, bytes): one identity for the
+    same weights in any file format."""
+    h = hashlib.sha256()
+    for k in sorted(sd):
+        t = sd[k].detach().cpu().contiguous()
+        h.update(f"{k}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def describe(path: Path, sd: StateDict) -> Any:
+    """spandrel's descriptor of an SR checkpoint; one ModelError line for anything else."""
+    spandrel = _spandrel()
+    try:
+        desc = spandrel.ModelLoader("cpu").load_from_state_dict(sd)
+    except spandrel.UnsupportedModelError:
+        keys = ", ".join(sorted(sd)[:3])
+        raise ModelError(f"{path.name}: spandrel does not recognise this checkpoint's architecture "
+                         f"({len(sd)} tensors, keys such as {keys})") from None
+    except Exception as e:  # a recognised layout whose shapes do not fit its architecture
+        raise ModelError(f"{path.name}: spandrel cannot build the model from this checkpoint: {first_line(e)}") from None
+    arch = desc.architecture.name
+    if not isinstance(desc, spandrel.ImageModelDescriptor):
+        raise ModelError(f"{path.name}: not an SR model: spandrel recognises {arch} ({desc.purpose}), "
+                         f"which needs a mask as well as an image")
+    if desc.scale < 2:
+        raise ModelError(f"{path.name}: not an SR model: spandrel recognises {arch}, a {desc.purpose.lower()} "
+                         f"model at scale {desc.scale}")
+    if desc.input_channels not in (1, 3) or desc.output_channels != desc.input_channels:
+        raise ModelError(f"{path.name}: {arch} takes {desc.input_channels} and gives {desc.output_channels} "
+                         f"channels; sreval attacks RGB or Y models")
+    return desc
+
+
+class Padded(nn.Module):
+    """The model on any input size: padded (replicate) up to its minimum size and multiple,
+    the output cropped back to scale x the input."""
+
+    def __init__(self, net: nn.Module, scale: int, minimum: int, multiple: int,
+                 call: Callable[[nn.Module, Tensor], Tensor] | None = None):
+        super().__init__()
+        self.net, self.scale, self.minimum, self.multiple = net, scale, max(1, minimum), max(1, multiple)
+        self.call = call or (lambda net, x: net(x))
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.minimum == 1 and self.multiple == 1:
+            return self.call(self.net, x)
+        h, w = x.shape[-2], x.shape[-1]
+        ph = _padding(h, self.minimum, self.multiple)
+        pw = _padding(w, self.minimum, self.multiple)
+        y = self.call(self.net, F.pad(x, (0, pw, 0, ph), mode="replicate"))
+        return y[..., : h * self.scale, : w * self.scale]
+
+
+def _padding(n: Any, minimum: int, multiple: int) -> Any:
+    """Pixels to add to a side of n: up to `minimum`, then up to a multiple of `multiple`
+    (arithmetic only, so an export traces it for every size)."""
+    short = torch.clamp(minimum - n, min=0) if isinstance(n, Tensor) else max(0, minimum - n)
+    return short + (-(n + short)) % multiple
+
+
+def wrapped(desc: Any) -> nn.Module:
+    req = desc.size_requirements
+    # how spandrel runs this architecture (some take extra arguments); its public __call__
+    # runs in inference mode and clamps in place, which an exported graph must not do
+    call = getattr(desc, "_call_fn", None)
+    return Padded(desc.model.eval(), desc.scale, req.minimum, req.multiple_of, call).eval()
+
+
+# ----------------------------------------------------------------------------- exporting
+
+
+def _torchscript(net: nn.Module, example: Tensor, dynamic: bool) -> onnx.ModelProto:
+    axes = {0: "batch", 2: "height", 3: "width"}
+    buf = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (example,), buf, dynamo=False, opset_version=17, input_names=["lr"],
+                          output_names=["sr"], dynamic_axes={"lr": axes, "sr": axes} if dynamic else None,
+                          do_constant_folding=True)
+    return onnx.load_model_from_string(buf.getvalue())
+
+
+def _dynamo(net: nn.Module, example: Tensor) -> onnx.ModelProto:
+    dim = torch.export.Dim
+    shapes = ({0: dim("batch", min=1, max=64), 2: dim("height", min=4, max=4096),
+               3: dim("width", min=4, max=4096)},)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(net, (example,), dynamo=True, opset_version=18, input_names=["lr"],
+                                    output_names=["sr"], dynamic_shapes=shapes, verbose=False)
+    return program.model_proto
+
+
+def _verify(net: nn.Module, proto: onnx.ModelProto, channels: int, sizes: list[tuple[int, int, int]],
+            name: str) -> float:
+    session = open_session(proto, name, torch.device("cpu"))
+    feed, fetch = session.get_inputs()[0].name, [o.name for o in session.get_outputs()]
+
+    def onnxruntime(x: Tensor) -> list[Tensor]:
+        return [torch.from_numpy(np.asarray(y)) for y in run_session(session, fetch, {feed: x.detach().numpy()})]
+
+    result = parity.measure(net, onnxruntime, sizes, tol=parity.TOL, channels=channels, gradient=False,
+                            name=f"export of {name}")
+    if not result.max_diff <= result.tol:
+        raise ModelError(f"onnxruntime differs from the PyTorch module by {result.max_diff:.3g}")
+    return result.max_diff
+
+
+def _attempt(exporter: str, net: nn.Module, channels: int, name: str) -> tuple[onnx.ModelProto, float]:
+    fixed = exporter == "torchscript-fixed"
+    side = FIXED_SIZE if fixed else 24
+    example = torch.rand(1, channels, side, side)
+    proto = _torchscript(net, example, dynamic=not fixed) if exporter != "dynamo" else _dynamo(net, example)
+    sizes = [(1, FIXED_SIZE, FIXED_SIZE)] if fixed else list(parity.SIZES) + [(1, 32, 28)]
+    return proto, _verify(net, proto, channels, sizes, name)
+
+
+def export(path: Path, target: Path) -> Exported:
+    """Export a checkpoint to a verified ONNX file at `target` (written atomically)."""
+    sd = read_state_dict(path)
+    desc = describe(path, sd)
+    net = wrapped(desc)
+    arch = desc.architecture.name
+    channels = desc.input_channels
+    tried: list[str] = []
+    order = EXPORTERS[1:] if desc.size_requirements.square else EXPORTERS  # square: fixed-size tiles
+    for exporter in order:
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                proto, diff = _attempt(exporter, net, channels, path.name)  # exporters print their failures
+        except Exception as e:  # noqa: BLE001 - every exporter fails in its own way; the next one may work
+            if isinstance(e, KeyboardInterrupt):
+                raise
+            tried.append(f"{exporter}: {first_line(e, 160)}")
+            continue
+        fixed = FIXED_SIZE if exporter == "torchscript-fixed" else None
+        _write(proto, target, _metadata(proto, path, sd, desc, exporter, fixed))
+        return Exported(target, path.name, arch, desc.scale, exporter, diff, fixed, tuple(tried))
+    raise ModelError(f"{path.name}: {arch} cannot be exported to ONNX: " + "; ".join(tried))
+
+
+def _metadata(proto: onnx.ModelProto, path: Path, sd: StateDict, desc: Any, exporter: str,
+              fixed: int | None) -> dict[str, str]:
+    stats = graph_stats(proto)
+    meta = to_metadata(scale=desc.scale, value_range=1.0, color="rgb" if desc.input_channels == 3 else "y") | {
+        Meta.NAME: path.stem, Meta.ARCH: desc.architecture.name, Meta.PARAMS: str(stats.params),
+        Meta.CONV_LAYERS: str(stats.conv_layers), Meta.WEIGHTS_SOURCE: f"checkpoint:{path.name}",
+        Meta.WEIGHTS_SHA256: state_dict_digest(sd), Meta.CHECKPOINT: path.name, Meta.EXPORTER: exporter,
+    }
+    if fixed is not None:
+        meta[Meta.EXPORT_SIZE] = f"{fixed}x{fixed}"
+    return meta
+
+
+def _write(proto: onnx.ModelProto, target: Path, meta: dict[str, str]) -> None:
+    bypass_initializer_identities(proto.graph)
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        onnx.save_model(proto, tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def export_isolated(path: Path, target: Path) -> Exported:
+    """`export` in a child process: an exporter that crashes (torch's TorchScript exporter
+    segfaults on some graphs, GRL's among them) ends in one error line, not in a dead sreval."""
+    desc = describe(path, read_state_dict(path))  # the cheap checks, with their own messages, here
+    result = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.json")
+    try:
+        r = subprocess.run([sys.executable, "-m", "sreval.checkpoint", str(path), str(target), str(result)],
+                           capture_output=True, text=True, env={**os.environ, "PYTHONFAULTHANDLER": ""})
+        if r.returncode < 0:
+            raise ModelError(f"{path.name}: {desc.architecture.name} cannot be exported to ONNX: the exporter "
+                             f"crashed ({signal.Signals(-r.returncode).name})")
+        answer = json.loads(result.read_text()) if result.is_file() else {"error": first_line(Exception(r.stderr))}
+    finally:
+        result.unlink(missing_ok=True)
+    if "error" in answer:
+        raise ModelError(answer["error"])
+    return Exported(**{**answer, "path": Path(answer["path"]), "tried": tuple(answer["tried"])})
+
+
+def _child(argv: list[str]) -> int:
+    """python -m sreval.checkpoint CHECKPOINT TARGET RESULT: the export, its outcome as JSON."""
+    path, target, result = (Path(a) for a in argv)
+    try:
+        done = export(path, target)
+        answer: dict[str, Any] = {**asdict(done), "path": str(done.path)}
+    except ModelError as e:
+        answer = {"error": str(e)}
+    result.write_text(json.dumps(answer))
+    return 0
+
+
+# ----------------------------------------------------------------------------- the cache
+
+
+def cached_onnx(path: Path, on_export: Callable[[str], None] | None = None) -> Path:
+    """The verified ONNX file of a checkpoint, exported once per state dict and sreval version
+    into the user cache (SREVAL_CACHE); a cached file whose SHA-256 is not the recorded one is
+    exported again."""
+    sd = read_state_dict(path)
+    key = f"{state_dict_digest(sd)[:24]}-{code_version().replace('+', '-')}"
+    folder = cache_dir() / "checkpoints"
+    onnx_path, record = folder / f"{key}.onnx", folder / f"{key}.json"
+    try:
+        if onnx_path.is_file() and json.loads(record.read_text())["sha256"] == sha256_file(onnx_path):
+            return onnx_path
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # no record, or a damaged one: export again
+    describe(path, sd)  # an unknown or non-SR checkpoint says so before any export starts
+    if on_export is not None:
+        on_export(f"exporting {path.name} to ONNX (once; cached in {folder})")
+    done = export_isolated(path, onnx_path)
+    atomic_write(record, json.dumps({**asdict(done), "path": str(done.path), "sha256": sha256_file(onnx_path)},
+                                    indent=1) + "\n")
+    return onnx_path
+
+
+__all__ = ["SUFFIXES", "EXPORTERS", "Exported", "is_checkpoint", "read_state_dict", "describe", "export",
+           "export_isolated", "cached_onnx", "state_dict_digest"]
+
+if __name__ == "__main__":
+    sys.exit(_child(sys.argv[1:]))
