@@ -15,16 +15,13 @@ appears at its final path.
 from __future__ import annotations
 
 import io
-import os
 import pickle
-import uuid
 import warnings
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import onnx
 import torch
 from torch import Tensor, nn
@@ -33,8 +30,8 @@ from sreval import parity
 from sreval.conventions import COMPUTED_KEYS, Meta, channels_of, to_metadata
 from sreval.convert.graph import bypass_initializer_identities
 from sreval.errors import ModelError
+from sreval.files import atomic_write
 from sreval.graphstats import graph_stats
-from sreval.runtime import open_session, run_session
 
 StateDict = dict[str, Tensor]
 
@@ -233,9 +230,9 @@ def export_onnx(
     example and parity inputs. A module returning several images (LapSRN's x2 and x4) keeps
     them all; the one at index `output` is named `sr` (the others `sr_<i>`) and recorded as
     `sreval.output`. `metadata` adds entries (weights source, licence, weights sha256, ...); it
-    may repeat but not contradict a computed `sreval.*` entry. The file is written to a
-    temporary name, checked against the module with onnxruntime on odd sizes, and only then
-    moved into place (`os.replace`): a failed export leaves no file behind.
+    may repeat but not contradict a computed `sreval.*` entry. The graph is checked against
+    the module with onnxruntime on odd sizes before it is written (atomically): a failed export
+    leaves no file behind.
     """
     path = Path(path)
     if scale not in spec.scales:
@@ -244,22 +241,11 @@ def export_onnx(
     channels, min_size = channels_of(spec.channels), int(spec.extra.get("min_input", "1"))
     example = torch.rand(1, channels, max(16, min_size), max(16, min_size))
     names = _output_names(net, example, output)
-    proto = _trace_to_onnx(net, example, opset, names)
+    proto = trace_to_onnx(net, example, opset, names)
     bypass_initializer_identities(proto.graph)
     props = _merge(_metadata(proto, module, spec, scale, wrap, names), metadata, spec.name)
-    for key, value in props.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, str(value)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # same folder, so os.replace is an atomic rename; a unique name for concurrent exports
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        onnx.save_model(proto, tmp)
-        check_parity(net, proto, channels, spec.name, min_size)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    check_parity(net, proto, channels, spec.name, min_size)
+    return write_model(proto, path, props)
 
 
 def _metadata(
@@ -306,9 +292,11 @@ def _output_names(net: nn.Module, example: Tensor, output: int) -> list[str]:
     return ["sr" if i == chosen else f"sr_{i}" for i in range(count)]
 
 
-def _trace_to_onnx(
-    net: nn.Module, example: Tensor, opset: int, output_names: list[str]
+def trace_to_onnx(
+    net: nn.Module, example: Tensor, opset: int, output_names: list[str], dynamic: bool = True
 ) -> onnx.ModelProto:
+    """The TorchScript (legacy) export, input `lr`, batch, height and width dynamic unless
+    `dynamic` is False (then the example's shape is baked in)."""
     axes = {0: "batch", 2: "height", 3: "width"}
     buf = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
@@ -322,24 +310,25 @@ def _trace_to_onnx(
             opset_version=opset,
             input_names=["lr"],
             output_names=output_names,
-            dynamic_axes={name: axes for name in ["lr", *output_names]},
+            dynamic_axes={name: axes for name in ["lr", *output_names]} if dynamic else None,
             do_constant_folding=True,
         )
     return onnx.load_model_from_string(buf.getvalue())
 
 
 def check_parity(net: nn.Module, proto: onnx.ModelProto, channels: int, name: str, min_size: int = 1) -> float:
-    """Max |onnxruntime - torch| over all outputs (`sreval.parity`, the loader's check: photo
-    crops at odd sizes, one a batch of 2, each side grown by `min_size` for models that need
-    larger inputs); ModelError above its tolerance."""
-    session = open_session(proto, name, torch.device("cpu"))
-    feed, fetch = session.get_inputs()[0].name, [o.name for o in session.get_outputs()]
+    """`sreval.parity.check_export` on the loader's sizes, each side grown by `min_size` for
+    models that need larger inputs."""
+    return parity.check_export(net, proto, parity.grown(parity.SIZES, min_size), channels=channels,
+                               name=f"export of {name}")
 
-    def onnxruntime(x: Tensor) -> list[Tensor]:
-        return [torch.from_numpy(np.asarray(y)) for y in run_session(session, fetch, {feed: x.detach().numpy()})]
 
-    result = parity.measure(net, onnxruntime, parity.grown(parity.SIZES, min_size), tol=parity.TOL,
-                            channels=channels, gradient=False, name=f"export of {name}")
-    if not result.max_diff <= result.tol:
-        raise ModelError(f"export of {name}: onnxruntime differs from torch by {result.max_diff:.3g}")
-    return result.max_diff
+def write_model(proto: onnx.ModelProto, path: Path, metadata: Mapping[str, str]) -> Path:
+    """The graph with `metadata` as its metadata_props, written atomically (`sreval.files`):
+    an export that fails before this leaves no file behind."""
+    del proto.metadata_props[:]
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, str(value)
+    atomic_write(path, proto.SerializeToString())
+    return path

@@ -34,7 +34,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 import torch
 from torch import Tensor, nn
@@ -44,11 +43,11 @@ from sreval import parity
 from sreval.conventions import Meta, to_metadata
 from sreval.convert.graph import bypass_initializer_identities
 from sreval.errors import ConfigError, ModelError
-from sreval.exporters.common import StateDict, read_checkpoint
+from sreval.exporters.common import StateDict, read_checkpoint, trace_to_onnx, write_model
 from sreval.files import atomic_write, cache_dir, sha256_file
 from sreval.graphstats import graph_stats
 from sreval.run import code_version
-from sreval.runtime import first_line, open_session, run_session
+from sreval.runtime import first_line
 
 SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
 EXPORTERS = ("torchscript", "torchscript-fixed", "dynamo")
@@ -171,17 +170,6 @@ def wrapped(desc: Any) -> nn.Module:
 # ----------------------------------------------------------------------------- exporting
 
 
-def _torchscript(net: nn.Module, example: Tensor, dynamic: bool) -> onnx.ModelProto:
-    axes = {0: "batch", 2: "height", 3: "width"}
-    buf = io.BytesIO()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(net, (example,), buf, dynamo=False, opset_version=17, input_names=["lr"],
-                          output_names=["sr"], dynamic_axes={"lr": axes, "sr": axes} if dynamic else None,
-                          do_constant_folding=True)
-    return onnx.load_model_from_string(buf.getvalue())
-
-
 def _dynamo(net: nn.Module, example: Tensor) -> onnx.ModelProto:
     dim = torch.export.Dim
     shapes = ({0: dim("batch", min=1, max=64), 2: dim("height", min=4, max=4096),
@@ -193,28 +181,17 @@ def _dynamo(net: nn.Module, example: Tensor) -> onnx.ModelProto:
     return program.model_proto
 
 
-def _verify(net: nn.Module, proto: onnx.ModelProto, channels: int, sizes: list[tuple[int, int, int]],
-            name: str) -> float:
-    session = open_session(proto, name, torch.device("cpu"))
-    feed, fetch = session.get_inputs()[0].name, [o.name for o in session.get_outputs()]
-
-    def onnxruntime(x: Tensor) -> list[Tensor]:
-        return [torch.from_numpy(np.asarray(y)) for y in run_session(session, fetch, {feed: x.detach().numpy()})]
-
-    result = parity.measure(net, onnxruntime, sizes, tol=parity.TOL, channels=channels, gradient=False,
-                            name=f"export of {name}")
-    if not result.max_diff <= result.tol:
-        raise ModelError(f"onnxruntime differs from the PyTorch module by {result.max_diff:.3g}")
-    return result.max_diff
-
-
 def _attempt(exporter: str, net: nn.Module, channels: int, name: str) -> tuple[onnx.ModelProto, float]:
     fixed = exporter == "torchscript-fixed"
     side = FIXED_SIZE if fixed else 24
     example = torch.rand(1, channels, side, side)
-    proto = _torchscript(net, example, dynamic=not fixed) if exporter != "dynamo" else _dynamo(net, example)
+    if exporter == "dynamo":
+        proto = _dynamo(net, example)
+    else:
+        with torch.no_grad():
+            proto = trace_to_onnx(net, example, 17, ["sr"], dynamic=not fixed)
     sizes = [(1, FIXED_SIZE, FIXED_SIZE)] if fixed else list(parity.SIZES) + [(1, 32, 28)]
-    return proto, _verify(net, proto, channels, sizes, name)
+    return proto, parity.check_export(net, proto, sizes, channels=channels, name=f"export of {name}")
 
 
 def export(path: Path, target: Path) -> Exported:
@@ -236,7 +213,8 @@ def export(path: Path, target: Path) -> Exported:
             tried.append(f"{exporter}: {first_line(e, 160)}")
             continue
         fixed = FIXED_SIZE if exporter == "torchscript-fixed" else None
-        _write(proto, target, _metadata(proto, path, sd, desc, exporter, fixed))
+        bypass_initializer_identities(proto.graph)
+        write_model(proto, target, _metadata(proto, path, sd, desc, exporter, fixed))
         return Exported(target, path.name, arch, desc.scale, exporter, diff, fixed, tuple(tried))
     raise ModelError(f"{path.name}: {arch} cannot be exported to ONNX: " + "; ".join(tried))
 
@@ -254,25 +232,15 @@ def _metadata(proto: onnx.ModelProto, path: Path, sd: StateDict, desc: Any, expo
     return meta
 
 
-def _write(proto: onnx.ModelProto, target: Path, meta: dict[str, str]) -> None:
-    bypass_initializer_identities(proto.graph)
-    del proto.metadata_props[:]
-    for key, value in meta.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
-        onnx.save_model(proto, tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def export_isolated(path: Path, target: Path) -> Exported:
+def export_isolated(path: Path, target: Path, sd: StateDict | None = None,
+                    on_start: Callable[[], None] | None = None) -> Exported:
     """`export` in a child process: an exporter that crashes (torch's TorchScript exporter
-    segfaults on some graphs, GRL's among them) ends in one error line, not in a dead sreval."""
-    desc = describe(path, read_state_dict(path))  # the cheap checks, with their own messages, here
+    segfaults on some graphs, GRL's among them) ends in one error line, not in a dead sreval.
+    The checks that need no export (an unknown or non-SR checkpoint) run here first, then
+    `on_start`; `sd` is the checkpoint's state dict where the caller has read it already."""
+    desc = describe(path, read_state_dict(path) if sd is None else sd)
+    if on_start is not None:
+        on_start()
     result = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.json")
     try:
         r = subprocess.run([sys.executable, "-m", "sreval.checkpoint", str(path), str(target), str(result)],
@@ -316,10 +284,8 @@ def cached_onnx(path: Path, on_export: Callable[[str], None] | None = None) -> P
             return onnx_path
     except (OSError, ValueError, KeyError, TypeError):
         pass  # no record, or a damaged one: export again
-    describe(path, sd)  # an unknown or non-SR checkpoint says so before any export starts
-    if on_export is not None:
-        on_export(f"exporting {path.name} to ONNX (once; cached in {folder})")
-    done = export_isolated(path, onnx_path)
+    note = None if on_export is None else lambda: on_export(f"exporting {path.name} to ONNX (once; cached in {folder})")
+    done = export_isolated(path, onnx_path, sd, note)
     atomic_write(record, json.dumps({**asdict(done), "path": str(done.path), "sha256": sha256_file(onnx_path)},
                                     indent=1) + "\n")
     return onnx_path

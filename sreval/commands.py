@@ -112,8 +112,8 @@ def inspect(model: str | Path, *, device: str = "auto", conventions: Mapping[str
         info["detected"] = propose(m).summary() or "nothing to detect"
     except SrevalError as e:
         info["detected"] = f"unavailable: {e}"
-    if "checkpoint" in m.describe():
-        c = m.describe()["checkpoint"]
+    c = m.describe().get("checkpoint")
+    if c is not None:
         info["checkpoint"] = (f"{c['file']}: {c['architecture']} x{c['scale']}, exported with {c['exporter']}"
                               + (f" at a fixed {c['export_size']}" if c.get("export_size") else ""))
     missing = unsupported_ops(m.proto)

@@ -13,12 +13,15 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+import onnx
 import torch
 from torch import Tensor
 
 from sreval.data import probe_batch
 from sreval.errors import ModelError
 from sreval.io import rgb_to_ycbcr
+from sreval.runtime import open_session, run_session
 
 # Odd sizes catch padding and pixel-shuffle order slips; >= 15, as RFDN's ESA pools need.
 SIZES = ((1, 19, 23), (2, 17, 15))
@@ -86,4 +89,20 @@ def measure(reference: Run, candidate: Run, sizes: Sequence[tuple[int, int, int]
     return Parity(worst, tol, grad, [list(s) for s in sizes])
 
 
-__all__ = ["Parity", "SIZES", "TOL", "TOL_FP16", "measure", "grown", "probe_input", "outputs"]
+def check_export(net: Run, proto: onnx.ModelProto, sizes: Sequence[tuple[int, int, int]], *, channels: int = 3,
+                 name: str = "model") -> float:
+    """An exported graph against the module it came from: max |onnxruntime - module| over
+    every output and size (`measure`, no gradient); a ModelError naming `name` above `TOL`."""
+    session = open_session(proto, name, torch.device("cpu"))
+    feed, fetch = session.get_inputs()[0].name, [o.name for o in session.get_outputs()]
+
+    def onnxruntime(x: Tensor) -> list[Tensor]:
+        return [torch.from_numpy(np.asarray(y)) for y in run_session(session, fetch, {feed: x.detach().numpy()})]
+
+    result = measure(net, onnxruntime, sizes, tol=TOL, channels=channels, gradient=False, name=name)
+    if not result.max_diff <= result.tol:
+        raise ModelError(f"{name}: onnxruntime differs from the PyTorch module by {result.max_diff:.3g}")
+    return result.max_diff
+
+
+__all__ = ["Parity", "SIZES", "TOL", "TOL_FP16", "measure", "check_export", "grown", "probe_input", "outputs"]
