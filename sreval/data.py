@@ -19,7 +19,7 @@ import functools
 import importlib.util
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -29,7 +29,7 @@ import torch
 from sreval.errors import ConfigError, DataError
 from sreval.io import imresize, read_image
 
-__all__ = ["Sample", "load_dataset", "assets_dir", "crop_center", "downscale", "IMAGE_SUFFIXES"]
+__all__ = ["LR_MADE_MARKER", "Sample", "load_dataset", "assets_dir", "crop_center", "downscale", "IMAGE_SUFFIXES"]
 
 # Suffixes cv2 can decode; anything else in a folder is ignored.
 IMAGE_SUFFIXES = frozenset(
@@ -41,17 +41,23 @@ EMBEDDED_NAMES = ("default", "embedded")
 EMBEDDED_FILES = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg")
 EMBEDDED_LONG_SIDE = 256
 
+# A file beside LR images that were generated from the HR ones (crops a sweep writes): they
+# keep counting as generated, which the report says.
+LR_MADE_MARKER = "lr_generated_from_hr.txt"
+
 ArrayOrTensor = TypeVar("ArrayOrTensor", np.ndarray, torch.Tensor)
 
 
 # eq=False: the generated __eq__/__hash__ would compare/hash numpy arrays and fail.
 @dataclass(frozen=True, eq=False)
 class Sample:
-    """One test image: float32 HxWx3 RGB in [0, 1]; `hr` is None for LR-only datasets."""
+    """One test image: float32 HxWx3 RGB in [0, 1]; `hr` is None for LR-only datasets.
+    `lr_made`: the LR was generated here from the HR (MATLAB-exact bicubic), not read."""
 
     name: str
     lr: np.ndarray
     hr: np.ndarray | None
+    lr_made: bool = False
 
 
 def assets_dir() -> Path:
@@ -194,12 +200,14 @@ def _lr_dir(folder: Path, scale: int) -> Path | None:
 def _load_hr_lr(hr_dir: Path, lr_dir: Path, scale: int, limit: int | None) -> list[Sample]:
     """EDSR layout: LR from `<stem>x<scale>.*` (or `<stem>.*`) when present, else made."""
     lr_files = {p.stem: p for p in _image_files(lr_dir)} if lr_dir.is_dir() else {}
+    marked = (lr_dir / LR_MADE_MARKER).is_file()
     samples, made = [], []
     for hr_path in _listed(hr_dir, limit):
         lr_path = lr_files.get(f"{hr_path.stem}x{scale}") or lr_files.get(hr_path.stem)
         if lr_path is None and lr_files:
             made.append(hr_path.stem)
-        samples.append(_pair_from_hr(hr_path, scale, lr_path))
+        sample = _pair_from_hr(hr_path, scale, lr_path)
+        samples.append(replace(sample, lr_made=True) if marked else sample)
     if made:
         warnings.warn(
             f"{lr_dir}: no LR file for {', '.join(made)}; made them with bicubic", stacklevel=3
@@ -220,7 +228,7 @@ def _pair_from_hr(hr_path: Path, scale: int, lr_path: Path | None) -> Sample:
     hr = _crop_to_multiple(read_image(hr_path), scale, hr_path)
     want = (hr.shape[0] // scale, hr.shape[1] // scale)
     if lr_path is None:
-        return Sample(hr_path.stem, downscale(hr, scale), hr)
+        return Sample(hr_path.stem, downscale(hr, scale), hr, lr_made=True)
     lr = read_image(lr_path)
     if lr.shape[:2] != want:
         raise DataError(
@@ -263,7 +271,7 @@ def _load_embedded(scale: int, limit: int | None) -> list[Sample]:
     samples = []
     for fname in EMBEDDED_FILES[:limit]:
         hr = _modest_hr(read_image(data_dir / fname), scale)
-        samples.append(Sample(Path(fname).stem, downscale(hr, scale), hr))
+        samples.append(Sample(Path(fname).stem, downscale(hr, scale), hr, lr_made=True))
     return samples
 
 

@@ -30,6 +30,7 @@ from sreval.commands import ATTACKS
 from sreval.evaluation import image_file_name
 from sreval.io import read_image
 from sreval.files import STDOUT, atomic_write_many
+from sreval.findings import findings
 from sreval.run import CellView, RunView, load_run
 
 Row = dict[str, Any]
@@ -123,10 +124,37 @@ def _overview(run: RunView) -> Section:
                             [[m["name"], f"x{m.get('scale')}", _int(m.get("params")), _int(m.get("conv_layers")),
                               fmt(m.get("gan_trained")) if m.get("gan_trained") is not None else "-",
                               str(m.get("sha256") or "")[:12]] for m in run.models], "Models (Table 1 facts)"))
+    data = _data_rows(run)
+    if data:
+        tables.append(Table(["dataset", "images", "LR images"], data, "Data"))
     text = f"{len(run.cells)} finished cell(s)."
     if run.missing:
         text += f" Not finished (left out below): {'; '.join(run.missing)}."
     return Section("overview", "Overview", text, tables=tables)
+
+
+def _data_rows(run: RunView) -> list[list[str]]:
+    """Per dataset: how many images, and whether the LR images were read or generated."""
+    seen: dict[str, list[str]] = {}
+    for c in run.cells:
+        lr = c.data.get("lr")
+        if c.dataset in seen or lr is None:
+            continue
+        how = {"read": "read from the dataset", "generated": "generated from HR (MATLAB-exact bicubic)",
+               "mixed": "read, some generated from HR"}.get(str(lr), str(lr))
+        seen[c.dataset] = [c.dataset, str(c.data.get("n_images", "-")), how]
+    return list(seen.values())
+
+
+def _findings(run: RunView) -> Section | None:
+    items = findings(run)
+    if all(i.verdict == "not tested" for i in items):
+        return None
+    body = [[i.claim, i.source, i.verdict, i.evidence] for i in items]
+    return Section("findings", "Findings - the paper's claims on this run",
+                   "Each qualitative claim of Choi et al. (2019), and whether it holds on the models and data of this "
+                   "run, with the numbers it rests on (sreval.findings). 'not tested': the run lacks what the claim needs.",
+                   tables=[Table(["claim", "paper", "verdict", "evidence"], body)])
 
 
 def _int(v: Any) -> str:
@@ -526,7 +554,7 @@ def _registered(run: RunView) -> list[Section]:
 
 
 SECTIONS: list[Callable[[RunView], Section | list[Section] | None]] = [
-    _overview, _clean, _basic, _basic_images, _size, _transfer, _universal, _universal_images, _partial,
+    _overview, _findings, _clean, _basic, _basic_images, _size, _transfer, _universal, _universal_images, _partial,
     _partial_images, _targeted, _index, _defense, _registered, _evidence, _conventions,
 ]
 

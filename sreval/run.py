@@ -216,8 +216,14 @@ def claims_out_dir(job: J) -> J:
 
 
 def data_info(spec: str | Path, samples: list[Sample]) -> dict[str, Any]:
-    return {"spec": str(spec), "n_images": len(samples), "images": [s.name for s in samples],
-            "has_hr": all(s.hr is not None for s in samples)}
+    made = [s.name for s in samples if s.lr_made]
+    lr = "read" if not made else "generated" if len(made) == len(samples) else "mixed"
+    info = {"spec": str(spec), "n_images": len(samples), "images": [s.name for s in samples],
+            "has_hr": all(s.hr is not None for s in samples), "lr": lr}
+    if made:
+        info["lr_note"] = ("LR generated from the HR images with MATLAB's imresize(HR, 1/scale, 'bicubic') "
+                           "on 8-bit values" + ("" if lr == "generated" else f" for {', '.join(made)}"))
+    return info
 
 
 def model_info(model: SRModel, parity: Any = None) -> dict[str, Any]:

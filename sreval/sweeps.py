@@ -34,7 +34,7 @@ from sreval.attacks.targeted import foreman_frames, require_file
 from sreval.commands import ATTACKS
 from sreval.commands import PAPER_ALPHAS as PAPER_BUDGETS
 from sreval.conventions import Meta
-from sreval.data import EMBEDDED_FILES, EMBEDDED_NAMES, IMAGE_SUFFIXES, crop_center, embedded_dir, load_dataset, resolve_path
+from sreval.data import EMBEDDED_FILES, EMBEDDED_NAMES, IMAGE_SUFFIXES, LR_MADE_MARKER, crop_center, embedded_dir, load_dataset, resolve_path
 from sreval.defenses import parse_defenses
 from sreval.errors import ConfigError, SrevalError
 from sreval.files import atomic_write, claim_run_dir, sha256_file
@@ -292,6 +292,9 @@ def write_crops(samples: Sequence[Any], scale: int, crop: int, folder: Path) -> 
         hr = s.hr[top * scale:(top + h) * scale, left * scale:(left + w) * scale]
         write_image(folder / "HR" / f"{s.name}.png", hr)
         write_image(folder / "LR_bicubic" / f"X{scale}" / f"{s.name}x{scale}.png", lr)
+        if s.lr_made:
+            (folder / "LR_bicubic" / f"X{scale}" / LR_MADE_MARKER).write_text(
+                "these LR images were generated from the HR images (MATLAB-exact bicubic)\n")
 
 
 def _digest(obj: Any) -> str:

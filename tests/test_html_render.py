@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from html import escape
 
 import cv2
 import numpy as np
@@ -16,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sreval.cli import app
+from sreval.findings import CHECKS, findings
 from sreval.htmlreport import load_run, render_report
 from sreval.io import write_image
 from sreval.sweeps import SweepConfig, run_sweep
@@ -62,7 +64,7 @@ def images_in(html: str) -> list[np.ndarray]:
 
 def test_full_run_every_section(full_run: Path) -> None:
     r = render_report(full_run)
-    assert r.sections == ["overview", "clean", "fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8",
+    assert r.sections == ["overview", "findings", "clean", "fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8",
                           "fig10", "defense", "evidence", "conventions"]
     html = r.html.read_text()
     # 9 figures; fig7 also has the permeation profile; the evidence section its loss curves
@@ -72,6 +74,14 @@ def test_full_run_every_section(full_run: Path) -> None:
     assert not re.search(r'(src|href)="(?!data:|#)', html)
     for needle in ("Fig. 4 - transferability", "basic+resize-adaptive", "Y channel of MATLAB rgb2ycbcr", "shave_sr"):
         assert needle in html
+    items = findings(load_run(full_run))
+    assert len(items) == len(CHECKS)
+    for f in items:  # every claim is in the report; this run has each attack, so each one is tested
+        assert escape(f.claim) in html and escape(f.evidence) in html
+        # two models, no bicubic, no GAN-trained one: the size, GAN and bicubic claims need more;
+        # 8-pixel crops leave the partial attack one ring to measure decay on
+        needs_more = any(w in f.claim for w in ("GAN", "Bicubic", "model size", "partial"))
+        assert f.verdict != "not tested" or needs_more, f
     md = r.markdown.read_text()
     assert md.startswith("# sreval report") and "| model |" in md
     for link in re.findall(r"\]\((figures/[^)]+)\)", md):
@@ -81,10 +91,10 @@ def test_full_run_every_section(full_run: Path) -> None:
 def test_missing_data_means_missing_sections(world: dict[str, Path], tmp_path: Path) -> None:
     run = sweep(world, tmp_path / "basic", ("basic",), keep_images=0)
     r = render_report(run)
-    assert r.sections == ["overview", "fig1", "fig3", "evidence", "conventions"], "no images kept: no Fig. 2"
+    assert r.sections == ["overview", "findings", "fig1", "fig3", "evidence", "conventions"], "no images kept: no Fig. 2"
     html = r.html.read_text()
     for absent in ("Fig. 2", "Fig. 4", "Fig. 5", "Fig. 7", "Fig. 9", "Fig. 10", "Defenses"):
-        assert absent not in html
+        assert f"<h2>{absent}" not in html
 
 
 def test_interrupted_sweep_renders_what_is_done(world: dict[str, Path], full_run: Path, tmp_path: Path) -> None:
@@ -107,7 +117,7 @@ def test_single_job_folder(world: dict[str, Path], tmp_path: Path) -> None:
     view = load_run(out)
     assert [c.attack for c in view.cells] == ["basic"] and view.models[0]["name"] == "a"
     r = render_report(out)
-    assert r.sections[:3] == ["overview", "fig1", "fig2"]
+    assert r.sections[:4] == ["overview", "findings", "fig1", "fig2"]
 
 
 def test_cli_report(full_run: Path, tmp_path: Path) -> None:

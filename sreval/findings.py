@@ -1,0 +1,273 @@
+"""The paper's qualitative claims, tested on the models and data of one run.
+
+Each `Finding` states a claim of Choi et al. (ICCV 2019), what in the run bears on it, and a
+verdict: "holds", "partly", "does not hold", or "not tested" (the run lacks what the claim
+needs: an attack, a GAN-trained model, bicubic, ...). Verdicts are computed from the numbers
+in the run at the budget closest to 8/255 (the paper's showcase), one dataset at a time, among
+models of one scale (the one most of the run's models have): x2 and x4 numbers do not compare.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sreval.analysis import spearman
+from sreval.run import CellView, RunView
+
+SHOWCASE = 8 / 255
+HOLDS, PARTLY, FAILS, UNTESTED = "holds", "partly", "does not hold", "not tested"
+# "far larger": the SR output loses at least this many dB more than the LR input
+FAR_LARGER_DB = 3.0
+
+
+@dataclass(frozen=True)
+class Finding:
+    claim: str
+    source: str  # where the paper makes it
+    verdict: str
+    evidence: str
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    vals = [float(v) for v in values if isinstance(v, (int, float)) and np.isfinite(v)]
+    return float(np.mean(vals)) if vals else None
+
+
+def _near(alphas: Sequence[float]) -> float | None:
+    return min(alphas, key=lambda a: abs(a - SHOWCASE)) if alphas else None
+
+
+def _fmt(alpha: float) -> str:
+    return f"{alpha * 255:g}/255"
+
+
+class _Facts:
+    """The run's basic-attack means, per dataset and model, at the showcase budget."""
+
+    def __init__(self, run: RunView) -> None:
+        self.run = run
+        self.models = {m["name"]: m for m in run.models}
+        scales = Counter(m.get("scale") for m in run.models)
+        self.scale = max(scales, key=lambda s: (scales[s], s == 4)) if scales else None
+        basic = [c for c in run.of("basic") if self._same_scale(c.model)]
+        self.alpha = _near(sorted({a for c in basic for a in c.alphas}))
+        self.basic = basic
+
+    def _same_scale(self, name: str) -> bool:
+        return self.models.get(name, {}).get("scale") == self.scale
+
+    def mean(self, cell: CellView, metric: str, alpha: float | None = None) -> float | None:
+        at = self.alpha if alpha is None else alpha
+        return _mean([r.get(metric) for r in cell.rows if r.get("alpha") == at and r.get("attack") == cell.attack])
+
+    def sr(self) -> dict[str, dict[str, float]]:
+        """dataset -> model -> mean SR PSNR of the basic attack at the showcase budget."""
+        out: dict[str, dict[str, float]] = {}
+        for c in self.basic:
+            v = self.mean(c, "psnr_sr")
+            if v is not None:
+                out.setdefault(c.dataset, {})[c.model] = v
+        return out
+
+    def gan(self, name: str) -> bool | None:
+        g = self.models.get(name, {}).get("gan_trained")
+        return None if g is None else bool(g)
+
+    @property
+    def where(self) -> str:
+        return f"basic attack, alpha = {_fmt(self.alpha)}, x{self.scale} models" if self.alpha else ""
+
+
+def _join(parts: Sequence[str]) -> str:
+    return "; ".join(parts)
+
+
+def _verdict(passed: Sequence[bool]) -> str:
+    if not passed:
+        return UNTESTED
+    return HOLDS if all(passed) else FAILS if not any(passed) else PARTLY
+
+
+def _result(claim: str, source: str, passed: Sequence[bool], parts: Sequence[str], needs: str,
+            where: str = "") -> Finding:
+    """The finding from its tests (`passed`) and what they saw (`parts`); `needs` says what
+    a run must hold to test the claim at all."""
+    evidence = _join(parts) or needs
+    if parts and where:
+        evidence = f"{where}: {evidence}"
+    return Finding(claim, source, _verdict(passed), evidence)
+
+
+def _gan_most_vulnerable(f: _Facts) -> Finding:
+    claim = "GAN-trained models are the most vulnerable"
+    passed, parts = [], []
+    for d, sr in f.sr().items():
+        gan = {m: v for m, v in sr.items() if f.gan(m) and m != "bicubic"}
+        other = {m: v for m, v in sr.items() if f.gan(m) is False and m != "bicubic"}
+        if not gan or not other:
+            continue
+        worst = min(sr, key=lambda m: sr[m])
+        ok = f.gan(worst) is True and max(gan.values()) <= max(other.values())
+        passed.append(ok)
+        parts.append(f"{d}: least robust {worst} ({sr[worst]:.2f} dB); "
+                     f"GAN-trained mean {_mean(list(gan.values())):.2f} "
+                     f"vs PSNR-oriented {_mean(list(other.values())):.2f} dB")
+    return _result(claim, "sec. 4.1, Fig. 1", passed, parts,
+                   "needs the basic attack on at least one GAN-trained and one PSNR-oriented model", f.where)
+
+
+def _bicubic_most_robust(f: _Facts) -> Finding:
+    claim = "Bicubic interpolation is the most robust"
+    passed, parts = [], []
+    for d, sr in f.sr().items():
+        if "bicubic" not in sr or len(sr) < 2:
+            continue
+        best = max(sr, key=lambda m: sr[m])
+        runner_up = max((v for m, v in sr.items() if m != "bicubic"), default=None)
+        passed.append(best == "bicubic")
+        parts.append(f"{d}: bicubic {sr['bicubic']:.2f} dB, best learned model {runner_up:.2f} dB")
+    return _result(claim, "sec. 4.1, Fig. 1", passed, parts,
+                   "needs the basic attack on bicubic and at least one learned model", f.where)
+
+
+def _sr_damage_larger(f: _Facts) -> Finding:
+    claim = f"The SR output is damaged far more than the LR input (by over {FAR_LARGER_DB:g} dB)"
+    passed, parts = [], []
+    for c in f.basic:
+        if c.model == "bicubic":
+            continue
+        lr, sr = f.mean(c, "psnr_lr"), f.mean(c, "psnr_sr")
+        if lr is None or sr is None:
+            continue
+        passed.append(lr - sr > FAR_LARGER_DB)
+        parts.append(f"{c.model}/{c.dataset}: LR {lr:.1f} dB, SR {sr:.1f} dB")
+    return _result(claim, "sec. 4.1, Fig. 1-2", passed, parts,
+                   "needs the basic attack on a learned model", f.where)
+
+
+def _size(f: _Facts) -> Finding:
+    claim = "Vulnerability grows with model size and depth"
+    passed, parts = [], []
+    for d, sr in f.sr().items():
+        learned = [m for m in sr if m != "bicubic" and f.models.get(m, {}).get("params")]
+        if len(learned) < 3:
+            continue
+        psnr = [sr[m] for m in learned]
+        rho_p = spearman([float(f.models[m]["params"]) for m in learned], psnr)
+        rho_c = spearman([float(f.models[m].get("conv_layers") or 0) for m in learned], psnr)
+        if rho_p is None or rho_c is None:
+            continue
+        passed.append(rho_p < 0 and rho_c < 0)
+        parts.append(f"{d} ({len(learned)} models): Spearman of SR PSNR with parameters {rho_p:+.2f}, "
+                     f"with conv layers {rho_c:+.2f} (negative = bigger is more vulnerable)")
+    return _result(claim, "sec. 4.1, Fig. 3", passed, parts,
+                   "needs the basic attack on at least three learned models", f.where)
+
+
+def _partial(f: _Facts) -> Finding:
+    claim = "A partial attack's damage permeates outside the attacked region and decays with distance"
+    passed, parts = [], []
+    for c in f.run.of("partial"):
+        profiles = {p["alpha"]: p for p in c.sections.get("permeation") or []}
+        alpha = _near(sorted(profiles))
+        if alpha is None or c.model == "bicubic":
+            continue
+        dist, mse = profiles[alpha]["distance_lr"], profiles[alpha]["mse_y"]
+        outside = f.mean(c, "psnr_sr", alpha)
+        if len(mse) < 2:
+            parts.append(f"{c.model}/{c.dataset}: fewer than two rings outside the attacked region (crop too small)")
+            continue
+        rho = spearman([float(d) for d in dist], [float(m) for m in mse])
+        permeates = mse[0] > 0 and outside is not None and np.isfinite(outside)
+        decays = rho is not None and rho < 0 and mse[-1] < mse[0]
+        passed.append(permeates and decays)
+        parts.append(f"{c.model}/{c.dataset} ({_fmt(alpha)}): SR PSNR outside {outside:.1f} dB, MSE {mse[0]:.2f} "
+                     f"at ring 1 -> {mse[-1]:.3f} at ring {dist[-1]} (Spearman with distance {rho:+.2f})"
+                     if outside is not None and rho is not None else f"{c.model}/{c.dataset}: no profile")
+    return _result(claim, "sec. 4.3, Fig. 7", passed, parts, "needs the partial attack on a learned model")
+
+
+def _transfer(f: _Facts) -> Finding:
+    claim = "Adversarial examples transfer between models"
+    passed, parts = [], []
+    lr_psnr = {(c.model, c.dataset): f.mean(c, "psnr_lr") for c in f.basic}
+    for c in f.run.cells:
+        sec = c.sections.get("transfer")
+        if not sec:
+            continue
+        blocks = {b["alpha"]: b["psnr_sr"] for b in sec.get("matrix", [])}
+        alpha = _near(sorted(blocks))
+        if alpha is None:
+            continue
+        names, matrix = sec["models"], blocks[alpha]
+        off = [matrix[i][j] for i in range(len(names)) for j in range(len(names))
+               if i != j and names[j] != "bicubic" and names[i] != "bicubic"]
+        diag = [matrix[i][i] for i in range(len(names)) if names[i] != "bicubic"]
+        inputs = [lr_psnr.get((names[i], c.dataset)) for i in range(len(names)) if names[i] != "bicubic"]
+        lr = _mean([v for v in inputs if v is not None])
+        if not off:
+            continue
+        # transferred perturbations hurt the target's SR output more than they change its input
+        ok = lr is not None and _mean(off) < lr  # type: ignore[operator]
+        passed.append(ok)
+        parts.append(f"{c.dataset} ({_fmt(alpha)}): SR PSNR white-box {_mean(diag):.1f} dB, transferred "
+                     f"{_mean(off):.1f} dB" + (f", LR PSNR of the perturbations {lr:.1f} dB" if lr is not None else
+                                             " (no basic-attack LR PSNR in this run to compare with)"))
+    return _result(claim, "sec. 4.4, Fig. 4", passed, parts,
+                   "needs the transfer attack on at least two learned models")
+
+
+def _index(f: _Facts) -> Finding:
+    claim = "The robustness index correlates with the attacked SR PSNR (higher index, lower PSNR)"
+    passed, parts = [], []
+    for c in f.run.of("index"):
+        ri = c.sections.get("robustness_index") or {}
+        r = ri.get("pearson")
+        if r is None:
+            continue
+        passed.append(r < 0)
+        parts.append(f"{c.model}/{c.dataset}: Pearson {r:+.2f}, Spearman {ri.get('spearman') or 0:+.2f} "
+                     f"over {ri.get('n', '?')} images")
+    return _result(claim, "sec. 5.2, Fig. 10", passed, parts, "needs the index attack")
+
+
+def _defense(f: _Facts) -> Finding:
+    claim = "The defenses raise the SR PSNR under attack"
+    passed, parts = [], []
+    for c in f.run.of("defense"):
+        alphas = sorted({r["alpha"] for r in c.rows if isinstance(r.get("alpha"), (int, float)) and r["alpha"] > 0})
+        alpha = _near(alphas)
+        rows = [r for r in c.rows if r.get("alpha") == alpha]
+        bare = _mean([r.get("psnr_sr") for r in rows if r.get("attack") == "basic"])
+        for name in dict.fromkeys(str(r.get("attack")) for r in rows):
+            if not name.startswith("basic+") or name.endswith("-adaptive") or bare is None:
+                continue
+            defended = _mean([r.get("psnr_sr") for r in rows if r.get("attack") == name])
+            if defended is None:
+                continue
+            passed.append(defended > bare)
+            parts.append(f"{c.model}/{c.dataset} ({_fmt(alpha)}): {name} {defended:.1f} dB "
+                         f"vs no defense {bare:.1f} dB")
+    return _result(claim, "sec. 5.3", passed, parts, "needs the defense attack")
+
+
+CHECKS = (_gan_most_vulnerable, _bicubic_most_robust, _sr_damage_larger, _size, _partial, _transfer, _index,
+          _defense)
+
+
+def findings(run: RunView) -> list[Finding]:
+    """Every claim, with its verdict on this run."""
+    facts = _Facts(run)
+    return [check(facts) for check in CHECKS]
+
+
+def as_dicts(items: Sequence[Finding]) -> list[dict[str, Any]]:
+    return [{"claim": i.claim, "source": i.source, "verdict": i.verdict, "evidence": i.evidence} for i in items]
+
+
+__all__ = ["Finding", "findings", "as_dicts", "HOLDS", "PARTLY", "FAILS", "UNTESTED"]
