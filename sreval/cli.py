@@ -27,7 +27,7 @@ from sreval.attacks.basic import STRONGEST, LoopOptions
 from sreval.attacks.common import parse_alpha
 from sreval.check import check_run, summary_line, write_golden
 from sreval.commands import ATTACKS, PAPER_ALPHAS
-from sreval.demo import DemoConfig, run_demo
+from sreval.demo import DEFAULT_OUT, DemoConfig, run_demo
 from sreval.errors import ConfigError, SrevalError
 from sreval.htmlreport import render_report
 
@@ -763,14 +763,15 @@ def check(
 @app.command()
 @handle_errors
 def demo(
-    out_dir: OutOpt = Path("runs/demo"),
-    models: Annotated[str, typer.Option("--models", "-m", help="Comma-separated zoo names or ONNX files.")] = "bicubic,realesr-animevideov3-x4,realesrgan-x4plus",
-    limit: Annotated[int, typer.Option("--limit", min=1, help="Embedded photos used.")] = 1,
-    crop: Annotated[int, typer.Option("--crop", min=1, help="LR side of the centre crop of each photo.")] = 32,
-    steps: StepsOpt = 10,
-    alpha: AlphaOpt = "2/255,8/255",
+    out_dir: OutOpt = DEFAULT_OUT,
+    models: Annotated[str, typer.Option("--models", "-m", help="Comma-separated zoo names or ONNX files.")] = ",".join(
+        DemoConfig.models),
+    limit: Annotated[int, typer.Option("--limit", min=1, help="Embedded photos used.")] = DemoConfig.limit,
+    crop: Annotated[int, typer.Option("--crop", min=1, help="LR side of the centre crop of each photo.")] = DemoConfig.crop,
+    steps: StepsOpt = DemoConfig.steps,
+    alpha: AlphaOpt = ",".join(f"{a * 255:g}/255" for a in DemoConfig.alphas),
     device: DeviceOpt = "auto",
-    seed: SeedOpt = 0,
+    seed: SeedOpt = DemoConfig.seed,
 ) -> None:
     """The main job, offline: build the zoo models a fresh machine can build, attack the embedded
     photos at a few budgets, render the HTML report, print a short table."""
@@ -787,6 +788,9 @@ def demo(
                       _fmt_db(r["psnr_hr"]), _fmt_db(r["clean_psnr"]))
     out.print(table)
     out.print("PSNR in dB (Y channel); LR/SR PSNR: attacked vs clean, lower = more damage")
+    for f in result.findings:
+        if f.verdict != "not tested":
+            out.print(f"finding: {f.claim}: {f.verdict}", markup=False, highlight=False, soft_wrap=True)
     out.print(f"report: {result.html}", soft_wrap=True)
 
 

