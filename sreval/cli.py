@@ -186,6 +186,8 @@ def _print_summary(report: dict[str, Any], keys: tuple[str, ...]) -> None:
         cells += [f"{s[k]:.2f}" if isinstance(s.get(k), float) else "-" for k in keys]
         table.add_row(*cells)
     out.print(table)
+    if (report.get("data") or {}).get("lr_note"):
+        out.print(label("note:", "yellow", report["data"]["lr_note"]))
 
 
 # ----------------------------------------------------------------------------- commands

@@ -87,13 +87,14 @@ def _join(parts: Sequence[str]) -> str:
     return "; ".join(parts)
 
 
-def _verdict(passed: Sequence[bool]) -> str:
+def _verdict(passed: Sequence[float]) -> str:
+    """From one score per test: 1 (holds), 0 (does not), in between (partly)."""
     if not passed:
         return UNTESTED
-    return HOLDS if all(passed) else FAILS if not any(passed) else PARTLY
+    return HOLDS if all(p == 1 for p in passed) else FAILS if not any(passed) else PARTLY
 
 
-def _result(claim: str, source: str, passed: Sequence[bool], parts: Sequence[str], needs: str,
+def _result(claim: str, source: str, passed: Sequence[float], parts: Sequence[str], needs: str,
             where: str = "") -> Finding:
     """The finding from its tests (`passed`) and what they saw (`parts`); `needs` says what
     a run must hold to test the claim at all."""
@@ -112,11 +113,11 @@ def _gan_most_vulnerable(f: _Facts) -> Finding:
         if not gan or not other:
             continue
         worst = min(sr, key=lambda m: sr[m])
-        ok = f.gan(worst) is True and max(gan.values()) <= max(other.values())
-        passed.append(ok)
+        gan_mean, other_mean = _mean(list(gan.values())), _mean(list(other.values()))
+        # both: the least robust model is GAN-trained, and GAN-trained ones are worse on average
+        passed.append(((f.gan(worst) is True) + (gan_mean < other_mean)) / 2)  # type: ignore[operator]
         parts.append(f"{d}: least robust {worst} ({sr[worst]:.2f} dB); "
-                     f"GAN-trained mean {_mean(list(gan.values())):.2f} "
-                     f"vs PSNR-oriented {_mean(list(other.values())):.2f} dB")
+                     f"GAN-trained mean {gan_mean:.2f} vs PSNR-oriented {other_mean:.2f} dB")
     return _result(claim, "sec. 4.1, Fig. 1", passed, parts,
                    "needs the basic attack on at least one GAN-trained and one PSNR-oriented model", f.where)
 

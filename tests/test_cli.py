@@ -82,6 +82,8 @@ def test_evaluate_writes_clean_rows(tiny: Path, data: Path, tmp_path: Path) -> N
     rep = json.loads((tmp_path / "report.json").read_text())
     assert [row["attack"] for row in rep["results"]] == ["none", "none"]
     assert all(isinstance(row["ssim_sr"], float) for row in rep["results"])
+    # an HR-only folder: the LR images are generated, and both the report and the output say so
+    assert rep["data"]["lr"] == "generated" and "LR generated from the HR images" in r.output
 
 
 def test_inspect_prints_conventions(tiny: Path) -> None:

@@ -12,6 +12,8 @@ import torch
 from sreval.data import Sample, assets_dir, crop_center, downscale, load_dataset
 from sreval.errors import ConfigError, DataError
 from sreval.io import read_image, write_image
+from sreval.run import data_info
+from sreval.sweeps import write_crops
 
 RNG = np.random.default_rng(1)
 
@@ -180,3 +182,20 @@ def test_crop_center() -> None:
     torch.testing.assert_close(crop_center(t, 2, 4), t[..., 2:4, 2:6])
     with pytest.raises(ConfigError, match="crop 7x4"):
         crop_center(img, 7, 4)
+
+
+@pytest.mark.parametrize("scale, made", [(4, False), (2, True), (3, True)])
+def test_set5_lr_read_at_x4_made_at_x2_x3(assets: Path, tmp_path: Path, scale: int, made: bool) -> None:
+    """Set5 ships x4 LR images only: x2 and x3 LR are generated (MATLAB-exact), and the report
+    says which it was; a sweep's crops of generated LR keep counting as generated."""
+    samples = load_dataset(assets / "datasets" / "Set5", scale)
+    assert all(s.lr_made is made for s in samples)
+    info = data_info("Set5", samples)
+    assert info["lr"] == ("generated" if made else "read") and ("lr_note" in info) is made
+    if made:
+        hr = samples[0].hr
+        assert "MATLAB" in info["lr_note"] and hr is not None
+        assert np.array_equal(samples[0].lr, downscale(hr, scale))
+    write_crops(samples[:2], scale, 12, tmp_path / "crops")
+    again = load_dataset(tmp_path / "crops", scale)
+    assert all(s.lr_made is made for s in again) and data_info("crops", again)["lr"] == info["lr"]

@@ -94,3 +94,10 @@ def test_partial_transfer_index_defense() -> None:
 def test_index_sign(pearson: float, verdict: str) -> None:
     index = CellView("index", "mid", "Set5", [], {"robustness_index": {"pearson": pearson, "spearman": 0.0}}, Path("."))
     assert by_key(run(MODELS, [index]))["index"].verdict == verdict
+
+
+def test_gan_claim_partly() -> None:
+    """GAN-trained worse on average, but the least robust model is a PSNR-oriented one."""
+    cells = [basic("small", 19.0), basic("mid", 35.0), basic("gan", 20.0)]
+    got = by_key(run(MODELS, cells))["GAN-trained"]
+    assert got.verdict == PARTLY and "least robust small" in got.evidence
