@@ -21,6 +21,7 @@ from sreval.runtime import NUMPY_DTYPES, ProbeTimeout, first_line, probe_seconds
 
 MAX_INPUT_VALUES = 1 << 26  # a fixed input shape larger than this (256 MiB float32) is refused
 PROBE_SIZE = (19, 23)  # odd sizes catch padding and pixel-shuffle order slips
+BATCH_TOL = 1e-4  # relative: a batch and its images alone differ by summation order only
 
 
 @dataclass
@@ -71,7 +72,7 @@ class Resolver:
                 continue
             self.sources.setdefault("layout", "shape")
             self.sources.setdefault("color", "shape" if base.channels == 1 else "default")
-            return self._from_probe(base, shapes, hw, overrides)
+            return self._batch_rule(self._from_probe(base, shapes, hw, overrides))
         assert first is not None
         raise first
 
@@ -187,6 +188,36 @@ class Resolver:
             if a.dtype.kind == "f" and not np.isfinite(a).all():
                 raise ModelError(f"{self.name}: model output contains NaN or Inf")
         return [tuple(int(s) for s in a.shape) for a in arrays], (h, w)
+
+    def _batch_rule(self, conv: Conventions) -> Conventions:
+        """A batch of two images against the two images alone, through onnxruntime: many
+        exports bake batch 1 into a Reshape and then give wrong numbers (not an error) on a
+        batch, which parity (torch against onnxruntime, both on the same graph) cannot see.
+        Such a model, or one that fails on a batch, is run one image at a time."""
+        if conv.batch is not None:
+            return conv
+        h, w = self.input_size(conv.layout, *PROBE_SIZE)
+        gen = np.random.default_rng(1)
+        shape = (2, conv.channels, h, w) if conv.layout == "nchw" else (2, h, w, conv.channels)
+        x = (gen.random(shape) * conv.range).astype(NUMPY_DTYPES[conv.dtype])
+        sess = self.session()
+        inp, out = sess.get_inputs()[0].name, [sess.get_outputs()[conv.output].name]
+        singles = [np.asarray(run_session(sess, out, {inp: x[i:i + 1]}, probe_seconds())[0]) for i in (0, 1)]
+        try:
+            both = np.asarray(run_session(sess, out, {inp: x}, probe_seconds())[0])
+        except ProbeTimeout as e:
+            raise ProbeTimeout(f"{self.name}: {e}") from None
+        except Exception as e:  # noqa: BLE001 - any runtime failure on a batch means batch 1
+            self.sources["batch"] = f"probe: fails on a batch of 2 ({first_line(e)}): one image at a time"
+            return replace(conv, batch=1)
+        alone = np.concatenate(singles)
+        diff = float(np.abs(both - alone).max()) if both.shape == alone.shape else math.inf
+        if diff > BATCH_TOL * max(1.0, float(np.abs(alone).max())):
+            self.sources["batch"] = (f"probe: a batch of 2 differs from the two images alone by {diff:.3g} "
+                                     f"(batch baked into the graph): one image at a time")
+            return replace(conv, batch=1)
+        self.sources["batch"] = "probe: any (a batch of 2 equals the images alone)"
+        return conv
 
     def input_size(self, layout: str, h: int, w: int) -> tuple[int, int]:
         """An input size the model accepts: its fixed size where it has one, else (h, w)."""

@@ -130,3 +130,36 @@ def test_channels_last_fast_path_equals_contiguous(legacy: Path) -> None:
     (ga,) = torch.autograd.grad(ya.square().sum(), xa)
     (gb,) = torch.autograd.grad(yb.square().sum(), xb)
     assert (ga - gb).abs().max().item() <= 1e-5
+
+
+class MixesTheBatch(torch.nn.Module):
+    """Wrong at batch 2 without an error: a statistic over the whole batch (as an export that
+    bakes batch 1 into a Reshape gives)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest") + 0.1 * x.mean()
+
+
+class FailsOnABatch(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        up = torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+        return up.reshape(1, 3, up.shape[2], up.shape[3])  # batch 1 baked in
+
+
+@pytest.mark.parametrize("module, says", [(MixesTheBatch(), "differs from the two images alone"),
+                                          (FailsOnABatch(), "fails on a batch of 2")])
+def test_batch_dependence_is_found_and_images_run_alone(tmp_path: Path, module: torch.nn.Module, says: str) -> None:
+    path = export(module, tmp_path / "m.onnx")
+    m = SRModel(path, device="cpu")
+    assert m.conventions.batch == 1 and says in m.sources["batch"]
+    m.check_parity()
+    x = torch.rand(3, 3, 9, 11)
+    with torch.no_grad():
+        got = m.torch()(x)
+    alone = torch.cat([module(x[i:i + 1]) for i in range(3)])
+    assert torch.allclose(got, alone, atol=1e-5), "each image as if it were alone"
+
+
+def test_a_batch_independent_model_keeps_any_batch(legacy: Path) -> None:
+    m = SRModel(legacy, device="cpu")
+    assert m.conventions.batch is None and "any" in m.sources["batch"]
