@@ -5,10 +5,12 @@ not attacked (tests/spandrel_cases.py)."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from pathlib import Path
 
+import onnx
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -98,6 +100,20 @@ def test_checkpoint_inspects_and_attacks(arch: str, data: Path, tmp_path: Path) 
     assert (c["architecture"], c["scale"]) == (want.architecture.name, want.scale)
     assert c["exporter"] in sreval.checkpoint.EXPORTERS
     assert all(row["psnr_lr"] > 20 for row in report["results"])
+
+
+def test_a_dysample_model_converts_through_grid_sample(data: Path, tmp_path: Path) -> None:
+    """RealPLKSR with a DySample upsampler: its graph has GridSample, which sreval converts."""
+    _spandrel()
+    plksr = importlib.import_module("spandrel.architectures.PLKSR")
+    torch.manual_seed(0)
+    net = plksr.RealPLKSR(dim=16, n_blocks=2, upscaling_factor=2, kernel_size=7, dysample=True).eval()
+    _, st = save(net.state_dict(), tmp_path, "dysample")
+    r = run("attack", st, "--data", data, "--alpha", "8/255", "--steps", "2", "--no-sanity", "--device", "cpu",
+            "--out", tmp_path / "run")
+    assert r.exit_code == 0, r.output
+    onnx_file = sreval.checkpoint.cached_onnx(st)
+    assert "GridSample" in {n.op_type for n in onnx.load(str(onnx_file)).graph.node}
 
 
 def test_an_unexportable_architecture_ends_in_one_line(tmp_path: Path) -> None:

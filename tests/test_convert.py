@@ -848,6 +848,10 @@ def _one_node_spec(op: str, version: int) -> tuple[dict[str, np.ndarray], dict[s
     if op == "BatchNormalization":
         stats = {"scale": _rand(3), "b": _rand(3), "mean": _rand(3), "var": _rand(3, low=0.5)}
         return {"x": _rand(2, 3, 4, 4)}, stats, None, {}, 1
+    if op == "GridSample":  # a grid reaching past the borders, so the padding mode matters
+        grid = _rand(1, 5, 7, 2, low=-1.2, high=1.2)
+        mode = "bicubic" if version == 16 else "cubic"
+        return {"x": _rand(1, 2, 4, 6), "grid": grid}, {}, None, {"mode": mode, "padding_mode": "border"}, 1
     raise AssertionError(f"no one-node case for {op}-{version}: add one to _one_node_spec")
 
 
@@ -869,3 +873,17 @@ def test_every_sreval_converter_against_onnxruntime(op: str, version: int) -> No
         np.testing.assert_allclose(got[0], want[0], atol=TOL)
         return
     _check_node(op, inputs, initializers, opset=opset, n_outputs=n_outputs, input_names=names, **attrs)
+
+
+@pytest.mark.parametrize("opset", [16, 20])
+@pytest.mark.parametrize("mode", ["bilinear", "nearest", "bicubic"])
+@pytest.mark.parametrize("padding_mode", ["zeros", "border", "reflection"])
+@pytest.mark.parametrize("align_corners", [0, 1])
+def test_grid_sample_modes(opset: int, mode: str, padding_mode: str, align_corners: int) -> None:
+    """GridSample (DySample upsamplers) in every mode against onnxruntime; ONNX-20 names the
+    modes linear / cubic."""
+    if opset >= 20:
+        mode = {"bilinear": "linear", "bicubic": "cubic"}.get(mode, mode)
+    inputs = {"x": _rand(2, 3, 5, 6), "grid": _rand(2, 4, 7, 2, low=-1.3, high=1.3)}
+    _check_node("GridSample", inputs, {}, opset=opset, mode=mode, padding_mode=padding_mode,
+                align_corners=align_corners)
