@@ -848,6 +848,9 @@ def _one_node_spec(op: str, version: int) -> tuple[dict[str, np.ndarray], dict[s
     if op == "BatchNormalization":
         stats = {"scale": _rand(3), "b": _rand(3), "mean": _rand(3), "var": _rand(3, low=0.5)}
         return {"x": _rand(2, 3, 4, 4)}, stats, None, {}, 1
+    if op == "ScatterND":  # rows 2 and 0 of a [4, 3] tensor; reductions from ScatterND-16 on
+        updates = {"idx": np.array([[2], [0]], i64), "upd": _rand(2, 3)}
+        return {"x": _rand(4, 3)}, updates, None, {} if version < 16 else {"reduction": "add"}, 1
     if op == "GridSample":  # a grid reaching past the borders, so the padding mode matters
         grid = _rand(1, 5, 7, 2, low=-1.2, high=1.2)
         mode = "bicubic" if version == 16 else "cubic"
@@ -887,3 +890,20 @@ def test_grid_sample_modes(opset: int, mode: str, padding_mode: str, align_corne
     inputs = {"x": _rand(2, 3, 5, 6), "grid": _rand(2, 4, 7, 2, low=-1.3, high=1.3)}
     _check_node("GridSample", inputs, {}, opset=opset, mode=mode, padding_mode=padding_mode,
                 align_corners=align_corners)
+
+
+@pytest.mark.parametrize("reduction", ["none", "add", "mul", "max", "min"])
+@pytest.mark.parametrize("case", ["points", "slices", "empty", "empty_data", "negative"])
+def test_scatter_nd(reduction: str, case: str) -> None:
+    """ScatterND-18 against onnxruntime: single elements, whole slices, zero-element updates
+    (the dynamo export of a shifted-window mask), negative indices; every reduction."""
+    i64 = np.int64
+    data = _rand(2, 0, 5, 1) if case == "empty_data" else _rand(2, 4, 5, 3)
+    idx, upd = {
+        "empty_data": (np.array([[1], [0]], i64), np.zeros((2, 0, 5, 1), np.float32)),
+        "points": (np.array([[0, 1, 2, 0], [1, 3, 4, 2]], i64), _rand(2)),
+        "slices": (np.array([[[1, 0]], [[0, 3]]], i64), _rand(2, 1, 5, 3)),
+        "empty": (np.zeros((1, 0, 5, 3), i64), np.zeros((1, 0, 5, 3), np.float32)),
+        "negative": (np.array([[-1, -2]], i64), _rand(1, 5, 3)),
+    }[case]
+    _check_node("ScatterND", {"x": data}, {"idx": idx, "upd": upd}, opset=18, reduction=reduction)

@@ -4,7 +4,7 @@ onnx2torch 1.5.15 knows operators up to about opset 17, and a few of the ones it
 numbers that differ from onnxruntime (it only warns, or not even that). This package
 
 * adds converters for newer operator versions, one module per operator family (resize,
-  layout, pad, reduce, split, slice, reshape, norm, pool, activation, clip, sample). Where a new version
+  layout, pad, reduce, split, slice, reshape, norm, pool, activation, clip, sample, scatter). Where a new version
   only widened the type list, onnx2torch's own converter is registered again under it
   (`registry.SAME_AS`);
 * replaces the converters that are wrong or refuse common input, listed with the reason in
@@ -25,12 +25,13 @@ from onnx2torch.onnx_graph import OnnxGraph
 
 # importing the operator modules registers their converters
 from sreval.convert import (  # noqa: F401
-    activation, clip, layout, norm, pad, pool, reduce, reshape, resize, sample, slice, split)
+    activation, clip, layout, norm, pad, pool, reduce, reshape, resize, sample, scatter, slice, split)
 from sreval.convert.graph import bypass_initializer_identities, prepare_graph
 from sreval.convert.registry import DOMAIN, ONNX_DOMAINS, REPLACEMENTS
 from sreval.errors import ModelError, UnsupportedOperatorError
 
-OPERATOR_MODULES = (activation, clip, layout, norm, pad, pool, reduce, reshape, resize, sample, slice, split)
+OPERATOR_MODULES = (activation, clip, layout, norm, pad, pool, reduce, reshape, resize, sample, scatter, slice,
+                    split)
 
 
 def _opset_versions(model: onnx.ModelProto) -> dict[str, int]:

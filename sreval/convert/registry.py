@@ -47,6 +47,11 @@ REPLACEMENTS: dict[tuple[str, int], str] = {
                   "is not implemented'); TorchScript writes Clip(x, min, '') for clamp_min, as in F.normalize",
     ("Clip", 12): "as Clip-11",
     ("Clip", 13): "as Clip-11",
+    ("ScatterND", 11): "onnx2torch indexes with a list of index lists (deprecated by torch: an error or another "
+                       "result to come), refuses reductions and fails on zero-element data (reshape to [-1, 0, ...]), which the dynamo "
+                       "export of a shifted-window mask writes",
+    ("ScatterND", 13): "as ScatterND-11",
+    ("ScatterND", 16): "as ScatterND-11",
     ("Slice", 10): "onnx2torch indexes with a list of slices, which torch deprecates",
     ("Slice", 11): "as Slice-10",
     ("Slice", 13): "as Slice-10",
@@ -128,7 +133,6 @@ SAME_AS: dict[str, tuple[int, tuple[int, ...]]] = {
     "Mod": (13, (28,)),
     "Range": (11, (27,)),  # stash_type only matters for float16 inputs
     "Round": (11, (22,)),
-    "ScatterND": (16, (18,)),  # the new max/min reductions are refused by the old converter
     "Shape": (15, (19, 21, 23, 24, 25)),
     "Squeeze": (21, (23, 24, 25)),
     "TopK": (11, (24,)),
