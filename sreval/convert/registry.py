@@ -48,8 +48,8 @@ REPLACEMENTS: dict[tuple[str, int], str] = {
     ("Clip", 12): "as Clip-11",
     ("Clip", 13): "as Clip-11",
     ("ScatterND", 11): "onnx2torch indexes with a list of index lists (deprecated by torch: an error or another "
-                       "result to come), refuses reductions and fails on zero-element data (reshape to [-1, 0, ...]), which the dynamo "
-                       "export of a shifted-window mask writes",
+                       "result to come), refuses reductions and fails on zero-element data (reshape to "
+                       "[-1, 0, ...]), which the dynamo export of a shifted-window mask writes",
     ("ScatterND", 13): "as ScatterND-11",
     ("ScatterND", 16): "as ScatterND-11",
     ("Slice", 10): "onnx2torch indexes with a list of slices, which torch deprecates",

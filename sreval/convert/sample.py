@@ -40,7 +40,8 @@ def _convert_grid_sample(node: OnnxNode, graph: OnnxGraph) -> OperationConverter
     if mode not in MODES or padding not in PADDING:
         raise NotImplementedError(f"GridSample with mode={mode!r}, padding_mode={padding!r}")
     module = OnnxGridSample(MODES[mode], padding, bool(attrs.get("align_corners", 0)))
-    return OperationConverterResult(module, OnnxMapping(inputs=tuple(node.input_values[:2]), outputs=node.output_values))
+    mapping = OnnxMapping(inputs=tuple(node.input_values[:2]), outputs=node.output_values)
+    return OperationConverterResult(module, mapping)
 
 
 converter("GridSample", (16, 20, 22))(_convert_grid_sample)

@@ -27,7 +27,9 @@ class OnnxScatterNDExact(nn.Module, OnnxToTorchModule):
         super().__init__()
         self.reduction = reduction
 
-    def forward(self, data: torch.Tensor, indices: torch.Tensor, updates: torch.Tensor) -> torch.Tensor:  # noqa: D102
+    def forward(  # noqa: D102
+        self, data: torch.Tensor, indices: torch.Tensor, updates: torch.Tensor
+    ) -> torch.Tensor:
         if indices.numel() == 0 or updates.numel() == 0:
             return data.clone()
         k = int(indices.shape[-1])
