@@ -144,6 +144,8 @@ ColorOpt = Annotated[Optional[str], typer.Option("--color", help="rgb, bgr, y (M
 LayoutOpt = Annotated[Optional[str], typer.Option("--layout", help="nchw or nhwc (default: metadata or shapes).")]
 PreupOpt = Annotated[Optional[bool], typer.Option("--preupsampled/--no-preupsampled", help="Model takes the bicubic-upscaled image.")]
 OutputOpt = Annotated[Optional[int], typer.Option("--output", min=0, help="Index of the output to use (default: the one at --scale, else the largest).")]
+InputValueOpt = Annotated[Optional[list[str]], typer.Option(
+    "--input-value", help="NAME=VALUE: a value for a non-image model input (e.g. Real-CUGAN's alpha); repeatable.")]
 SaveOpt = Annotated[bool, typer.Option("--save-images", help="Save LR/SR images as PNG under RUN_DIR/images.")]
 LoopMethodOpt = Annotated[str, typer.Option("--method", help="ifgsm (the paper's), pgd (random start, --restarts), apgd (adaptive step size, Croce & Hein) or mifgsm (momentum, for transfer).")]
 NormOpt = Annotated[str, typer.Option("--norm", help="linf (the paper: --alpha bounds each pixel) or l2 (--alpha bounds the norm of the whole LR perturbation, [0,1] pixel units).")]
@@ -162,8 +164,22 @@ def _loop(method: str = "ifgsm", norm: str = "linf", restarts: int = 1, quantize
     return LoopOptions(method, norm, restarts, quantize_aware, members)
 
 
-def _conv(scale: Any, range_: Any, color: Any, layout: Any, preupsampled: Any, output: Any) -> dict[str, Any]:
-    return dict(scale=scale, range=range_, color=color, layout=layout, preupsampled=preupsampled, output=output)
+def _conv(scale: Any, range_: Any, color: Any, layout: Any, preupsampled: Any, output: Any,
+          input_value: list[str] | None = None) -> dict[str, Any]:
+    conv = dict(scale=scale, range=range_, color=color, layout=layout, preupsampled=preupsampled, output=output)
+    if input_value:
+        conv["inputs"] = _input_values(input_value)
+    return conv
+
+
+def _input_values(items: list[str]) -> dict[str, str]:
+    values = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise ConfigError(f"--input-value {item!r}: expected NAME=VALUE")
+        values[name.strip()] = value.strip()
+    return values
 
 
 def _print_evidence(report: dict[str, Any]) -> None:
@@ -211,6 +227,7 @@ def attack(
     seed: SeedOpt = 0,
     scale: ScaleOpt = None, range_: RangeOpt = None, color: ColorOpt = None,
     layout: LayoutOpt = None, preupsampled: PreupOpt = None, output: OutputOpt = None,
+    input_value: InputValueOpt = None,
     defense: Annotated[Optional[list[str]], typer.Option("--defense", help="resize or self-ensemble (repeatable): adds rows basic+D (bare attack through D) and basic+D-adaptive (attack through D).")] = None,
     method: Annotated[str, typer.Option("--method", help="ifgsm (the paper's I-FGSM), pgd, apgd, mifgsm, strongest (per image and budget the worst case over --ensemble), square (gradient-free, onnxruntime only, weaker) or auto (square where onnx2torch cannot convert the model).")] = "ifgsm",
     norm: NormOpt = "linf",
@@ -229,7 +246,7 @@ def attack(
             out=out_dir, save_images=save_images, batch=batch, data_root=data_root,
             limit=limit, device=device, seed=seed, progress=bar, method=method, loop=loop, queries=queries,
             precision=precision, sanity=sanity, defense=defense,
-            conventions=_conv(scale, range_, color, layout, preupsampled, output),
+            conventions=_conv(scale, range_, color, layout, preupsampled, output, input_value),
         )
     _print_summary(report, ("psnr_lr", "psnr_sr", "psnr_hr"))
     _print_evidence(report)
@@ -255,6 +272,7 @@ def evaluate(
     seed: SeedOpt = 0,
     scale: ScaleOpt = None, range_: RangeOpt = None, color: ColorOpt = None,
     layout: LayoutOpt = None, preupsampled: PreupOpt = None, output: OutputOpt = None,
+    input_value: InputValueOpt = None,
     defense: Annotated[Optional[list[str]], typer.Option("--defense", help="resize or self-ensemble (repeatable): adds clean rows none+D through the defense.")] = None,
     runtime: Annotated[str, typer.Option("--runtime", help="auto (PyTorch conversion, onnxruntime where it cannot convert), torch or onnxruntime (no conversion).")] = "auto",
 ) -> None:
@@ -263,7 +281,7 @@ def evaluate(
         report = sreval.evaluate(
             model, data, out=out_dir, save_images=save_images, data_root=data_root,
             limit=limit, device=device, seed=seed, progress=bar, runtime=runtime, defense=defense,
-            conventions=_conv(scale, range_, color, layout, preupsampled, output),
+            conventions=_conv(scale, range_, color, layout, preupsampled, output, input_value),
         )
     _print_summary(report, ("psnr_sr", "psnr_sr_rgb", "ssim_sr"))
     if report["config"].get("runtime") == "onnxruntime" and runtime == "auto":
@@ -279,9 +297,10 @@ def inspect(
     device: DeviceOpt = "auto",
     scale: ScaleOpt = None, range_: RangeOpt = None, color: ColorOpt = None,
     layout: LayoutOpt = None, preupsampled: PreupOpt = None, output: OutputOpt = None,
+    input_value: InputValueOpt = None,
 ) -> None:
     """Show the detected conventions, scale, opset, parity and unsupported operators."""
-    info = sreval.inspect(model, device=device, conventions=_conv(scale, range_, color, layout, preupsampled, output))
+    info = sreval.inspect(model, device=device, conventions=_conv(scale, range_, color, layout, preupsampled, output, input_value))
     table = Table(show_header=False, title=f"sreval inspect: {info['path']}")
     for k, v in info.items():
         table.add_row(k, v if isinstance(v, str) else repr(v))
@@ -433,6 +452,7 @@ def universal(
     seed: SeedOpt = 0,
     scale: ScaleOpt = None, range_: RangeOpt = None, color: ColorOpt = None,
     layout: LayoutOpt = None, preupsampled: PreupOpt = None, output: OutputOpt = None,
+    input_value: InputValueOpt = None,
 ) -> None:
     """Universal attack (eq. 5-7): one perturbation for all images; saved as .npy and PNG."""
     with progress_bar("fitting") as bar:
@@ -441,7 +461,7 @@ def universal(
             quantize=quantize, out=out_dir, save_images=save_images, batch=batch, data_root=data_root,
             limit=limit, device=device, seed=seed, progress=bar, loss=loss,
             loop=_loop(method, norm, restarts, quantize_aware),
-            conventions=_conv(scale, range_, color, layout, preupsampled, output))
+            conventions=_conv(scale, range_, color, layout, preupsampled, output, input_value))
     keys = ("psnr_lr", "psnr_sr", "psnr_hr")
     table = Table(title=f"universal: {report['model']['name']}  (crop {report['universal']['crop']} LR px)")
     for col in ("alpha", "images", "n") + keys:
@@ -472,13 +492,14 @@ def partial(
     seed: SeedOpt = 0,
     scale: ScaleOpt = None, range_: RangeOpt = None, color: ColorOpt = None,
     layout: LayoutOpt = None, preupsampled: PreupOpt = None, output: OutputOpt = None,
+    input_value: InputValueOpt = None,
 ) -> None:
     """Partial attack (eq. 8-10): attack the central half, measure outside; damage per distance ring."""
     with progress_bar("attacking") as bar:
         report = sreval.partial(
             model, data, alpha=alpha, steps=steps, reference=reference, quantize=quantize, out=out_dir,
             save_images=save_images, batch=batch, data_root=data_root, limit=limit, device=device,
-            seed=seed, progress=bar, conventions=_conv(scale, range_, color, layout, preupsampled, output),
+            seed=seed, progress=bar, conventions=_conv(scale, range_, color, layout, preupsampled, output, input_value),
             loop=_loop(method, norm, restarts, quantize_aware))
     _print_summary(report, ("psnr_lr", "psnr_sr"))
     for prof in report["permeation"]:
@@ -503,6 +524,7 @@ def targeted(
     seed: SeedOpt = 0,
     scale: ScaleOpt = None, range_: RangeOpt = None, color: ColorOpt = None,
     layout: LayoutOpt = None, preupsampled: PreupOpt = None, output: OutputOpt = None,
+    input_value: InputValueOpt = None,
 ) -> None:
     """Targeted attack (eq. 11): make the SR output look like a target HR image."""
     with progress_bar("attacking") as bar:
@@ -510,7 +532,7 @@ def targeted(
             model, source=source, target=target, alpha=alpha, steps=steps, quantize=quantize,
             out=out_dir, save_images=save_images, device=device, seed=seed, progress=bar,
             loop=_loop(method, norm, restarts, quantize_aware),
-            conventions=_conv(scale, range_, color, layout, preupsampled, output))
+            conventions=_conv(scale, range_, color, layout, preupsampled, output, input_value))
     keys = ("psnr_target_hr", "psnr_source_hr", "psnr_lr", "psnr_lr_target")
     table = Table(title=f"targeted: {report['model']['name']}  ({report['targeted']['source']} -> {report['targeted']['target']})")
     for k in ("alpha",) + keys:
@@ -541,13 +563,14 @@ def transfer(
     seed: SeedOpt = 0,
     scale: ScaleOpt = None, range_: RangeOpt = None, color: ColorOpt = None,
     layout: LayoutOpt = None, preupsampled: PreupOpt = None, output: OutputOpt = None,
+    input_value: InputValueOpt = None,
 ) -> None:
     """Transferability: examples made on each source model (rows) fed to each target (columns)."""
     with progress_bar("attacking") as bar:
         report = sreval.transfer(
             models, data, alpha=alpha, steps=steps, reference=reference, quantize=quantize,
             out=out_dir, batch=batch, data_root=data_root, limit=limit, device=device, seed=seed,
-            progress=bar, conventions=_conv(scale, range_, color, layout, preupsampled, output),
+            progress=bar, conventions=_conv(scale, range_, color, layout, preupsampled, output, input_value),
             loop=_loop(method, norm, restarts, quantize_aware))
     names = report["transfer"]["models"]
     for block in report["transfer"]["matrix"]:
@@ -582,6 +605,7 @@ def index(
     seed: SeedOpt = 0,
     scale: ScaleOpt = None, range_: RangeOpt = None, color: ColorOpt = None,
     layout: LayoutOpt = None, preupsampled: PreupOpt = None, output: OutputOpt = None,
+    input_value: InputValueOpt = None,
 ) -> None:
     """Robustness index (sec. 5.2) per image, and its correlation with the basic attack's SR PSNR."""
     with progress_bar("sampling") as bar:
@@ -589,7 +613,7 @@ def index(
             model, data, alpha=alpha, samples=samples, batch=batch, steps=steps, reference=reference,
             quantize=quantize, attack_report=attack_report, out=out_dir, data_root=data_root,
             limit=limit, device=device, seed=seed, progress=bar,
-            conventions=_conv(scale, range_, color, layout, preupsampled, output))
+            conventions=_conv(scale, range_, color, layout, preupsampled, output, input_value))
     table = Table(title=f"robustness index: {report['model']['name']}")
     for col in ("image", "index", "mean b_i", "SR PSNR (basic)"):
         table.add_column(col, justify="right")
@@ -641,6 +665,7 @@ def run_command(
     seed: SeedOpt = 0,
     scale: ScaleOpt = None, range_: RangeOpt = None, color: ColorOpt = None,
     layout: LayoutOpt = None, preupsampled: PreupOpt = None, output: OutputOpt = None,
+    input_value: InputValueOpt = None,
 ) -> None:
     """Any registered attack object over a dataset: LR and SR PSNR per image and budget."""
     with progress_bar("attacking") as bar:
@@ -648,7 +673,7 @@ def run_command(
             name, model, data, alpha=alpha, steps=steps, reference=reference, quantize=quantize, out=out_dir,
             save_images=save_images, data_root=data_root, limit=limit, device=device, seed=seed, progress=bar,
             loop=_loop("ifgsm", norm, restarts, quantize_aware), options=_options(option or []),
-            conventions=_conv(scale, range_, color, layout, preupsampled, output))
+            conventions=_conv(scale, range_, color, layout, preupsampled, output, input_value))
     _print_summary(report, ("psnr_lr", "psnr_sr", "psnr_hr"))
     _print_evidence(report)
     _report_line(out_dir)

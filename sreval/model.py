@@ -18,7 +18,7 @@ from sreval import detect, parity
 from sreval.conventions import FIELDS, Conventions, Meta, has_sreval_metadata
 from sreval.convert import to_torch
 from sreval.errors import ConfigError, ModelError, ParityError, UnsupportedOperatorError
-from sreval.onnxfile import dims, image_input, read_onnx
+from sreval.onnxfile import bind_inputs, dims, image_input, read_onnx
 from sreval.parity import Parity
 from sreval.resolve import PROBE_SIZE, Resolver
 from sreval.runtime import Adapter, OrtCore, first_line, open_session, probe_seconds, resolve_device
@@ -57,6 +57,9 @@ class SRModel:
         self.opset = max(
             (o.version for o in self.proto.opset_import if o.domain in ("", "ai.onnx")), default=0
         )
+        # values for the model's non-image inputs (--input-value NAME=VALUE), bound into the graph
+        self.input_values = {str(k): str(v) for k, v in (overrides.pop("inputs", None) or {}).items()}
+        self.proto = bind_inputs(self.proto, self.input_values, self.path.name)
         self.input = image_input(self.proto, self.path.name)
         self.input_dims = dims(self.input)
         unknown = sorted(set(overrides) - set(FIELDS))
@@ -217,6 +220,8 @@ class SRModel:
             "convention_sources": dict(self.sources),
             "metadata": self.metadata,
         }
+        if self.input_values:
+            info["input_values"] = dict(self.input_values)
         if Meta.CHECKPOINT in self.metadata:  # exported here from a PyTorch checkpoint
             info["checkpoint"] = {"file": self.metadata[Meta.CHECKPOINT], "architecture": self.metadata.get(Meta.ARCH),
                                   "scale": self.conventions.scale, "exporter": self.metadata.get(Meta.EXPORTER),

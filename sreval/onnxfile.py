@@ -6,13 +6,15 @@ find its image input and what the graph says about its layout.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
+import onnx.numpy_helper
 
-from sreval.errors import ModelError
+from sreval.errors import ConfigError, ModelError
 from sreval.runtime import PROTO_LIMIT, first_line
 
 # element types of an image input, as the names of `sreval.conventions.DTYPES`
@@ -130,9 +132,27 @@ def _tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
     return out
 
 
-def image_input(model: onnx.ModelProto, name: str) -> onnx.ValueInfoProto:
+def _free_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """Graph inputs without an initializer (one with an initializer has a default value)."""
     inits = {i.name for i in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in inits]
+    return [i for i in model.graph.input if i.name not in inits]
+
+
+def _describe_input(vi: onnx.ValueInfoProto) -> str:
+    t = vi.type.tensor_type
+    kind = onnx.TensorProto.DataType.Name(t.elem_type).lower() if vi.type.HasField("tensor_type") else "non-tensor"
+    shape = ["?" if d is None else d for d in dims(vi)] if vi.type.HasField("tensor_type") else []
+    return f"{vi.name!r} ({kind}{' scalar' if not shape else f' {shape}'})"
+
+
+def image_input(model: onnx.ModelProto, name: str) -> onnx.ValueInfoProto:
+    inputs = _free_inputs(model)
+    images = [i for i in inputs if i.type.HasField("tensor_type") and len(i.type.tensor_type.shape.dim) == 4]
+    if len(inputs) > 1 and len(images) == 1:
+        others = [i for i in inputs if i is not images[0]]
+        raise ModelError(f"{name}: besides the image input {images[0].name!r} the model takes "
+                         f"{', '.join(_describe_input(i) for i in others)}: give "
+                         f"{' '.join(f'--input-value {i.name}=VALUE' for i in others)}")
     if len(inputs) != 1:
         raise ModelError(f"{name}: not an SR model: expected one image input, found {len(inputs)}")
     inp = inputs[0]
@@ -146,6 +166,42 @@ def image_input(model: onnx.ModelProto, name: str) -> onnx.ValueInfoProto:
             f"{onnx.TensorProto.DataType.Name(t.elem_type)}; float32 or float16 expected"
         )
     return inp
+
+
+def bind_inputs(model: onnx.ModelProto, values: Mapping[str, str], name: str) -> onnx.ModelProto:
+    """The model with each named non-image input fixed to a value (an initializer of the input's
+    type and fixed shape), so that one image input remains: Real-CUGAN's `alpha`, a noise level.
+    `values` maps input names to text ('0.5', '2'), parsed for the input's element type."""
+    if not values:
+        return model
+    free = {i.name: i for i in _free_inputs(model)}
+    bound = onnx.ModelProto()
+    bound.CopyFrom(model)
+    for key, text in values.items():
+        vi = free.get(key)
+        if vi is None:
+            raise ConfigError(f"{name}: --input-value {key}: no such input "
+                              f"(inputs without a value: {', '.join(free) or 'none'})")
+        bound.graph.initializer.append(_input_value(vi, text, name))
+    keep = [i for i in bound.graph.input if i.name not in values]
+    del bound.graph.input[:]
+    bound.graph.input.extend(keep)
+    return bound
+
+
+def _input_value(vi: onnx.ValueInfoProto, text: str, name: str) -> onnx.TensorProto:
+    if not vi.type.HasField("tensor_type"):
+        raise ConfigError(f"{name}: input {vi.name!r} is not a tensor; it cannot be given a value")
+    shape = dims(vi)
+    if any(d is None for d in shape):
+        raise ConfigError(f"{name}: input {vi.name!r} has a dynamic shape {['?' if d is None else d for d in shape]}: "
+                          f"only an input of fixed shape can be given one value")
+    dtype = onnx.helper.tensor_dtype_to_np_dtype(vi.type.tensor_type.elem_type)
+    try:
+        value = float(text) if np.dtype(dtype).kind == "f" else int(text)
+    except ValueError:
+        raise ConfigError(f"{name}: --input-value {vi.name}={text!r}: not a number of type {np.dtype(dtype)}") from None
+    return onnx.numpy_helper.from_array(np.full(shape, value, dtype=dtype), vi.name)
 
 
 def dims(vi: onnx.ValueInfoProto) -> list[int | None]:
@@ -172,5 +228,5 @@ def layout_channels(dims: list[int | None], layout: str) -> int | None:
     return dims[1] if layout == "nchw" else dims[3]
 
 
-__all__ = ["read_onnx", "load_external_data", "image_input", "dims", "layout_from_graph", "layout_channels",
+__all__ = ["read_onnx", "load_external_data", "image_input", "bind_inputs", "dims", "layout_from_graph", "layout_channels",
            "ONNX_DTYPES"]

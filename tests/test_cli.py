@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 from onnx import TensorProto, helper
@@ -15,6 +16,7 @@ from typer.testing import CliRunner
 
 from sreval.cli import app
 from sreval.io import write_image
+from sreval.model import SRModel
 from tests.test_model import Explodes, NotSR
 from tests.tiny import TinySR, export
 
@@ -177,3 +179,36 @@ def test_mixed_precision_reports_its_difference_to_fp32(tiny: Path, data: Path, 
     assert pc["precision"] == "bf16" and len(pc["rows"]) == 2
     assert isinstance(pc["mean_abs_difference_db"], float) and "vs fp32" in r.output
     assert_one_line_error(run("attack", tiny, "--data", data, "--precision", "fp8"), "precision")
+
+
+class WithAlpha(torch.nn.Module):
+    """An SR model with a second, non-image input (as Real-CUGAN's alpha)."""
+
+    def forward(self, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        up = torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+        return up * alpha
+
+
+def test_a_second_input_needs_a_value_and_gets_it(tmp_path: Path, data: Path) -> None:
+    path = tmp_path / "alpha.onnx"
+    torch.onnx.export(WithAlpha(), (torch.rand(1, 3, 8, 8), torch.tensor(1.0)), str(path), dynamo=False,
+                      opset_version=17, input_names=["lr", "alpha"], output_names=["sr"],
+                      dynamic_axes={"lr": {0: "b", 2: "h", 3: "w"}, "sr": {0: "b", 2: "h", 3: "w"}})
+    r = run("inspect", path, "--device", "cpu")
+    assert r.exit_code == 1 and "'alpha' (float scalar)" in r.output and "--input-value alpha=VALUE" in r.output
+    assert len(r.output.strip().splitlines()) == 1
+    for bad, needle in (("beta=1", "no such input"), ("alpha=x", "not a number"), ("alpha", "NAME=VALUE")):
+        r = run("inspect", path, "--input-value", bad, "--device", "cpu")
+        assert r.exit_code == 1 and needle in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    r = run("evaluate", path, "--data", data, "--input-value", "alpha=0.9", "--out", tmp_path / "ev", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "ev" / "report.json").read_text())
+    assert rep["model"]["input_values"] == {"alpha": "0.9"}
+    # the value reached the model: SR = 0.9 x the nearest-neighbour upscale, as onnxruntime computes it
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).random((1, 3, 5, 4), dtype=np.float32)
+    want = sess.run(None, {"lr": x, "alpha": np.array(0.9, np.float32)})[0]
+    m = SRModel(path, device="cpu", inputs={"alpha": "0.9"})
+    with torch.no_grad():
+        got = m.torch()(torch.from_numpy(x)).numpy()
+    assert np.abs(got - want).max() < 1e-5
