@@ -101,3 +101,11 @@ def test_gan_claim_partly() -> None:
     cells = [basic("small", 19.0), basic("mid", 35.0), basic("gan", 20.0)]
     got = by_key(run(MODELS, cells))["GAN-trained"]
     assert got.verdict == PARTLY and "least robust small" in got.evidence
+
+
+def test_size_claim_weak_correlation_is_partly() -> None:
+    models = [model("a", 1_000, 3, False), model("b", 2_000, 30, False), model("c", 3_000, 10, False),
+              model("d", 4_000, 20, False)]
+    cells = [basic("a", 25.0), basic("b", 20.0), basic("c", 26.0), basic("d", 22.0)]
+    got = by_key(run(models, cells))["Vulnerability"]
+    assert got.verdict == PARTLY and "parameters +0.00, with conv layers -0.80" in got.evidence, got.evidence
