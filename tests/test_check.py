@@ -138,7 +138,7 @@ def test_bad_inputs_one_line(tiny_run: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("golden", sorted(GOLDEN_RUNS))
-def test_zoo_golden_set5(assets: Path, tmp_path: Path, golden: str) -> None:
+def test_zoo_golden_set5(assets: Path, tmp_path: Path, golden: str, ncnn_wheels: None) -> None:
     """CI: small sweeps of the real-weight zoo models on Set5 against the committed golden files.
     One thread: multi-threaded reductions change the last bits, and I-FGSM's sign() can
     amplify those (measured: up to 0.27 dB between 1 and 2 threads; 0 between two 1-thread runs).

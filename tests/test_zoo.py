@@ -106,7 +106,7 @@ def test_sha256_mismatch_is_refused(in_zoo: Path, tmp_path: Path, monkeypatch: p
         zoo.find_weights(bad, download=fake_download)
 
 
-def test_build_and_verify_real_weights_on_set5(in_zoo: Path, assets: Path) -> None:
+def test_build_and_verify_real_weights_on_set5(in_zoo: Path, assets: Path, ncnn_wheels: None) -> None:
     """What CI proves in every run: the offline real-weight entries build, pass parity, and
     reproduce their recorded clean Set5 PSNR within 0.05 dB."""
     r = runner.invoke(app, ["zoo", "build", *REAL])
