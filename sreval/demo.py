@@ -23,7 +23,7 @@ from sreval.run import load_run
 from sreval.sweeps import Progress, SweepConfig, SweepResult, run_sweep
 
 # bicubic: the robust baseline; SPAN: PSNR-oriented (NTIRE 2024 efficient-SR winner); Real-CUGAN:
-# GAN-trained. All three read 64x64 LR photos (256x256 out), big enough to look at.
+# GAN-trained. All three read the 64x64 LR photos (256x256 out), big enough to look at.
 DEMO_MODELS = ("bicubic", "span-x4-ch48", "realcugan-x4")
 DEFAULT_OUT = Path("runs/demo")
 
@@ -31,7 +31,7 @@ DEFAULT_OUT = Path("runs/demo")
 @dataclass(frozen=True)
 class DemoConfig:
     models: tuple[str, ...] = DEMO_MODELS
-    limit: int = 2  # embedded photos used
+    limit: int = 4  # embedded photos used (all four)
     crop: int = 64  # LR side of the centre crop (HR: crop x scale)
     steps: int = 10
     alphas: tuple[float, ...] = (2 / 255, 8 / 255)
