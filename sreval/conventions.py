@@ -12,7 +12,8 @@ model's own convention is a `Conventions`:
   full-range Y of JPEG / OpenCV `COLOR_BGR2YCrCb`, Y = 0.299 R + 0.587 G + 0.114 B; the
   OpenCV `dnn_superres` zoo). A Y model super-resolves Y; its chroma (of the same YCbCr
   flavour) is upscaled with MATLAB bicubic, and the three are converted back to RGB;
-* layout NCHW or NHWC (TensorFlow-made graphs);
+* layout NCHW or NHWC (TensorFlow-made graphs), and the output's own layout where it differs
+  (`output_layout`: tf2onnx graphs such as OpenCV's dnn_superres zoo read NHWC and give NCHW);
 * pre-upsampled input (VDSR style: the model takes the unrounded MATLAB-bicubic upscale and
   returns an image of the same size);
 * several outputs (LapSRN's x2 and x4): the one at the target scale is used;
@@ -101,6 +102,7 @@ class Conventions:
     dtype: str = "float32"
     tile: tuple[int | None, int | None] | None = None
     batch: int | None = None
+    output_layout: str | None = None  # None: the input's layout
 
     def __post_init__(self) -> None:
         if isinstance(self.scale, bool) or not (isinstance(self.scale, int) and 1 <= self.scale <= 16):
@@ -111,6 +113,8 @@ class Conventions:
             raise ConfigError(f"color must be one of {', '.join(COLORS)}, got {self.color!r}")
         if self.layout not in LAYOUTS:
             raise ConfigError(f"layout must be nchw or nhwc, got {self.layout!r}")
+        if self.output_layout not in (None, *LAYOUTS):
+            raise ConfigError(f"output layout must be nchw or nhwc, got {self.output_layout!r}")
         if isinstance(self.output, bool) or not isinstance(self.output, int) or self.output < 0:
             raise ConfigError(f"output index must be an integer >= 0, got {self.output!r}")
         if self.dtype not in DTYPES:
@@ -123,6 +127,10 @@ class Conventions:
     @property
     def channels(self) -> int:
         return channels_of(self.color)
+
+    @property
+    def out_layout(self) -> str:
+        return self.output_layout or self.layout
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)

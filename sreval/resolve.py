@@ -113,7 +113,7 @@ class Resolver:
         scale = self._given("scale", overrides)
         output = self._given("output", overrides)
         pre = self._given("preupsampled", overrides)
-        ratios = [self._ratio(s, h, w, base) for s in shapes]
+        base, ratios = self._output_layout(base, shapes, h, w)
         images = [i for i, r in enumerate(ratios) if r is not None]
         if not images:
             raise ModelError(f"{self.name}: not an SR model: output shape(s) "
@@ -144,6 +144,26 @@ class Resolver:
             self.sources["output"] = "shape"
         return replace(base, scale=scale, output=output, preupsampled=pre)
 
+    def _output_layout(self, base: Conventions, shapes: list[tuple[int, ...]], h: int,
+                       w: int) -> tuple[Conventions, list[int | None]]:
+        """The outputs read in the input's layout, else in the other one (tf2onnx graphs read
+        NHWC and give NCHW); the first reading's error if neither finds an image output."""
+        first: ModelError | None = None
+        for lay in dict.fromkeys((base.layout, *LAYOUTS)):
+            conv = replace(base, output_layout=None if lay == base.layout else lay)
+            try:
+                ratios = [self._ratio(s, h, w, conv) for s in shapes]
+            except ModelError as e:
+                first = first or e
+                continue
+            if any(r is not None for r in ratios):
+                if conv.output_layout:
+                    self.sources["output_layout"] = "shape"
+                return conv, ratios
+        if first is not None:
+            raise first
+        return base, [None] * len(shapes)
+
     def _choose_output(self, ratios: list[int | None], images: list[int], want: int | None) -> int:
         if want is not None:
             match = [i for i in images if ratios[i] == want]
@@ -160,8 +180,8 @@ class Resolver:
         """Integer upscale of an output relative to the (h, w) input, if it is an image."""
         if len(shape) != 4:
             return None
-        ch = shape[1] if conv.layout == "nchw" else shape[3]
-        oh, ow = (shape[2], shape[3]) if conv.layout == "nchw" else (shape[1], shape[2])
+        ch = shape[1] if conv.out_layout == "nchw" else shape[3]
+        oh, ow = (shape[2], shape[3]) if conv.out_layout == "nchw" else (shape[1], shape[2])
         if ch != conv.channels:
             return None
         if oh % h or ow % w or oh // h != ow // w or oh < h:

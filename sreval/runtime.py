@@ -79,7 +79,7 @@ class Native(nn.Module):
         out = out.float()
         if out.ndim != 4:
             raise ModelError(f"model output has rank {out.ndim}, expected an image")
-        if c.layout == "nhwc":
+        if c.out_layout == "nhwc":
             out = out.permute(0, 3, 1, 2)
         return out / c.range
 

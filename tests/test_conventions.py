@@ -103,25 +103,32 @@ def export(module: nn.Module, path: Path, *, channels: int = 3, nhwc: bool = Fal
     return path
 
 
-def tf_style_espcn(path: Path, scale: int = 3, seed: int = 4) -> Path:
+def tf_style_espcn(path: Path, scale: int = 3, seed: int = 4, layout: str = "nhwc", out_layout: str = "nhwc") -> Path:
     """An OpenCV-zoo-style TensorFlow graph built with onnx.helper: NHWC Y input, Transpose,
     a conv whose DCR DepthToSpace gives nearest upsampling plus a small residual, Transpose
-    back to NHWC. Dynamic batch/height/width."""
+    back to NHWC. Dynamic batch/height/width. `layout` / `out_layout` nchw drop the first /
+    last Transpose (OpenCV's zoo files read NHWC and give NCHW)."""
     rng = np.random.default_rng(seed)
     s2 = scale * scale
     w = rng.normal(0, 0.02, (s2, 1, 3, 3)).astype(np.float32)
     w[:, 0, 1, 1] += 1.0  # DCR channel (i*s + j) holds sub-pixel (i, j): all copy the centre
     b = rng.normal(0, 0.01, (s2,)).astype(np.float32)
+    first = "nchw" if layout == "nchw" else "IteratorGetNext"
+    out = "NCHW_output" if out_layout == "nchw" else "NHWC_output"
     nodes = [
         helper.make_node("Transpose", ["IteratorGetNext"], ["nchw"], perm=[0, 3, 1, 2]),
         helper.make_node("Conv", ["nchw", "w", "b"], ["conv"], pads=[1, 1, 1, 1]),
-        helper.make_node("DepthToSpace", ["conv"], ["d2s"], blocksize=scale, mode="DCR"),
+        helper.make_node("DepthToSpace", ["conv"], ["d2s" if out_layout == "nhwc" else out], blocksize=scale,
+                         mode="DCR"),
         helper.make_node("Transpose", ["d2s"], ["NHWC_output"], perm=[0, 2, 3, 1]),
     ]
+    nodes = nodes[layout == "nchw":len(nodes) - (out_layout == "nchw")]
+    in_dims = ["n", 1, "h", "w"] if layout == "nchw" else ["n", "h", "w", 1]
+    out_dims = ["n", 1, "H", "W"] if out_layout == "nchw" else ["n", "H", "W", 1]
     graph = helper.make_graph(
         nodes, "espcn_like",
-        [helper.make_tensor_value_info("IteratorGetNext", TensorProto.FLOAT, ["n", "h", "w", 1])],
-        [helper.make_tensor_value_info("NHWC_output", TensorProto.FLOAT, ["n", "H", "W", 1])],
+        [helper.make_tensor_value_info(first, TensorProto.FLOAT, in_dims)],
+        [helper.make_tensor_value_info(out, TensorProto.FLOAT, out_dims)],
         initializer=[numpy_helper.from_array(w, "w"), numpy_helper.from_array(b, "b")],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="tf2onnx")
@@ -148,7 +155,8 @@ def _rgb(ycc: np.ndarray, color: str) -> np.ndarray:
 
 
 def direct_sr(path: Path, lr: np.ndarray, *, scale: int, range_: float = 1.0, color: str = "rgb",
-              layout: str = "nchw", pre: bool = False, output: int = 0, half: bool = False) -> np.ndarray:
+              layout: str = "nchw", pre: bool = False, output: int = 0, half: bool = False,
+              out_layout: str | None = None) -> np.ndarray:
     """The SR image the convention defines, by hand: a raw onnxruntime session and numpy."""
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     ycc = _ycc(lr, color) if color in ("y", "yfull") else None
@@ -158,7 +166,7 @@ def direct_sr(path: Path, lr: np.ndarray, *, scale: int, range_: float = 1.0, co
     arr = plane.transpose(2, 0, 1)[None] if layout == "nchw" else plane[None]
     arr = (arr * range_).astype(np.float16 if half else np.float32)
     out = np.asarray(sess.run(None, {sess.get_inputs()[0].name: arr})[output], dtype=np.float64) / range_
-    img = out[0].transpose(1, 2, 0) if layout == "nchw" else out[0]
+    img = out[0].transpose(1, 2, 0) if (out_layout or layout) == "nchw" else out[0]
     if ycc is not None:
         chroma = imresize(ycc[:, :, 1:], size=img.shape[:2])
         img = _rgb(np.concatenate([img, chroma], axis=2).astype(np.float32), color)
@@ -282,6 +290,19 @@ def test_tf_style_nhwc_dcr_graph_yfull(tmp_path: Path, data: Path) -> None:
                                direct={"color": "yfull", "layout": "nhwc"})
     assert rep["model"]["convention_sources"]["layout"] == "shape"  # Transpose(0,3,1,2) first
     assert rep["config"]["runtime"] == "torch"
+
+
+@pytest.mark.parametrize("layout, out_layout", [("nhwc", "nchw"), ("nchw", "nhwc")])
+def test_mixed_layouts(tmp_path: Path, data: Path, layout: str, out_layout: str) -> None:
+    """NHWC in and NCHW out (tf2onnx, as OpenCV's dnn_superres zoo), and the reverse: the
+    output's layout is read from its shape."""
+    p = tf_style_espcn(tmp_path / "mixed.onnx", layout=layout, out_layout=out_layout)
+    for overrides in ({"color": "yfull"}, {"color": "yfull", "layout": layout}):
+        rep = check_against_direct(p, data, tmp_path, overrides=overrides,
+                                   expect={"layout": layout, "output_layout": out_layout, "scale": 3},
+                                   direct={"color": "yfull", "layout": layout, "out_layout": out_layout})
+        assert rep["model"]["convention_sources"]["output_layout"] == "shape"
+        assert rep["config"]["runtime"] == "torch"
 
 
 def test_all_dynamic_dims_probe_finds_layout_and_channels(tmp_path: Path) -> None:
