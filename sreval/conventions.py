@@ -18,7 +18,8 @@ model's own convention is a `Conventions`:
   returns an image of the same size);
 * several outputs (LapSRN's x2 and x4): the one at the target scale is used;
 * float16 inputs (computed in float32 by the PyTorch module on CPU);
-* a fixed input height/width (`tile`) and a fixed batch size (`batch`), from the graph.
+* a fixed input height/width (`tile`) and a fixed batch size (`batch`), from the graph; a
+  minimum input side (`min_size`) and batch dependence (then `batch` 1), from probe runs.
 
 `sreval.runtime` applies a `Conventions` around a model's core.
 """
@@ -103,6 +104,7 @@ class Conventions:
     tile: tuple[int | None, int | None] | None = None
     batch: int | None = None
     output_layout: str | None = None  # None: the input's layout
+    min_size: int | None = None  # smallest side the model runs on (smaller inputs are edge-padded)
 
     def __post_init__(self) -> None:
         if isinstance(self.scale, bool) or not (isinstance(self.scale, int) and 1 <= self.scale <= 16):
@@ -123,6 +125,8 @@ class Conventions:
             raise ConfigError(f"tile must be (height, width) with sizes >= 1, got {self.tile!r}")
         if self.batch is not None and self.batch < 1:
             raise ConfigError(f"fixed batch must be >= 1, got {self.batch}")
+        if self.min_size is not None and self.min_size < 1:
+            raise ConfigError(f"minimum size must be >= 1, got {self.min_size}")
 
     @property
     def channels(self) -> int:

@@ -169,8 +169,8 @@ class SRModel:
         (`sreval.parity`). The result is kept: a second call costs nothing."""
         if self._parity is None:
             # sizes in the pixels the adapter is fed (RGB LR); a fixed-size model gets its own size
-            sizes = [(n, h, w) if self.conventions.tile is None else (n, *self._tile_lr())
-                     for n, h, w in parity.SIZES]
+            base = parity.grown(parity.SIZES, self.conventions.min_size or 1)  # above a minimum size
+            sizes = [(n, h, w) if self.conventions.tile is None else (n, *self._tile_lr()) for n, h, w in base]
             ref = self.ort(time_limit=probe_seconds())
             self._parity = parity.measure(lambda x: self._run_checked(ref, x), self._run_converted, sizes,
                                           tol=self.parity_tol, name=self.path.name)

@@ -21,6 +21,7 @@ from sreval.runtime import NUMPY_DTYPES, ProbeTimeout, first_line, probe_seconds
 
 MAX_INPUT_VALUES = 1 << 26  # a fixed input shape larger than this (256 MiB float32) is refused
 PROBE_SIZE = (19, 23)  # odd sizes catch padding and pixel-shuffle order slips
+GROW_SIZES = ((35, 39), (67, 71), (131, 135))  # probe sizes tried where the model refuses PROBE_SIZE
 BATCH_TOL = 1e-4  # relative: a batch and its images alone differ by summation order only
 
 
@@ -35,6 +36,7 @@ class Resolver:
     metadata: Mapping[str, str]
     session: Callable[[], Any]
     sources: dict[str, str] = field(default_factory=dict)
+    probe_hw: tuple[int, int] = PROBE_SIZE  # the input size the probe ran at
 
     def _given(self, name: str, overrides: dict[str, Any]) -> Any:
         """An override, else a metadata value, parsed; records where it came from."""
@@ -64,7 +66,7 @@ class Resolver:
             base = Conventions(scale=1, range=value_range, color=col, layout=lay, dtype=dtype,
                                tile=tile, batch=batch)
             try:
-                shapes, hw = self._probe_shapes(base)
+                shapes, hw, base = self._probe_growing(base)
             except ProbeTimeout:
                 raise
             except ModelError as e:
@@ -189,8 +191,35 @@ class Resolver:
                              f"multiple of input {h}x{w}")
         return oh // h
 
-    def _probe_shapes(self, conv: Conventions) -> tuple[list[tuple[int, ...]], tuple[int, int]]:
-        h, w = self.input_size(conv.layout, *PROBE_SIZE)
+    def _probe_growing(self, conv: Conventions) -> tuple[list[tuple[int, ...]], tuple[int, int], Conventions]:
+        """The probe at its usual odd size, then, where the model refuses that and its size is
+        free, at larger ones: a model with a minimum input size (reflect padding, windows,
+        strided convolutions) runs on every real image. The first size that runs becomes
+        `min_size`, and smaller inputs are edge-padded to it."""
+        try:
+            shapes, hw = self._probe_shapes(conv, PROBE_SIZE)
+            return shapes, hw, conv
+        except ProbeTimeout:
+            raise
+        except ModelError as e:
+            if conv.tile is not None:
+                raise
+            failure = e
+        for size in GROW_SIZES:
+            try:
+                shapes, hw = self._probe_shapes(conv, size)
+            except ModelError:
+                continue
+            side = min(hw)
+            self.sources["min_size"] = (f"probe: fails at {PROBE_SIZE[0]}x{PROBE_SIZE[1]} ({failure}); runs at "
+                                        f"{hw[0]}x{hw[1]}: smaller inputs are edge-padded to {side}")
+            self.probe_hw = hw
+            return shapes, hw, replace(conv, min_size=side)
+        raise failure
+
+    def _probe_shapes(self, conv: Conventions,
+                      size: tuple[int, int]) -> tuple[list[tuple[int, ...]], tuple[int, int]]:
+        h, w = self.input_size(conv.layout, *size)
         n = conv.batch or 1
         gen = np.random.default_rng(0)
         shape = (n, conv.channels, h, w) if conv.layout == "nchw" else (n, h, w, conv.channels)
@@ -216,7 +245,7 @@ class Resolver:
         Such a model, or one that fails on a batch, is run one image at a time."""
         if conv.batch is not None:
             return conv
-        h, w = self.input_size(conv.layout, *PROBE_SIZE)
+        h, w = self.input_size(conv.layout, *self.probe_hw)
         gen = np.random.default_rng(1)
         shape = (2, conv.channels, h, w) if conv.layout == "nchw" else (2, h, w, conv.channels)
         x = (gen.random(shape) * conv.range).astype(NUMPY_DTYPES[conv.dtype])

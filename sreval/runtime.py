@@ -107,6 +107,24 @@ class FixedBatch(nn.Module):
         return torch.cat(parts)
 
 
+class MinSize(nn.Module):
+    """Inputs with a side below the model's minimum edge-padded (bottom/right) up to it, the
+    output cropped back to `ratio` x the input: for models with reflect padding, windows or
+    strided convolutions that refuse small inputs."""
+
+    def __init__(self, inner: nn.Module, min_size: int | None, ratio: int):
+        super().__init__()
+        self.inner, self.min_size, self.ratio = inner, min_size, ratio
+
+    def forward(self, x: Tensor) -> Tensor:
+        m = self.min_size
+        h, w = int(x.shape[-2]), int(x.shape[-1])
+        if m is None or (h >= m and w >= m):
+            return self.inner(x)
+        padded = F.pad(x, (0, max(0, m - w), 0, max(0, m - h)), mode="replicate")
+        return self.inner(padded)[..., : h * self.ratio, : w * self.ratio]
+
+
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     """Tile origins covering [0, length) with tiles of `tile` overlapping by >= `overlap`."""
     if length <= tile:
@@ -182,7 +200,8 @@ class Adapter(nn.Module):
         super().__init__()
         self.conv = conv
         self.native = Native(core, conv, compute_dtype, channels_last)
-        self.run = Tiled(FixedBatch(self.native, conv.batch), conv.tile)
+        ratio = 1 if conv.preupsampled else conv.scale
+        self.run = Tiled(FixedBatch(MinSize(self.native, conv.min_size, ratio), conv.batch), conv.tile)
 
     @property
     def core(self) -> nn.Module:

@@ -163,3 +163,32 @@ def test_batch_dependence_is_found_and_images_run_alone(tmp_path: Path, module: 
 def test_a_batch_independent_model_keeps_any_batch(legacy: Path) -> None:
     m = SRModel(legacy, device="cpu")
     assert m.conventions.batch is None and "any" in m.sources["batch"]
+
+
+class NeedsASize(torch.nn.Module):
+    """Reflect padding of 24: refuses inputs of 24 pixels or fewer, as window and
+    reflect-padded models refuse small ones."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.nn.functional.pad(x, (24, 24, 24, 24), mode="reflect")
+        y = torch.nn.functional.interpolate(y, scale_factor=2, mode="nearest")
+        return y[..., 48:-48, 48:-48]
+
+
+def test_a_minimum_size_is_found_and_small_inputs_padded(tmp_path: Path) -> None:
+    module, path = NeedsASize(), tmp_path / "m.onnx"
+    axes = {0: "b", 2: "h", 3: "w"}
+    torch.onnx.export(module, (torch.rand(1, 3, 40, 40),), str(path), dynamo=False, opset_version=17,
+                      input_names=["lr"], output_names=["sr"], dynamic_axes={"lr": axes, "sr": axes})
+    m = SRModel(path, device="cpu")
+    assert m.conventions.min_size == 35 and "runs at 35x39" in m.sources["min_size"]
+    assert m.check_parity().ok
+    x = torch.rand(2, 3, 9, 11)  # below the minimum: padded, run, cropped back
+    with torch.no_grad():
+        got, ref = m.torch()(x), m.ort()(x)
+    padded = torch.nn.functional.pad(x, (0, 35 - 11, 0, 35 - 9), mode="replicate")
+    assert got.shape == (2, 3, 18, 22)
+    assert torch.allclose(got, module(padded)[..., :18, :22], atol=1e-5) and torch.allclose(got, ref, atol=1e-5)
+    big = torch.rand(1, 3, 40, 41)  # above it: untouched
+    with torch.no_grad():
+        assert torch.allclose(m.torch()(big), module(big), atol=1e-5)
