@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from sreval.analysis import spearman
-from sreval.run import CellView, RunView
+from sreval.figures import budget_label
+from sreval.run import CellView, RunView, mean, nearest
 
 SHOWCASE = 8 / 255
 HOLDS, PARTLY, FAILS, UNTESTED = "holds", "partly", "does not hold", "not tested"
@@ -35,17 +36,8 @@ class Finding:
     evidence: str
 
 
-def _mean(values: Sequence[float]) -> float | None:
-    vals = [float(v) for v in values if isinstance(v, (int, float)) and np.isfinite(v)]
-    return float(np.mean(vals)) if vals else None
-
-
 def _near(alphas: Sequence[float]) -> float | None:
-    return min(alphas, key=lambda a: abs(a - SHOWCASE)) if alphas else None
-
-
-def _fmt(alpha: float) -> str:
-    return f"{alpha * 255:g}/255"
+    return nearest(alphas, SHOWCASE)
 
 
 class _Facts:
@@ -65,7 +57,7 @@ class _Facts:
 
     def mean(self, cell: CellView, metric: str, alpha: float | None = None) -> float | None:
         at = self.alpha if alpha is None else alpha
-        return _mean([r.get(metric) for r in cell.rows if r.get("alpha") == at and r.get("attack") == cell.attack])
+        return mean([r.get(metric) for r in cell.rows if r.get("alpha") == at and r.get("attack") == cell.attack])
 
     def sr(self) -> dict[str, dict[str, float]]:
         """dataset -> model -> mean SR PSNR of the basic attack at the showcase budget."""
@@ -82,7 +74,7 @@ class _Facts:
 
     @property
     def where(self) -> str:
-        return f"basic attack, alpha = {_fmt(self.alpha)}, x{self.scale} models" if self.alpha else ""
+        return f"basic attack, alpha = {budget_label(self.alpha)}, x{self.scale} models" if self.alpha else ""
 
 
 def _span(values: Sequence[float], digits: int = 1) -> str:
@@ -119,7 +111,7 @@ def _gan_most_vulnerable(f: _Facts) -> Finding:
         if not gan or not other:
             continue
         worst = min(sr, key=lambda m: sr[m])
-        gan_mean, other_mean = _mean(list(gan.values())), _mean(list(other.values()))
+        gan_mean, other_mean = mean(list(gan.values())), mean(list(other.values()))
         # both: the least robust model is GAN-trained, and GAN-trained ones are worse on average
         passed.append(((f.gan(worst) is True) + (gan_mean < other_mean)) / 2)  # type: ignore[operator]
         parts.append(f"{d}: least robust {worst} ({sr[worst]:.2f} dB); "
@@ -200,10 +192,10 @@ def _partial(f: _Facts) -> Finding:
         passed.append(permeates and rho < 0 and mse[-1] < mse[0])
         seen.append((f"{c.model}/{c.dataset}", alpha, outside, mse[0], mse[-1], dist[-1], rho))
     if len(seen) <= DETAILED:
-        parts += [f"{k} ({_fmt(a)}): SR PSNR outside {o:.1f} dB, MSE {m1:.2f} at ring 1 -> {mn:.3f} at ring {d} "
+        parts += [f"{k} ({budget_label(a)}): SR PSNR outside {o:.1f} dB, MSE {m1:.2f} at ring 1 -> {mn:.3f} at ring {d} "
                   f"(Spearman with distance {r:+.2f})" for k, a, o, m1, mn, d, r in seen]
     else:
-        parts.append(f"{sum(passed)} of {len(seen)} model/dataset pairs at {_fmt(seen[0][1])}: SR PSNR outside the "
+        parts.append(f"{sum(passed)} of {len(seen)} model/dataset pairs at {budget_label(seen[0][1])}: SR PSNR outside the "
                      f"region {_span([x[2] for x in seen])} dB; MSE of Y {_span([x[3] for x in seen])} at ring 1, "
                      f"{_span([x[4] for x in seen], 3)} at the last ring; Spearman with distance "
                      f"{_span([x[6] for x in seen])}")
@@ -228,14 +220,14 @@ def _transfer(f: _Facts) -> Finding:
                if i != j and names[j] != "bicubic" and names[i] != "bicubic"]
         diag = [matrix[i][i] for i in range(len(names)) if names[i] != "bicubic"]
         inputs = [lr_psnr.get((names[i], c.dataset)) for i in range(len(names)) if names[i] != "bicubic"]
-        lr = _mean([v for v in inputs if v is not None])
+        lr = mean([v for v in inputs if v is not None])
         if not off:
             continue
         # transferred perturbations hurt the target's SR output more than they change its input
-        ok = lr is not None and _mean(off) < lr  # type: ignore[operator]
+        ok = lr is not None and mean(off) < lr  # type: ignore[operator]
         passed.append(ok)
-        parts.append(f"{c.dataset} ({_fmt(alpha)}): SR PSNR white-box {_mean(diag):.1f} dB, transferred "
-                     f"{_mean(off):.1f} dB" + (f", LR PSNR of the perturbations {lr:.1f} dB" if lr is not None else
+        parts.append(f"{c.dataset} ({budget_label(alpha)}): SR PSNR white-box {mean(diag):.1f} dB, transferred "
+                     f"{mean(off):.1f} dB" + (f", LR PSNR of the perturbations {lr:.1f} dB" if lr is not None else
                                              " (no basic-attack LR PSNR in this run to compare with)"))
     return _result(claim, "sec. 4.4, Fig. 4", passed, parts,
                    "needs the transfer attack on at least two learned models")
@@ -270,9 +262,9 @@ def _defense(f: _Facts) -> Finding:
             continue
         alpha = _near(c.alphas)
         rows = [r for r in c.rows if r.get("alpha") == alpha]
-        bare = _mean([r.get("psnr_sr") for r in rows if r.get("attack") == "basic"])
+        bare = mean([r.get("psnr_sr") for r in rows if r.get("attack") == "basic"])
         for name in dict.fromkeys(str(r.get("attack")) for r in rows):
-            defended = _mean([r.get("psnr_sr") for r in rows if r.get("attack") == name])
+            defended = mean([r.get("psnr_sr") for r in rows if r.get("attack") == name])
             if name.startswith("basic+") and not name.endswith("-adaptive") and None not in (bare, defended):
                 gain = defended - bare  # type: ignore[operator]
                 gains.setdefault(name, []).append((f"{c.model}/{c.dataset}", gain))
@@ -281,7 +273,7 @@ def _defense(f: _Facts) -> Finding:
         up = [g for _, g in items]
         passed.append(sum(g > 0 for g in up) / len(up))
         parts.append(f"{name} raises it for {sum(g > 0 for g in up)} of {len(up)} model/dataset pairs "
-                     f"(by {_span(up)} dB, mean {np.mean(up):+.1f}) at {_fmt(alpha)}")  # type: ignore[arg-type]
+                     f"(by {_span(up)} dB, mean {np.mean(up):+.1f}) at {budget_label(alpha)}")  # type: ignore[arg-type]
     return _result(claim, "sec. 5.3", passed, parts, "needs the defense attack on a learned model")
 
 

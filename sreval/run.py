@@ -346,6 +346,17 @@ def read_plan(run_dir: Path) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- reading a run back
 
 
+def mean(values: Iterable[Any]) -> float | None:
+    """Mean of the finite numbers (None = infinite PSNR in JSON: an unchanged image)."""
+    vals = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+    return sum(vals) / len(vals) if vals else None
+
+
+def nearest(alphas: Sequence[float], target: float) -> float | None:
+    """The budget closest to `target` on a log scale (None when there is none)."""
+    return min(alphas, key=lambda a: abs(math.log(a / target))) if alphas else None
+
+
 @dataclass(frozen=True)
 class CellView:
     """One job's results: an attack on a model (or several) over a dataset."""
