@@ -219,17 +219,12 @@ class Resolver:
 
     def _probe_shapes(self, conv: Conventions,
                       size: tuple[int, int]) -> tuple[list[tuple[int, ...]], tuple[int, int]]:
-        h, w = self.input_size(conv.layout, *size)
-        n = conv.batch or 1
-        gen = np.random.default_rng(0)
-        shape = (n, conv.channels, h, w) if conv.layout == "nchw" else (n, h, w, conv.channels)
-        x = (gen.random(shape) * conv.range).astype(NUMPY_DTYPES[conv.dtype])
+        x, (h, w) = self._probe_input(conv, conv.batch or 1, size, seed=0)
         sess = self.session()
-        names = [o.name for o in sess.get_outputs()]
         try:
-            outs = run_session(sess, names, {sess.get_inputs()[0].name: x}, probe_seconds())
-        except ProbeTimeout as e:
-            raise ProbeTimeout(f"{self.name}: {e}") from None
+            outs = self._run(sess, [o.name for o in sess.get_outputs()], x)
+        except ProbeTimeout:
+            raise
         except Exception as e:
             raise ModelError(f"{self.name}: the model failed to run: {first_line(e)}") from None
         arrays = [np.asarray(o) for o in outs]
@@ -238,6 +233,22 @@ class Resolver:
                 raise ModelError(f"{self.name}: model output contains NaN or Inf")
         return [tuple(int(s) for s in a.shape) for a in arrays], (h, w)
 
+    def _probe_input(self, conv: Conventions, n: int, size: tuple[int, int],
+                     seed: int) -> tuple[np.ndarray, tuple[int, int]]:
+        """A random batch of n probe images in the model's layout, range and dtype, at `size`
+        (or the model's fixed size), and the (h, w) it has."""
+        h, w = self.input_size(conv.layout, *size)
+        shape = (n, conv.channels, h, w) if conv.layout == "nchw" else (n, h, w, conv.channels)
+        x = np.random.default_rng(seed).random(shape) * conv.range
+        return x.astype(NUMPY_DTYPES[conv.dtype]), (h, w)
+
+    def _run(self, sess: Any, outputs: list[str], x: np.ndarray) -> list[Any]:
+        """One bounded onnxruntime run of the probe; a timeout names the model."""
+        try:
+            return run_session(sess, outputs, {sess.get_inputs()[0].name: x}, probe_seconds())
+        except ProbeTimeout as e:
+            raise ProbeTimeout(f"{self.name}: {e}") from None
+
     def _batch_rule(self, conv: Conventions) -> Conventions:
         """A batch of two images against the two images alone, through onnxruntime: many
         exports bake batch 1 into a Reshape and then give wrong numbers (not an error) on a
@@ -245,17 +256,14 @@ class Resolver:
         Such a model, or one that fails on a batch, is run one image at a time."""
         if conv.batch is not None:
             return conv
-        h, w = self.input_size(conv.layout, *self.probe_hw)
-        gen = np.random.default_rng(1)
-        shape = (2, conv.channels, h, w) if conv.layout == "nchw" else (2, h, w, conv.channels)
-        x = (gen.random(shape) * conv.range).astype(NUMPY_DTYPES[conv.dtype])
+        x, _ = self._probe_input(conv, 2, self.probe_hw, seed=1)
         sess = self.session()
-        inp, out = sess.get_inputs()[0].name, [sess.get_outputs()[conv.output].name]
-        singles = [np.asarray(run_session(sess, out, {inp: x[i:i + 1]}, probe_seconds())[0]) for i in (0, 1)]
+        out = [sess.get_outputs()[conv.output].name]
+        singles = [np.asarray(self._run(sess, out, x[i:i + 1])[0]) for i in (0, 1)]
         try:
-            both = np.asarray(run_session(sess, out, {inp: x}, probe_seconds())[0])
-        except ProbeTimeout as e:
-            raise ProbeTimeout(f"{self.name}: {e}") from None
+            both = np.asarray(self._run(sess, out, x)[0])
+        except ProbeTimeout:
+            raise
         except Exception as e:  # noqa: BLE001 - any runtime failure on a batch means batch 1
             self.sources["batch"] = f"probe: fails on a batch of 2 ({first_line(e)}): one image at a time"
             return replace(conv, batch=1)

@@ -292,9 +292,9 @@ def write_crops(samples: Sequence[Any], scale: int, crop: int, folder: Path) -> 
         hr = s.hr[top * scale:(top + h) * scale, left * scale:(left + w) * scale]
         write_image(folder / "HR" / f"{s.name}.png", hr)
         write_image(folder / "LR_bicubic" / f"X{scale}" / f"{s.name}x{scale}.png", lr)
-        if s.lr_made:
-            (folder / "LR_bicubic" / f"X{scale}" / LR_MADE_MARKER).write_text(
-                "these LR images were generated from the HR images (MATLAB-exact bicubic)\n")
+    if any(s.lr_made and s.hr is not None for s in samples):
+        (folder / "LR_bicubic" / f"X{scale}" / LR_MADE_MARKER).write_text(
+            "these LR images were generated from the HR images (MATLAB-exact bicubic)\n")
 
 
 def _digest(obj: Any) -> str:
