@@ -19,7 +19,8 @@ model's own convention is a `Conventions`:
 * several outputs (LapSRN's x2 and x4): the one at the target scale is used;
 * float16 inputs (computed in float32 by the PyTorch module on CPU);
 * a fixed input height/width (`tile`) and a fixed batch size (`batch`), from the graph; a
-  minimum input side (`min_size`) and batch dependence (then `batch` 1), from probe runs.
+  minimum input side (`min_size`), a size multiple (`multiple`: windows, strided or
+  pixel-unshuffled stages) and batch dependence (then `batch` 1), from probe runs.
 
 `sreval.runtime` applies a `Conventions` around a model's core.
 """
@@ -105,6 +106,7 @@ class Conventions:
     batch: int | None = None
     output_layout: str | None = None  # None: the input's layout
     min_size: int | None = None  # smallest side the model runs on (smaller inputs are edge-padded)
+    multiple: int | None = None  # sides the model runs on are multiples of this (others are edge-padded)
 
     def __post_init__(self) -> None:
         if isinstance(self.scale, bool) or not (isinstance(self.scale, int) and 1 <= self.scale <= 16):
@@ -127,6 +129,8 @@ class Conventions:
             raise ConfigError(f"fixed batch must be >= 1, got {self.batch}")
         if self.min_size is not None and self.min_size < 1:
             raise ConfigError(f"minimum size must be >= 1, got {self.min_size}")
+        if self.multiple is not None and self.multiple < 1:
+            raise ConfigError(f"size multiple must be >= 1, got {self.multiple}")
 
     @property
     def channels(self) -> int:

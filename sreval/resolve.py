@@ -21,7 +21,8 @@ from sreval.runtime import NUMPY_DTYPES, ProbeTimeout, first_line, probe_seconds
 
 MAX_INPUT_VALUES = 1 << 26  # a fixed input shape larger than this (256 MiB float32) is refused
 PROBE_SIZE = (19, 23)  # odd sizes catch padding and pixel-shuffle order slips
-GROW_SIZES = ((35, 39), (67, 71), (131, 135))  # probe sizes tried where the model refuses PROBE_SIZE
+GROW_SIDES = (19, 35, 67, 131)  # smallest sides of the probe sizes tried where the model refuses PROBE_SIZE
+SIZE_MULTIPLES = (1, 2, 4, 8, 16, 32, 64, 12, 24)  # powers of two, then windows of 12 and 24
 BATCH_TOL = 1e-4  # relative: a batch and its images alone differ by summation order only
 
 
@@ -192,30 +193,41 @@ class Resolver:
         return oh // h
 
     def _probe_growing(self, conv: Conventions) -> tuple[list[tuple[int, ...]], tuple[int, int], Conventions]:
-        """The probe at its usual odd size, then, where the model refuses that and its size is
-        free, at larger ones: a model with a minimum input size (reflect padding, windows,
-        strided convolutions) runs on every real image. The first size that runs becomes
-        `min_size`, and smaller inputs are edge-padded to it."""
+        """The probe at its usual odd size, then, where the model refuses that (an error, or an
+        output that is no integer multiple of the input) and its size is free, at larger sizes
+        and at multiples of 2..64 (`grown_sizes`): a model with a minimum input size (reflect
+        padding, windows, strided convolutions) or a size multiple (windows without padding,
+        pixel-unshuffled stages) runs on every real image. The first size that runs gives
+        `min_size` and `multiple`; other inputs are edge-padded to fit them."""
         try:
-            shapes, hw = self._probe_shapes(conv, PROBE_SIZE)
-            return shapes, hw, conv
+            return (*self._probe_fitting(conv, PROBE_SIZE), conv)
         except ProbeTimeout:
             raise
         except ModelError as e:
             if conv.tile is not None:
                 raise
             failure = e
-        for size in GROW_SIZES:
+        for size, multiple in grown_sizes():
             try:
-                shapes, hw = self._probe_shapes(conv, size)
+                shapes, hw = self._probe_fitting(conv, size)
+            except ProbeTimeout:
+                raise
             except ModelError:
                 continue
-            side = min(hw)
+            rule = f"a side of at least {min(hw)}" + (f" and a multiple of {multiple}" if multiple > 1 else "")
             self.sources["min_size"] = (f"probe: fails at {PROBE_SIZE[0]}x{PROBE_SIZE[1]} ({failure}); runs at "
-                                        f"{hw[0]}x{hw[1]}: smaller inputs are edge-padded to {side}")
+                                        f"{hw[0]}x{hw[1]}: other inputs are edge-padded to {rule}")
             self.probe_hw = hw
-            return shapes, hw, replace(conv, min_size=side)
+            return shapes, hw, replace(conv, min_size=min(hw), multiple=multiple if multiple > 1 else None)
         raise failure
+
+    def _probe_fitting(self, conv: Conventions,
+                       size: tuple[int, int]) -> tuple[list[tuple[int, ...]], tuple[int, int]]:
+        """The probe's output shapes at `size`; a ModelError where the model fails there or an
+        image output is no integer multiple of the input (Real-CUGAN rounds odd sides up)."""
+        shapes, hw = self._probe_shapes(conv, size)
+        self._output_layout(conv, shapes, *hw)
+        return shapes, hw
 
     def _probe_shapes(self, conv: Conventions,
                       size: tuple[int, int]) -> tuple[list[tuple[int, ...]], tuple[int, int]]:
@@ -283,4 +295,20 @@ class Resolver:
         return (fh or h, fw or w)
 
 
-__all__ = ["Resolver", "PROBE_SIZE", "MAX_INPUT_VALUES"]
+def grown_sizes() -> list[tuple[tuple[int, int], int]]:
+    """((h, w), multiple) to probe, in order, after PROBE_SIZE: per multiple m, sizes m*a x m*(a+2)
+    with a odd (so a power of two m is the largest one dividing both) and each side >= a
+    GROW_SIDES entry. A model that needs a multiple of 8 is found at 24x40, one that also needs 64 pixels
+    at 72x88."""
+    out: list[tuple[tuple[int, int], int]] = []
+    for m in SIZE_MULTIPLES:
+        for side in GROW_SIDES[1:] if m == 1 else GROW_SIDES:
+            a = -(-side // m)
+            a += 1 - a % 2
+            size = (m * a, m * (a + 2))
+            if all(size != s for s, _ in out):
+                out.append((size, m))
+    return out
+
+
+__all__ = ["Resolver", "PROBE_SIZE", "MAX_INPUT_VALUES", "grown_sizes"]

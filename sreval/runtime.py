@@ -17,6 +17,7 @@ Differentiable end to end: gradients of the attacks flow through all of them int
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from typing import Any
@@ -107,21 +108,26 @@ class FixedBatch(nn.Module):
         return torch.cat(parts)
 
 
-class MinSize(nn.Module):
-    """Inputs with a side below the model's minimum edge-padded (bottom/right) up to it, the
-    output cropped back to `ratio` x the input: for models with reflect padding, windows or
-    strided convolutions that refuse small inputs."""
+class SizeRule(nn.Module):
+    """Inputs the model refuses edge-padded (bottom/right) up to its minimum side and its size
+    multiple, the output cropped back to `ratio` x the input: for models with reflect padding,
+    windows, strided convolutions or pixel-unshuffled stages that refuse some sizes."""
 
-    def __init__(self, inner: nn.Module, min_size: int | None, ratio: int):
+    def __init__(self, inner: nn.Module, min_size: int | None, multiple: int | None, ratio: int):
         super().__init__()
-        self.inner, self.min_size, self.ratio = inner, min_size, ratio
+        self.inner, self.min_size, self.multiple, self.ratio = inner, min_size or 1, multiple or 1, ratio
+
+    def side(self, n: int) -> int:
+        """The side the model is run at for an input side n."""
+        n = max(n, self.min_size)
+        return -(-n // self.multiple) * self.multiple
 
     def forward(self, x: Tensor) -> Tensor:
-        m = self.min_size
         h, w = int(x.shape[-2]), int(x.shape[-1])
-        if m is None or (h >= m and w >= m):
+        ph, pw = self.side(h) - h, self.side(w) - w
+        if not (ph or pw):
             return self.inner(x)
-        padded = F.pad(x, (0, max(0, m - w), 0, max(0, m - h)), mode="replicate")
+        padded = F.pad(x, (0, pw, 0, ph), mode="replicate")
         return self.inner(padded)[..., : h * self.ratio, : w * self.ratio]
 
 
@@ -201,7 +207,7 @@ class Adapter(nn.Module):
         self.conv = conv
         self.native = Native(core, conv, compute_dtype, channels_last)
         ratio = 1 if conv.preupsampled else conv.scale
-        self.run = Tiled(FixedBatch(MinSize(self.native, conv.min_size, ratio), conv.batch), conv.tile)
+        self.run = Tiled(FixedBatch(SizeRule(self.native, conv.min_size, conv.multiple, ratio), conv.batch), conv.tile)
 
     @property
     def core(self) -> nn.Module:
@@ -331,9 +337,13 @@ def open_session(proto: onnx.ModelProto, name: str, device: torch.device, path: 
         raise ModelError(f"{name}: onnxruntime cannot load the model: {first_line(e)}") from None
 
 
+_TERMINAL_CODES = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
 def first_line(e: BaseException, limit: int = 300) -> str:
-    """An exception's message in one line (its type where it has none)."""
-    text = str(e).strip()
+    """An exception's message in one line (its type where it has none), without the terminal
+    colour codes some libraries put in their messages (torch.export's)."""
+    text = _TERMINAL_CODES.sub("", str(e)).strip()
     return (text.splitlines()[0] if text else type(e).__name__)[:limit]
 
 

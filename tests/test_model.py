@@ -181,7 +181,7 @@ def test_a_minimum_size_is_found_and_small_inputs_padded(tmp_path: Path) -> None
     torch.onnx.export(module, (torch.rand(1, 3, 40, 40),), str(path), dynamo=False, opset_version=17,
                       input_names=["lr"], output_names=["sr"], dynamic_axes={"lr": axes, "sr": axes})
     m = SRModel(path, device="cpu")
-    assert m.conventions.min_size == 35 and "runs at 35x39" in m.sources["min_size"]
+    assert m.conventions.min_size == 35 and "runs at 35x37" in m.sources["min_size"]
     assert m.check_parity().ok
     x = torch.rand(2, 3, 9, 11)  # below the minimum: padded, run, cropped back
     with torch.no_grad():
@@ -192,3 +192,44 @@ def test_a_minimum_size_is_found_and_small_inputs_padded(tmp_path: Path) -> None
     big = torch.rand(1, 3, 40, 41)  # above it: untouched
     with torch.no_grad():
         assert torch.allclose(m.torch()(big), module(big), atol=1e-5)
+
+
+class NeedsAMultiple(torch.nn.Module):
+    """Space-to-depth by 8 and back at x2 (a window or pixel-unshuffled stage without padding):
+    runs only on sides that are multiples of 8."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.nn.functional.pixel_unshuffle(x, 8)
+        return torch.nn.functional.pixel_shuffle(y.repeat_interleave(4, dim=1), 16)
+
+
+class RoundsUpOddSides(torch.nn.Module):
+    """Pads an odd side to even and does not crop back (Real-CUGAN's runners crop outside the
+    graph): x2 only on even sides."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        x = torch.nn.functional.pad(x, (0, w % 2, 0, h % 2), mode="replicate")
+        return torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+
+
+@pytest.mark.parametrize(("module", "multiple", "probe"), [(NeedsAMultiple(), 8, "24x40"),
+                                                           (RoundsUpOddSides(), 2, "22x26")])
+def test_a_size_multiple_is_found_and_other_inputs_padded(tmp_path: Path, module: torch.nn.Module, multiple: int,
+                                                          probe: str) -> None:
+    axes = {0: "b", 2: "h", 3: "w"}
+    path = tmp_path / "m.onnx"
+    torch.onnx.export(module, (torch.rand(1, 3, 32, 32),), str(path), dynamo=False, opset_version=17,
+                      input_names=["lr"], output_names=["sr"], dynamic_axes={"lr": axes, "sr": axes})
+    m = SRModel(path, device="cpu")
+    c = m.conventions
+    assert (c.scale, c.multiple, c.min_size) == (2, multiple, int(probe.split("x")[0]))
+    assert f"runs at {probe}" in m.sources["min_size"] and f"a multiple of {multiple}" in m.sources["min_size"]
+    assert m.check_parity().ok
+    x = torch.rand(2, 3, 29, 41)  # padded to the rule, run, cropped back to 2x the input
+    with torch.no_grad():
+        got, ref = m.torch()(x), m.ort()(x)
+    side = [max(c.min_size, -(-n // multiple) * multiple) for n in (29, 41)]
+    padded = torch.nn.functional.pad(x, (0, side[1] - 41, 0, side[0] - 29), mode="replicate")
+    assert got.shape == (2, 3, 58, 82)
+    assert torch.allclose(got, module(padded)[..., :58, :82], atol=1e-5) and torch.allclose(got, ref, atol=1e-5)
