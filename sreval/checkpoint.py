@@ -159,7 +159,7 @@ def _padding(n: Any, minimum: int, multiple: int) -> Any:
     return short + (-(n + short)) % multiple
 
 
-def wrapped(desc: Any) -> nn.Module:
+def wrapped(desc: Any) -> Padded:
     req = desc.size_requirements
     # how spandrel runs this architecture (some take extra arguments); its public __call__
     # runs in inference mode and clamps in place, which an exported graph must not do
@@ -181,7 +181,7 @@ def _dynamo(net: nn.Module, example: Tensor) -> onnx.ModelProto:
     return program.model_proto
 
 
-def _attempt(exporter: str, net: nn.Module, channels: int, name: str) -> tuple[onnx.ModelProto, float]:
+def _attempt(exporter: str, net: Padded, channels: int, name: str) -> tuple[onnx.ModelProto, float]:
     fixed = exporter == "torchscript-fixed"
     side = FIXED_SIZE if fixed else 24
     example = torch.rand(1, channels, side, side)
@@ -189,9 +189,18 @@ def _attempt(exporter: str, net: nn.Module, channels: int, name: str) -> tuple[o
         proto = _dynamo(net, example)
     else:
         with torch.no_grad():
-            proto = trace_to_onnx(net, example, 17, ["sr"], dynamic=not fixed)
+            proto = trace_to_onnx(_at_fixed_size(net) if fixed else net, example, 17, ["sr"], dynamic=not fixed)
     sizes = [(1, FIXED_SIZE, FIXED_SIZE)] if fixed else list(parity.SIZES) + [(1, 32, 28)]
     return proto, parity.check_export(net, proto, sizes, channels=channels, name=f"export of {name}")
+
+
+def _at_fixed_size(net: Padded) -> nn.Module:
+    """The model without its padding where FIXED_SIZE needs none: the padding's arithmetic on
+    traced sizes would make sizes inside the model non-constant (SAFMN's adaptive pooling to
+    a fraction of the input cannot be exported then)."""
+    if _padding(FIXED_SIZE, net.minimum, net.multiple):
+        return net
+    return Padded(net.net, net.scale, 1, 1, net.call).eval()
 
 
 def export(path: Path, target: Path) -> Exported:
