@@ -23,6 +23,7 @@ MAX_INPUT_VALUES = 1 << 26  # a fixed input shape larger than this (256 MiB floa
 PROBE_SIZE = (19, 23)  # odd sizes catch padding and pixel-shuffle order slips
 GROW_SIDES = (19, 35, 67, 131)  # smallest sides of the probe sizes tried where the model refuses PROBE_SIZE
 SIZE_MULTIPLES = (1, 2, 4, 8, 16, 32, 64, 12, 24)  # powers of two, then windows of 12 and 24
+BAKED_SIDES = (64, 32, 128, 256, 48, 96, 16, 24)  # square export sizes, the usual ones first
 BATCH_TOL = 1e-4  # relative: a batch and its images alone differ by summation order only
 
 
@@ -219,6 +220,25 @@ class Resolver:
                                         f"{hw[0]}x{hw[1]}: other inputs are edge-padded to {rule}")
             self.probe_hw = hw
             return shapes, hw, replace(conv, min_size=min(hw), multiple=multiple if multiple > 1 else None)
+        return self._probe_baked(conv, failure)
+
+    def _probe_baked(self, conv: Conventions,
+                     failure: ModelError) -> tuple[list[tuple[int, ...]], tuple[int, int], Conventions]:
+        """The last resort: a graph whose input is declared dynamic but whose export size is
+        baked into it (a Reshape or a window mask of that size) runs at that size alone; it is
+        then a fixed-size model, tiled like one."""
+        for side in BAKED_SIDES:
+            try:
+                shapes, hw = self._probe_fitting(conv, (side, side))
+            except ProbeTimeout:
+                raise
+            except ModelError:
+                continue
+            self.sources["tile"] = (f"probe: fails at {PROBE_SIZE[0]}x{PROBE_SIZE[1]} ({failure}) and at every "
+                                    f"grown size and multiple; runs at {side}x{side}: the export size is baked "
+                                    f"into the graph, images are tiled")
+            self.probe_hw = hw
+            return shapes, hw, replace(conv, tile=hw)
         raise failure
 
     def _probe_fitting(self, conv: Conventions,

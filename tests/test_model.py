@@ -233,3 +233,31 @@ def test_a_size_multiple_is_found_and_other_inputs_padded(tmp_path: Path, module
     padded = torch.nn.functional.pad(x, (0, side[1] - 41, 0, side[0] - 29), mode="replicate")
     assert got.shape == (2, 3, 58, 82)
     assert torch.allclose(got, module(padded)[..., :58, :82], atol=1e-5) and torch.allclose(got, ref, atol=1e-5)
+
+
+class BakedSize(torch.nn.Module):
+    """A Reshape to the export size (a window mask or token grid of 32x32, as TorchScript and
+    torch.export bake them): declared dynamic, runs at 32x32 alone."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x.reshape(1, 3, 32 * 32).reshape(1, 3, 32, 32) * 0.9 + 0.05
+        return torch.nn.functional.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False)
+
+
+def test_a_baked_export_size_is_found_and_tiled(tmp_path: Path) -> None:
+    axes = {0: "b", 2: "h", 3: "w"}
+    path = tmp_path / "m.onnx"
+    with torch.no_grad():
+        torch.onnx.export(BakedSize(), (torch.rand(1, 3, 32, 32),), str(path), dynamo=False, opset_version=17,
+                          input_names=["lr"], output_names=["sr"], dynamic_axes={"lr": axes, "sr": axes})
+    m = SRModel(path, device="cpu")
+    c = m.conventions
+    assert (c.scale, c.tile, c.batch) == (2, (32, 32), 1) and "runs at 32x32" in m.sources["tile"]
+    assert m.check_parity().ok
+    x = torch.rand(1, 3, 40, 50)  # tiled: every tile is the model's own size
+    with torch.no_grad():
+        got, ref = m.torch()(x), m.ort()(x)
+    assert got.shape == (1, 3, 80, 100) and torch.allclose(got, ref, atol=1e-5)
+    tile = x[..., :32, :32]
+    with torch.no_grad():
+        assert torch.allclose(m.torch()(tile), BakedSize()(tile), atol=1e-5)
