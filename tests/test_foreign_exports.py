@@ -9,6 +9,7 @@ native PyTorch module, one budget alone and several batched. Parametrized over t
 from __future__ import annotations
 
 import functools
+import json
 import warnings
 from pathlib import Path
 
@@ -180,19 +181,25 @@ def native_attack(net: nn.Module, data: Path, scale: int, budgets: list[float]) 
 # ----------------------------------------------------------------------------- the test
 
 
+def sreval_cli(*args: object, out: Path) -> dict:
+    """A command of the CLI, as a user runs it; its report.json."""
+    r = CliRunner().invoke(app, [str(a) for a in args] + ["--device", "cpu", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    return json.loads((out / "report.json").read_text())
+
+
 @pytest.mark.parametrize("family,exporter", CASES, ids=[f"{f}-{e}" for f, e in CASES])
 def test_a_foreign_export_works_end_to_end(family: str, exporter: str, files: Path, datasets: dict[int, Path],
                                            one_thread: None, tmp_path: Path) -> None:
     path = export(family, exporter, files)
     scale, inputs = _scale(family), _inputs(family, exporter)
     data = datasets[scale]
-    options = [a for k, v in inputs.items() for a in ("--input-value", f"{k}={v}")]
-    r = CliRunner().invoke(app, ["inspect", str(path), "--device", "cpu", *options])
+    given = [a for k, v in inputs.items() for a in ("--input-value", f"{k}={v}")]
+    r = CliRunner().invoke(app, ["inspect", str(path), "--device", "cpu", *given])
     assert r.exit_code == 0 and "parity" in r.output, r.output
-    conv = {"inputs": inputs} if inputs else None
 
-    report = sreval.evaluate(path, data, device="cpu", conventions=conv)
-    assert report["config"]["runtime"] == "torch"
+    report = sreval_cli("evaluate", path, "--data", data, *given, out=tmp_path / "eval")
+    assert report["config"]["runtime"] == "torch" and report["model"]["convention_sources"]["batch"]
     for s, row in zip(load_dataset(data, scale), report["results"], strict=True):
         want = sreval.psnr(direct_sr(path, s.lr, inputs), s.hr, y=True, shave=scale)
         assert abs(row["psnr_sr"] - want) <= EVAL_TOL, (s.name, row["psnr_sr"], want)
@@ -202,7 +209,8 @@ def test_a_foreign_export_works_end_to_end(family: str, exporter: str, files: Pa
         sr = torch.cat([net(to_tensor(s.lr)) for s in load_dataset(data, scale)])
     assert ((sr >= 0) & (sr <= 1)).float().mean() >= 0.5 and sr.clamp(0, 1).std() >= 0.05
     for alpha in (ALONE, BATCHED):
-        rep = sreval.attack(path, data, alpha=alpha, steps=STEPS, sanity=False, device="cpu", conventions=conv)
+        rep = sreval_cli("attack", path, "--data", data, "--alpha", alpha, "--steps", STEPS, "--no-sanity", *given,
+                         out=tmp_path / alpha.replace("/", "_"))
         budgets = sorted({row["alpha"] for row in rep["results"]})
         got = [row["psnr_sr"] for row in rep["results"]]
         want = native_attack(net, data, scale, [row["alpha"] for row in rep["results"][:len(budgets)]])
