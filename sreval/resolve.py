@@ -199,7 +199,9 @@ class Resolver:
         and at multiples of 2..64 (`grown_sizes`): a model with a minimum input size (reflect
         padding, windows, strided convolutions) or a size multiple (windows without padding,
         pixel-unshuffled stages) runs on every real image. The first size that runs gives
-        `min_size` and `multiple`; other inputs are edge-padded to fit them."""
+        `min_size` and `multiple`; other inputs are edge-padded to fit them. The last resort is
+        a square export size (BAKED_SIDES): a graph declared dynamic whose export size is baked
+        into it (a Reshape or a window mask) runs there alone, and is tiled like a fixed-size one."""
         try:
             return (*self._probe_fitting(conv, PROBE_SIZE), conv)
         except ProbeTimeout:
@@ -207,39 +209,37 @@ class Resolver:
         except ModelError as e:
             if conv.tile is not None:
                 raise
+            fails = f"probe: fails at {PROBE_SIZE[0]}x{PROBE_SIZE[1]} ({e})"
             failure = e
-        for size, multiple in grown_sizes():
+        grown = grown_sizes()
+        found = self._first_fitting(conv, [size for size, _ in grown])
+        if found is not None:
+            shapes, hw, i = found
+            multiple = grown[i][1]
+            rule = f"a side of at least {min(hw)}" + (f" and a multiple of {multiple}" if multiple > 1 else "")
+            self.sources["min_size"] = f"{fails}; runs at {hw[0]}x{hw[1]}: other inputs are edge-padded to {rule}"
+            return shapes, hw, replace(conv, min_size=min(hw), multiple=multiple if multiple > 1 else None)
+        found = self._first_fitting(conv, [(side, side) for side in BAKED_SIDES])
+        if found is not None:
+            shapes, hw, _ = found
+            self.sources["tile"] = (f"{fails} and at every grown size and multiple; runs at {hw[0]}x{hw[1]}: the "
+                                    f"export size is baked into the graph, images are tiled")
+            return shapes, hw, replace(conv, tile=hw)
+        raise failure
+
+    def _first_fitting(self, conv: Conventions, sizes: Sequence[tuple[int, int]],
+                       ) -> tuple[list[tuple[int, ...]], tuple[int, int], int] | None:
+        """The probe at the first of `sizes` where it fits (output shapes, size, its index)."""
+        for i, size in enumerate(sizes):
             try:
                 shapes, hw = self._probe_fitting(conv, size)
             except ProbeTimeout:
                 raise
             except ModelError:
                 continue
-            rule = f"a side of at least {min(hw)}" + (f" and a multiple of {multiple}" if multiple > 1 else "")
-            self.sources["min_size"] = (f"probe: fails at {PROBE_SIZE[0]}x{PROBE_SIZE[1]} ({failure}); runs at "
-                                        f"{hw[0]}x{hw[1]}: other inputs are edge-padded to {rule}")
             self.probe_hw = hw
-            return shapes, hw, replace(conv, min_size=min(hw), multiple=multiple if multiple > 1 else None)
-        return self._probe_baked(conv, failure)
-
-    def _probe_baked(self, conv: Conventions,
-                     failure: ModelError) -> tuple[list[tuple[int, ...]], tuple[int, int], Conventions]:
-        """The last resort: a graph whose input is declared dynamic but whose export size is
-        baked into it (a Reshape or a window mask of that size) runs at that size alone; it is
-        then a fixed-size model, tiled like one."""
-        for side in BAKED_SIDES:
-            try:
-                shapes, hw = self._probe_fitting(conv, (side, side))
-            except ProbeTimeout:
-                raise
-            except ModelError:
-                continue
-            self.sources["tile"] = (f"probe: fails at {PROBE_SIZE[0]}x{PROBE_SIZE[1]} ({failure}) and at every "
-                                    f"grown size and multiple; runs at {side}x{side}: the export size is baked "
-                                    f"into the graph, images are tiled")
-            self.probe_hw = hw
-            return shapes, hw, replace(conv, tile=hw)
-        raise failure
+            return shapes, hw, i
+        return None
 
     def _probe_fitting(self, conv: Conventions,
                        size: tuple[int, int]) -> tuple[list[tuple[int, ...]], tuple[int, int]]:
