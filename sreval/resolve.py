@@ -17,6 +17,7 @@ import onnx
 from sreval.conventions import LAYOUTS, PARSERS, Conventions, Meta, channels_of
 from sreval.errors import ConfigError, ModelError
 from sreval.onnxfile import ONNX_DTYPES, layout_channels, layout_from_graph
+from sreval.parity import SIZES as PARITY_SIZES
 from sreval.runtime import NUMPY_DTYPES, ProbeTimeout, first_line, probe_seconds, run_session
 
 MAX_INPUT_VALUES = 1 << 26  # a fixed input shape larger than this (256 MiB float32) is refused
@@ -24,6 +25,7 @@ PROBE_SIZE = (19, 23)  # odd sizes catch padding and pixel-shuffle order slips
 GROW_SIDES = (19, 35, 67, 131)  # smallest sides of the probe sizes tried where the model refuses PROBE_SIZE
 SIZE_MULTIPLES = (1, 2, 4, 8, 16, 32, 64, 12, 24)  # powers of two, then windows of 12 and 24
 BAKED_SIDES = (64, 32, 128, 256, 48, 96, 16, 24)  # square export sizes, the usual ones first
+SMALLEST = min((hw[1:] for hw in PARITY_SIZES), key=lambda hw: hw[0] * hw[1])  # the parity's smaller size
 BATCH_TOL = 1e-4  # relative: a batch and its images alone differ by summation order only
 
 
@@ -203,7 +205,7 @@ class Resolver:
         a square export size (BAKED_SIDES): a graph declared dynamic whose export size is baked
         into it (a Reshape or a window mask) runs there alone, and is tiled like a fixed-size one."""
         try:
-            return (*self._probe_fitting(conv, PROBE_SIZE), conv)
+            shapes, hw = self._probe_fitting(conv, PROBE_SIZE)
         except ProbeTimeout:
             raise
         except ModelError as e:
@@ -211,14 +213,17 @@ class Resolver:
                 raise
             fails = f"probe: fails at {PROBE_SIZE[0]}x{PROBE_SIZE[1]} ({e})"
             failure = e
+        else:
+            return shapes, hw, conv if conv.tile is not None else self._below_probe(conv)
         grown = grown_sizes()
         found = self._first_fitting(conv, [size for size, _ in grown])
         if found is not None:
             shapes, hw, i = found
             multiple = grown[i][1]
-            rule = f"a side of at least {min(hw)}" + (f" and a multiple of {multiple}" if multiple > 1 else "")
+            side = self._smallest_multiple(conv, min(hw), multiple)
+            rule = f"a side of at least {side}" + (f" and a multiple of {multiple}" if multiple > 1 else "")
             self.sources["min_size"] = f"{fails}; runs at {hw[0]}x{hw[1]}: other inputs are edge-padded to {rule}"
-            return shapes, hw, replace(conv, min_size=min(hw), multiple=multiple if multiple > 1 else None)
+            return shapes, hw, replace(conv, min_size=side, multiple=multiple if multiple > 1 else None)
         found = self._first_fitting(conv, [(side, side) for side in BAKED_SIDES])
         if found is not None:
             shapes, hw, _ = found
@@ -226,6 +231,39 @@ class Resolver:
                                     f"export size is baked into the graph, images are tiled")
             return shapes, hw, replace(conv, tile=hw)
         raise failure
+
+    def _below_probe(self, conv: Conventions) -> Conventions:
+        """A model that runs at PROBE_SIZE may still refuse the parity's smaller input (RGT's
+        window reductions need a side of 16): then inputs are edge-padded to the probe's side."""
+        try:
+            self._probe_fitting(conv, SMALLEST)
+        except ProbeTimeout:
+            raise
+        except ModelError as e:
+            self.sources["min_size"] = (f"probe: runs at {PROBE_SIZE[0]}x{PROBE_SIZE[1]}, fails at {SMALLEST[0]}x"
+                                        f"{SMALLEST[1]} ({e}): smaller inputs are edge-padded to {min(PROBE_SIZE)}")
+            return replace(conv, min_size=min(PROBE_SIZE))
+        return conv
+
+    def _smallest_multiple(self, conv: Conventions, side: int, multiple: int) -> int:
+        """The smallest of a few square sides below `side`, in steps of `multiple`, that the
+        model runs at: the grown sizes overshoot (a multiple of 16 is first tried at 48x80), and
+        every pixel of padding changes an attention model's output."""
+        if multiple == 1:
+            return side
+        smallest = side
+        # never below the parity's smaller input: degenerate sizes (no whole window) crash
+        # onnxruntime itself in some graphs (SIGFPE, an integer division by zero: OmniSR at 8x8)
+        floor = min(SMALLEST)
+        for smaller in range(side - multiple, max(floor - 1, side - 5 * multiple), -multiple):
+            try:
+                self._probe_fitting(conv, (smaller, smaller))
+            except ProbeTimeout:
+                raise
+            except ModelError:
+                break
+            smallest = smaller
+        return smallest
 
     def _first_fitting(self, conv: Conventions, sizes: Sequence[tuple[int, int]],
                        ) -> tuple[list[tuple[int, ...]], tuple[int, int], int] | None:

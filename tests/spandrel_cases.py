@@ -129,8 +129,9 @@ def _fdat() -> nn.Module:
 @dataclass(frozen=True)
 class OnnxCase:
     """A model as users export it to ONNX: per exporter, "dynamic" (batch, height and width
-    dynamic) or "fixed" (batch 1, EXPORT_SIDE square), the first of the two that gives the
-    module's numbers at other sizes (measured with torch 2.14, see FIXED_BECAUSE); `inputs`
+    dynamic; many such graphs bake batch 1 or the export size in, which sreval finds) or
+    "fixed" (batch 1, EXPORT_SIDE square) where the exporter cannot export it dynamically or
+    its dynamic graph is wrong by itself (FIXED_BECAUSE, measured with torch 2.14); `inputs`
     are the values of a file's non-image inputs; `seed` the random weights' (one whose outputs
     on photos are mostly inside [0, 1], which the test checks)."""
 
@@ -144,35 +145,33 @@ class OnnxCase:
 
 # The modern families, spandrel's own code at the small configurations above.
 ONNX_CASES: dict[str, OnnxCase] = {
-    "SwinIR": OnnxCase(BUILD["SwinIR"], 2, seed=1, torchscript="fixed", dynamo="fixed"),
-    "Swin2SR": OnnxCase(BUILD["Swin2SR"], 2, torchscript="fixed", dynamo="fixed"),
+    "SwinIR": OnnxCase(BUILD["SwinIR"], 2, seed=1),
+    "Swin2SR": OnnxCase(BUILD["Swin2SR"], 2),
     "HAT": OnnxCase(BUILD["HAT"], 2),
     "DAT": OnnxCase(BUILD["DAT"], 2),
-    "RGT": OnnxCase(BUILD["RGT"], 2, torchscript="fixed", dynamo="fixed"),
-    "OmniSR": OnnxCase(BUILD["OmniSR"], 2, seed=4, dynamo="fixed"),
-    "DITN": OnnxCase(BUILD["DITN"], 2, torchscript="fixed", dynamo="fixed"),
-    "FDAT": OnnxCase(_fdat, 2, dynamo="fixed"),
+    "RGT": OnnxCase(BUILD["RGT"], 2),
+    "CRAFT": OnnxCase(BUILD["CRAFT"], 2),
+    "OmniSR": OnnxCase(BUILD["OmniSR"], 2, seed=4),
+    "DITN": OnnxCase(BUILD["DITN"], 2, dynamo="fixed"),
+    "FDAT": OnnxCase(_fdat, 2),
     "SPAN": OnnxCase(_span_deploy, 4, seed=3),
     "SAFMN": OnnxCase(BUILD["SAFMN"], 4, seed=4, torchscript="fixed"),
     "PLKSR": OnnxCase(BUILD["PLKSR"], 4),
     "RealPLKSR-DySample": OnnxCase(_make("PLKSR", "RealPLKSR", dim=16, n_blocks=2, upscaling_factor=2, kernel_size=7,
-                                         dysample=True), 2, seed=3, torchscript="fixed", dynamo="fixed"),
+                                         dysample=True), 2, seed=3, torchscript="fixed"),
     "MoSR": OnnxCase(BUILD["MoSR"], 2, seed=3),
+    "MoESR": OnnxCase(BUILD["MoESR"], 2),
     "RealCUGAN": OnnxCase(BUILD["RealCUGAN"], 2, seed=7, inputs={"torchscript": {"alpha": "1"}}),
     "Compact": OnnxCase(BUILD["Compact"], 4),
 }
 
-# why a dynamic export is not used, as measured (the module against onnxruntime at 40x48, batch 2)
+# why a dynamic export is not used, as measured (sreval's module against the native one at 40x48)
 FIXED_BECAUSE = {
-    "SwinIR": "TorchScript bakes the shifted-window mask of the export size (off by 1e-3 elsewhere); "
-              "torch.export's inferred shapes fail in onnxruntime at other sizes",
-    "Swin2SR": "as SwinIR (TorchScript off by 0.24 elsewhere)",
-    "RGT": "both exporters bake the rectangle-window mask (off by 0.01 elsewhere)",
-    "OmniSR": "torch.export's graph fails in onnxruntime at other sizes (a Reshape)",
-    "DITN": "TorchScript bakes a Reshape; torch.export fails on the model",
-    "FDAT": "torch.export's graph fails in onnxruntime at other sizes (a Div)",
+    "DITN": "torch.export fails on it (TorchScript's dynamic graph has the export size baked in; sreval "
+            "tiles it at that size, which the test's 32x32 images are)",
     "SAFMN": "TorchScript cannot export adaptive pooling to a size computed from the input",
-    "RealPLKSR-DySample": "TorchScript's graph is wrong elsewhere (off by 0.86); torch.export's fails in a Reshape",
+    "RealPLKSR-DySample": "TorchScript's dynamic graph is wrong by itself at other sizes (off by 0.76 at 40x48: "
+                          "DySample's sampling grid is baked in)",
 }
 
 # modules whose eval forward writes its result into its input (no gradient through it): PLKSR's

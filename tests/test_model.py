@@ -175,6 +175,30 @@ class NeedsASize(torch.nn.Module):
         return y[..., 48:-48, 48:-48]
 
 
+class NeedsSixteen(torch.nn.Module):
+    """Reflect padding of 15: runs at the probe's 19x23, not at the parity's 17x15 (RGT's
+    window reductions refuse sides below 16 in the same way)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.nn.functional.pad(x, (15, 15, 15, 15), mode="reflect")
+        return torch.nn.functional.interpolate(y, scale_factor=2, mode="nearest")[..., 30:-30, 30:-30]
+
+
+def test_a_minimum_below_the_probe_size_is_found(tmp_path: Path) -> None:
+    module, path = NeedsSixteen(), tmp_path / "m.onnx"
+    axes = {0: "b", 2: "h", 3: "w"}
+    torch.onnx.export(module, (torch.rand(1, 3, 40, 40),), str(path), dynamo=False, opset_version=17,
+                      input_names=["lr"], output_names=["sr"], dynamic_axes={"lr": axes, "sr": axes})
+    m = SRModel(path, device="cpu")
+    assert m.conventions.min_size == 19 and "fails at 17x15" in m.sources["min_size"]
+    assert m.check_parity().ok
+    x = torch.rand(1, 3, 12, 30)
+    with torch.no_grad():
+        got = m.torch()(x)
+    want = module(torch.nn.functional.pad(x, (0, 0, 0, 7), mode="replicate"))[..., :24, :]
+    assert got.shape == (1, 3, 24, 60) and torch.allclose(got, want, atol=1e-5)
+
+
 def test_a_minimum_size_is_found_and_small_inputs_padded(tmp_path: Path) -> None:
     module, path = NeedsASize(), tmp_path / "m.onnx"
     axes = {0: "b", 2: "h", 3: "w"}
@@ -213,17 +237,19 @@ class RoundsUpOddSides(torch.nn.Module):
         return torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")
 
 
-@pytest.mark.parametrize(("module", "multiple", "probe"), [(NeedsAMultiple(), 8, "24x40"),
-                                                           (RoundsUpOddSides(), 2, "22x26")])
+@pytest.mark.parametrize(("module", "multiple", "probe", "smallest"), [(NeedsAMultiple(), 8, "24x40", 16),
+                                                                       (RoundsUpOddSides(), 2, "22x26", 16)])
 def test_a_size_multiple_is_found_and_other_inputs_padded(tmp_path: Path, module: torch.nn.Module, multiple: int,
-                                                          probe: str) -> None:
+                                                          probe: str, smallest: int) -> None:
+    """Found at the first grown size that runs, then the side shrunk in steps of the multiple
+    (at most four, not below 15) as far as the model runs."""
     axes = {0: "b", 2: "h", 3: "w"}
     path = tmp_path / "m.onnx"
     torch.onnx.export(module, (torch.rand(1, 3, 32, 32),), str(path), dynamo=False, opset_version=17,
                       input_names=["lr"], output_names=["sr"], dynamic_axes={"lr": axes, "sr": axes})
     m = SRModel(path, device="cpu")
     c = m.conventions
-    assert (c.scale, c.multiple, c.min_size) == (2, multiple, int(probe.split("x")[0]))
+    assert (c.scale, c.multiple, c.min_size) == (2, multiple, smallest)
     assert f"runs at {probe}" in m.sources["min_size"] and f"a multiple of {multiple}" in m.sources["min_size"]
     assert m.check_parity().ok
     x = torch.rand(2, 3, 29, 41)  # padded to the rule, run, cropped back to 2x the input
