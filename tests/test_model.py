@@ -165,6 +165,15 @@ def test_a_batch_independent_model_keeps_any_batch(legacy: Path) -> None:
     assert m.conventions.batch is None and "any" in m.sources["batch"]
 
 
+def export_dynamic(module: torch.nn.Module, path: Path, side: int) -> Path:
+    """A TorchScript export with dynamic batch and size, from a side x side example."""
+    axes = {0: "b", 2: "h", 3: "w"}
+    with torch.no_grad():
+        torch.onnx.export(module, (torch.rand(1, 3, side, side),), str(path), dynamo=False, opset_version=17,
+                          input_names=["lr"], output_names=["sr"], dynamic_axes={"lr": axes, "sr": axes})
+    return path
+
+
 class NeedsASize(torch.nn.Module):
     """Reflect padding of 24: refuses inputs of 24 pixels or fewer, as window and
     reflect-padded models refuse small ones."""
@@ -186,9 +195,7 @@ class NeedsSixteen(torch.nn.Module):
 
 def test_a_minimum_below_the_probe_size_is_found(tmp_path: Path) -> None:
     module, path = NeedsSixteen(), tmp_path / "m.onnx"
-    axes = {0: "b", 2: "h", 3: "w"}
-    torch.onnx.export(module, (torch.rand(1, 3, 40, 40),), str(path), dynamo=False, opset_version=17,
-                      input_names=["lr"], output_names=["sr"], dynamic_axes={"lr": axes, "sr": axes})
+    export_dynamic(module, path, 40)
     m = SRModel(path, device="cpu")
     assert m.conventions.min_size == 19 and "fails at 17x15" in m.sources["min_size"]
     assert m.check_parity().ok
@@ -201,9 +208,7 @@ def test_a_minimum_below_the_probe_size_is_found(tmp_path: Path) -> None:
 
 def test_a_minimum_size_is_found_and_small_inputs_padded(tmp_path: Path) -> None:
     module, path = NeedsASize(), tmp_path / "m.onnx"
-    axes = {0: "b", 2: "h", 3: "w"}
-    torch.onnx.export(module, (torch.rand(1, 3, 40, 40),), str(path), dynamo=False, opset_version=17,
-                      input_names=["lr"], output_names=["sr"], dynamic_axes={"lr": axes, "sr": axes})
+    export_dynamic(module, path, 40)
     m = SRModel(path, device="cpu")
     assert m.conventions.min_size == 35 and "runs at 35x37" in m.sources["min_size"]
     assert m.check_parity().ok
@@ -243,10 +248,7 @@ def test_a_size_multiple_is_found_and_other_inputs_padded(tmp_path: Path, module
                                                           probe: str, smallest: int) -> None:
     """Found at the first grown size that runs, then the side shrunk in steps of the multiple
     (at most four, not below 15) as far as the model runs."""
-    axes = {0: "b", 2: "h", 3: "w"}
-    path = tmp_path / "m.onnx"
-    torch.onnx.export(module, (torch.rand(1, 3, 32, 32),), str(path), dynamo=False, opset_version=17,
-                      input_names=["lr"], output_names=["sr"], dynamic_axes={"lr": axes, "sr": axes})
+    path = export_dynamic(module, tmp_path / "m.onnx", 32)
     m = SRModel(path, device="cpu")
     c = m.conventions
     assert (c.scale, c.multiple, c.min_size) == (2, multiple, smallest)
@@ -271,11 +273,7 @@ class BakedSize(torch.nn.Module):
 
 
 def test_a_baked_export_size_is_found_and_tiled(tmp_path: Path) -> None:
-    axes = {0: "b", 2: "h", 3: "w"}
-    path = tmp_path / "m.onnx"
-    with torch.no_grad():
-        torch.onnx.export(BakedSize(), (torch.rand(1, 3, 32, 32),), str(path), dynamo=False, opset_version=17,
-                          input_names=["lr"], output_names=["sr"], dynamic_axes={"lr": axes, "sr": axes})
+    path = export_dynamic(BakedSize(), tmp_path / "m.onnx", 32)
     m = SRModel(path, device="cpu")
     c = m.conventions
     assert (c.scale, c.tile, c.batch) == (2, (32, 32), 1) and "runs at 32x32" in m.sources["tile"]
