@@ -354,10 +354,10 @@ class Resolver:
 
 
 def grown_sizes() -> list[tuple[tuple[int, int], int]]:
-    """((h, w), multiple) to probe, in order, after PROBE_SIZE: per multiple m, sizes m*a x m*(a+2)
-    with a odd (so a power of two m is the largest one dividing both) and each side >= a
-    GROW_SIDES entry. A model that needs a multiple of 8 is found at 24x40, one that also needs 64 pixels
-    at 72x88."""
+    """((h, w), multiple) to probe, in order, after PROBE_SIZE: per multiple m, sizes m*a x
+    m*(a+2) with a odd (so a power of two m is the largest one dividing both) and each side >=
+    a GROW_SIDES entry. A model that needs a multiple of 8 is found at 24x40, one that also
+    needs 64 pixels at 72x88."""
     out: list[tuple[tuple[int, int], int]] = []
     for m in SIZE_MULTIPLES:
         for side in GROW_SIDES[1:] if m == 1 else GROW_SIDES:
