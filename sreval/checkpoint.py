@@ -47,7 +47,7 @@ from sreval.exporters.common import StateDict, read_checkpoint, trace_to_onnx, w
 from sreval.files import atomic_write, cache_dir, sha256_file
 from sreval.graphstats import graph_stats
 from sreval.run import code_version
-from sreval.runtime import first_line
+from sreval.runtime import first_line, padding_to_fit
 
 SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
 EXPORTERS = ("torchscript", "torchscript-fixed", "dynamo")
@@ -146,17 +146,10 @@ class Padded(nn.Module):
         if self.minimum == 1 and self.multiple == 1:
             return self.call(self.net, x)
         h, w = x.shape[-2], x.shape[-1]
-        ph = _padding(h, self.minimum, self.multiple)
-        pw = _padding(w, self.minimum, self.multiple)
+        ph = padding_to_fit(h, self.minimum, self.multiple)
+        pw = padding_to_fit(w, self.minimum, self.multiple)
         y = self.call(self.net, F.pad(x, (0, pw, 0, ph), mode="replicate"))
         return y[..., : h * self.scale, : w * self.scale]
-
-
-def _padding(n: Any, minimum: int, multiple: int) -> Any:
-    """Pixels to add to a side of n: up to `minimum`, then up to a multiple of `multiple`
-    (arithmetic only, so an export traces it for every size)."""
-    short = torch.clamp(minimum - n, min=0) if isinstance(n, Tensor) else max(0, minimum - n)
-    return short + (-(n + short)) % multiple
 
 
 def wrapped(desc: Any) -> Padded:
@@ -198,7 +191,7 @@ def _at_fixed_size(net: Padded) -> nn.Module:
     """The model without its padding where FIXED_SIZE needs none: the padding's arithmetic on
     traced sizes would make sizes inside the model non-constant (SAFMN's adaptive pooling to
     a fraction of the input cannot be exported then)."""
-    if _padding(FIXED_SIZE, net.minimum, net.multiple):
+    if padding_to_fit(FIXED_SIZE, net.minimum, net.multiple):
         return net
     return Padded(net.net, net.scale, 1, 1, net.call).eval()
 

@@ -117,18 +117,20 @@ class SizeRule(nn.Module):
         super().__init__()
         self.inner, self.min_size, self.multiple, self.ratio = inner, min_size or 1, multiple or 1, ratio
 
-    def side(self, n: int) -> int:
-        """The side the model is run at for an input side n."""
-        n = max(n, self.min_size)
-        return -(-n // self.multiple) * self.multiple
-
     def forward(self, x: Tensor) -> Tensor:
         h, w = int(x.shape[-2]), int(x.shape[-1])
-        ph, pw = self.side(h) - h, self.side(w) - w
+        ph, pw = (padding_to_fit(n, self.min_size, self.multiple) for n in (h, w))
         if not (ph or pw):
             return self.inner(x)
         padded = F.pad(x, (0, pw, 0, ph), mode="replicate")
         return self.inner(padded)[..., : h * self.ratio, : w * self.ratio]
+
+
+def padding_to_fit(n: Any, minimum: int, multiple: int) -> Any:
+    """Pixels to add to a side of n: up to `minimum`, then up to a multiple of `multiple`. An
+    int, or a traced size (arithmetic only, so an export traces it for every size)."""
+    short = torch.clamp(minimum - n, min=0) if isinstance(n, Tensor) else max(0, minimum - n)
+    return short + (-(n + short)) % multiple
 
 
 def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
@@ -348,5 +350,5 @@ def first_line(e: BaseException, limit: int = 300) -> str:
 
 
 __all__ = ["Adapter", "Native", "FixedBatch", "Tiled", "OrtCore", "ProbeTimeout", "run_session", "run_time_limit",
-           "open_session", "resolve_device", "tile_starts", "tile_overlap", "ramp", "first_line",
+           "open_session", "resolve_device", "padding_to_fit", "tile_starts", "tile_overlap", "ramp", "first_line",
            "TORCH_DTYPES", "NUMPY_DTYPES", "PROTO_LIMIT", "probe_seconds"]
