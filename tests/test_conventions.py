@@ -156,8 +156,9 @@ def _rgb(ycc: np.ndarray, color: str) -> np.ndarray:
 
 def direct_sr(path: Path, lr: np.ndarray, *, scale: int, range_: float = 1.0, color: str = "rgb",
               layout: str = "nchw", pre: bool = False, output: int = 0, half: bool = False,
-              out_layout: str | None = None) -> np.ndarray:
-    """The SR image the convention defines, by hand: a raw onnxruntime session and numpy."""
+              out_layout: str | None = None, inputs: dict[str, str] | None = None) -> np.ndarray:
+    """The SR image the convention defines, by hand: a raw onnxruntime session and numpy.
+    `inputs` are the values of the model's other inputs (scalars, by name)."""
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     ycc = _ycc(lr, color) if color in ("y", "yfull") else None
     plane = ycc[:, :, :1] if ycc is not None else (lr[:, :, ::-1] if color == "bgr" else lr)
@@ -165,7 +166,10 @@ def direct_sr(path: Path, lr: np.ndarray, *, scale: int, range_: float = 1.0, co
         plane = imresize(plane, float(scale))
     arr = plane.transpose(2, 0, 1)[None] if layout == "nchw" else plane[None]
     arr = (arr * range_).astype(np.float16 if half else np.float32)
-    out = np.asarray(sess.run(None, {sess.get_inputs()[0].name: arr})[output], dtype=np.float64) / range_
+    feed = {sess.get_inputs()[0].name: arr}
+    for i in sess.get_inputs()[1:]:
+        feed[i.name] = np.array(float((inputs or {})[i.name]), dtype=np.int64 if i.type == "tensor(int64)" else np.float32)
+    out = np.asarray(sess.run(None, feed)[output], dtype=np.float64) / range_
     img = out[0].transpose(1, 2, 0) if (out_layout or layout) == "nchw" else out[0]
     if ycc is not None:
         chroma = imresize(ycc[:, :, 1:], size=img.shape[:2])

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
@@ -26,15 +25,17 @@ import sreval
 from sreval.cli import app
 from sreval.data import load_dataset
 from sreval.evaluation import measure, super_resolve, to_tensor
-from sreval.io import quantize, write_image
+from sreval.io import write_image
 from tests.spandrel_cases import EXPORT_SIDE, ONNX_CASES, differentiable
 from tests.test_checkpoints import _spandrel
+from tests.test_conventions import direct_sr
 
 EVAL_TOL = 0.01  # dB, against a raw onnxruntime session
 ATTACK_TOL = 0.1  # dB, against the same attack on the native module
 ALONE, BATCHED = "4/255", "2/255,8/255"
 STEPS = 3
 TF_STYLE = "TF-style (onnx.helper)"
+TF_LAYOUTS = {"layout": "nhwc", "out_layout": "nchw"}
 CASES = [(f, e) for f in ONNX_CASES for e in ("torchscript", "dynamo")] + [(TF_STYLE, "tf2onnx")]
 
 
@@ -153,19 +154,6 @@ def datasets(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
 # ----------------------------------------------------------------------------- references
 
 
-def direct_sr(path: Path, lr: np.ndarray, inputs: dict[str, str]) -> np.ndarray:
-    """The SR image by hand: a raw onnxruntime session and numpy, no sreval."""
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    first = sess.get_inputs()[0]
-    nhwc = first.shape[-1] == 3
-    feed = {first.name: (lr[None] if nhwc else lr.transpose(2, 0, 1)[None]).astype(np.float32)}
-    for i in sess.get_inputs()[1:]:
-        dtype = np.int64 if i.type == "tensor(int64)" else np.float32
-        feed[i.name] = np.array(float(inputs[i.name]), dtype=dtype)
-    out = sess.run(None, feed)[0][0].transpose(1, 2, 0)
-    return quantize(np.clip(out, 0.0, 1.0).astype(np.float32))
-
-
 def native_attack(net: nn.Module, data: Path, scale: int, budgets: list[float]) -> list[float]:
     """SR PSNR of the I-FGSM rows (image-major, then budget) on the native module."""
     out = []
@@ -201,7 +189,8 @@ def test_a_foreign_export_works_end_to_end(family: str, exporter: str, files: Pa
     report = sreval_cli("evaluate", path, "--data", data, *given, out=tmp_path / "eval")
     assert report["config"]["runtime"] == "torch" and report["model"]["convention_sources"]["batch"]
     for s, row in zip(load_dataset(data, scale), report["results"], strict=True):
-        want = sreval.psnr(direct_sr(path, s.lr, inputs), s.hr, y=True, shave=scale)
+        sr = direct_sr(path, s.lr, scale=scale, inputs=inputs, **(TF_LAYOUTS if family == TF_STYLE else {}))
+        want = sreval.psnr(sr, s.hr, y=True, shave=scale)
         assert abs(row["psnr_sr"] - want) <= EVAL_TOL, (s.name, row["psnr_sr"], want)
 
     net = differentiable(native(family))
