@@ -193,31 +193,23 @@ class NeedsSixteen(torch.nn.Module):
         return torch.nn.functional.interpolate(y, scale_factor=2, mode="nearest")[..., 30:-30, 30:-30]
 
 
-def test_a_minimum_below_the_probe_size_is_found(tmp_path: Path) -> None:
-    module, path = NeedsSixteen(), tmp_path / "m.onnx"
-    export_dynamic(module, path, 40)
+@pytest.mark.parametrize(("module", "minimum", "says", "small"), [
+    (NeedsASize(), 35, "runs at 35x37", (2, 3, 9, 11)),  # refuses the probe: grown
+    (NeedsSixteen(), 19, "fails at 17x15", (1, 3, 12, 30)),  # runs at the probe, not below it
+])
+def test_a_minimum_size_is_found_and_small_inputs_padded(tmp_path: Path, module: torch.nn.Module, minimum: int,
+                                                         says: str, small: tuple[int, ...]) -> None:
+    path = export_dynamic(module, tmp_path / "m.onnx", 40)
     m = SRModel(path, device="cpu")
-    assert m.conventions.min_size == 19 and "fails at 17x15" in m.sources["min_size"]
+    assert m.conventions.min_size == minimum and says in m.sources["min_size"]
     assert m.check_parity().ok
-    x = torch.rand(1, 3, 12, 30)
-    with torch.no_grad():
-        got = m.torch()(x)
-    want = module(torch.nn.functional.pad(x, (0, 0, 0, 7), mode="replicate"))[..., :24, :]
-    assert got.shape == (1, 3, 24, 60) and torch.allclose(got, want, atol=1e-5)
-
-
-def test_a_minimum_size_is_found_and_small_inputs_padded(tmp_path: Path) -> None:
-    module, path = NeedsASize(), tmp_path / "m.onnx"
-    export_dynamic(module, path, 40)
-    m = SRModel(path, device="cpu")
-    assert m.conventions.min_size == 35 and "runs at 35x37" in m.sources["min_size"]
-    assert m.check_parity().ok
-    x = torch.rand(2, 3, 9, 11)  # below the minimum: padded, run, cropped back
+    x = torch.rand(*small)  # below the minimum: padded, run, cropped back
+    h, w = small[2:]
     with torch.no_grad():
         got, ref = m.torch()(x), m.ort()(x)
-    padded = torch.nn.functional.pad(x, (0, 35 - 11, 0, 35 - 9), mode="replicate")
-    assert got.shape == (2, 3, 18, 22)
-    assert torch.allclose(got, module(padded)[..., :18, :22], atol=1e-5) and torch.allclose(got, ref, atol=1e-5)
+    padded = torch.nn.functional.pad(x, (0, max(0, minimum - w), 0, max(0, minimum - h)), mode="replicate")
+    assert got.shape == (small[0], 3, 2 * h, 2 * w)
+    assert torch.allclose(got, module(padded)[..., :2 * h, :2 * w], atol=1e-5) and torch.allclose(got, ref, atol=1e-5)
     big = torch.rand(1, 3, 40, 41)  # above it: untouched
     with torch.no_grad():
         assert torch.allclose(m.torch()(big), module(big), atol=1e-5)
