@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from sreval.analysis import IndexConfig, gradient_norms
-    from sreval.attacks.basic import BasicConfig, attack_image
+    from sreval.attacks.basic import attack_image
+    from sreval.config import BasicConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)

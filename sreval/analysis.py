@@ -12,8 +12,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sreval.attacks.basic import BasicConfig, attack_image, auto_batch
-from sreval.attacks.common import in_chunks, parse_alpha
+from sreval.attacks.basic import attack_image, auto_batch
+from sreval.config import BasicConfig, check_batch, parse_alpha
+from sreval.attacks.common import in_chunks
 from sreval.data import Sample
 from sreval.errors import ConfigError, DataError
 from sreval.evaluation import ImageSaver, Progress, Row, measure, measure_hr, super_resolve, to_tensor
@@ -129,8 +130,7 @@ class IndexConfig:
         object.__setattr__(self, "alpha", parse_alpha([self.alpha])[0])
         if not isinstance(self.samples, int) or self.samples < 1:
             raise ConfigError(f"samples (N_s) must be an integer >= 1, got {self.samples!r}")
-        if self.batch is not None and self.batch < 1:
-            raise ConfigError(f"batch must be >= 1, got {self.batch}")
+        check_batch(self.batch)
 
 
 def _perturbations(shape: tuple[int, ...], alpha: float, seed: int, image: int, sl: slice) -> Tensor:

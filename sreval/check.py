@@ -22,7 +22,8 @@ from typing import Any
 
 from sreval.errors import ConfigError, DataError
 from sreval.files import atomic_write
-from sreval.run import load_run, read_json
+from sreval.report import read_json
+from sreval.runview import load_run
 
 SCHEMA = "sreval.golden/1"
 ROW_IDENTITY = ("attack", "image", "alpha", "group", "source", "target")

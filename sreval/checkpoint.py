@@ -46,7 +46,7 @@ from sreval.errors import ConfigError, ModelError
 from sreval.exporters.common import StateDict, read_checkpoint, trace_to_onnx, write_model
 from sreval.files import atomic_write, cache_dir, sha256_file
 from sreval.graphstats import graph_stats
-from sreval.run import code_version
+from sreval.cells import code_version
 from sreval.runtime import first_line, padding_to_fit
 
 SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")

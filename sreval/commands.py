@@ -11,11 +11,10 @@ the work advances.
 
 from __future__ import annotations
 
-import functools
 import io
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,29 +24,28 @@ import torch
 from sreval import checkpoint, zoo
 from sreval.analysis import (IndexConfig, basic_psnr_from_report, common_scale, correlation, matrix_csv,
                              run_index, run_transfer, unique_names)
-from sreval.attacks.basic import (APGD, IFGSM, MIFGSM, PGD, STRONGEST, BasicConfig, GradientAttack, LoopOptions,
-                                  run_basic)
-from sreval.attacks.common import check_steps, parse_alpha
+from sreval.attacks.basic import run_basic
 from sreval.attacks.evidence import evidence
-from sreval.attacks.partial import PartialIFGSM, run_partial
-from sreval.attacks.square import SquareConfig, choose_method, run_square, NOTE as SQUARE_NOTE
-from sreval.attacks.targeted import TargetedConfig, TargetedIFGSM, foreman_frames, load_pair, require_file, run_targeted
-from sreval.attacks.universal import Universal, UniversalConfig, amplified, run_universal
+from sreval.attacks.partial import run_partial
+from sreval.attacks.square import NOTE as SQUARE_NOTE, SquareConfig, choose_method, run_square
+from sreval.attacks.targeted import TargetedConfig, foreman_frames, load_pair, require_file, run_targeted
+from sreval.attacks.universal import UniversalConfig, amplified, run_universal
+from sreval.config import PAPER_ALPHAS, BasicConfig, LoopOptions, check_steps, parse_alpha, parse_defenses
 from sreval.convert import unsupported_ops
 from sreval.data import Sample, load_dataset
-from sreval.defenses import evaluate_defended, parse_defenses, run_defended_attack
+from sreval.defenses import evaluate_defended, run_defended_attack
 from sreval.detect import propose
 from sreval.errors import ConfigError, SrevalError, UnsupportedOperatorError
-from sreval.evaluation import ImageSaver, Progress, Row, evaluate_clean, measure, measure_hr, super_resolve, to_tensor
-from sreval.files import atomic_write, check_writable_dir
-from sreval.io import write_image
+from sreval.evaluation import Progress, Row, evaluate_clean, to_tensor
+from sreval.files import check_writable_dir
+from sreval.io import encode_image
+from sreval.jobs import JobResult, Run, as_model, measure_rows, rows_evidence, run_job, with_method, write_job_report
 from sreval.model import ConversionError, LoadedModel, SRModel
-from sreval.run import claims_out_dir, data_info, environment, metric_conventions, model_info, read_report, write_report
+from sreval.registry import attack_entry
+from sreval.report import Report, claims_out_dir, read_report
 
-PAPER_ALPHAS = "1/255,2/255,4/255,8/255,16/255,32/255"  # the paper's budgets (Fig. 1, 3, 5, 7)
 
-
-# ----------------------------------------------------------------------------- models and data
+# ----------------------------------------------------------------------------- models
 
 
 def load_model(model: str | Path, *, device: str = "auto", **conventions: Any) -> LoadedModel:
@@ -56,52 +54,12 @@ def load_model(model: str | Path, *, device: str = "auto", **conventions: Any) -
     return LoadedModel(zoo.open_model(model, device=device, check=False, **conventions))
 
 
-def _open(model: Any, device: str, conventions: Mapping[str, Any] | None, check: bool = True) -> SRModel:
-    """The SRModel behind a MODEL argument; with `check`, its parity verified."""
-    if isinstance(model, LoadedModel):
-        return model.source
-    if isinstance(model, SRModel):
-        opened = model
-    else:
-        given = {k: v for k, v in (conventions or {}).items() if v is not None}
-        opened = zoo.open_model(model, device=device, check=False, **given)
-    if check:
-        opened.check_parity()
-    return opened
-
-
-def _data(spec: str | Path, scale: int, data_root: Path | None, limit: int | None) -> list[Sample]:
-    return load_dataset(spec, scale, data_root=data_root, limit=limit)
-
-
-def _open_run(model: Any, data: str | Path, device: str, conventions: Mapping[str, Any] | None,
-              data_root: Path | None, limit: int | None) -> tuple[SRModel, int, list[Sample]]:
-    """The parity-checked model, its scale and the dataset at that scale."""
-    m = _open(model, device, conventions)
-    return m, m.conventions.scale, _data(data, m.conventions.scale, data_root, limit)
-
-
-def _loop(loop: LoopOptions | None, method: str | None = None) -> LoopOptions:
-    loop = loop or LoopOptions()
-    return replace(loop, method=method) if method else loop
-
-
-def rows_evidence(rows: list[Row], *, descend: bool = False) -> dict[str, Any]:
-    """The evidence checks an attack's own rows allow (the probes are the basic attack's)."""
-    return evidence(None, [], 0, None, rows, None, run_probes=False, descend=descend)
-
-
-def _extra_file(out: Path | None, name: str, data: bytes | str) -> None:
-    if out is not None:
-        atomic_write(Path(out) / name, data)
-
-
 # ----------------------------------------------------------------------------- inspect, evaluate
 
 
 def inspect(model: str | Path, *, device: str = "auto", conventions: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """`sreval inspect`: what sreval makes of a model file, without running an attack."""
-    m = _open(model, device, conventions, check=False)
+    m = as_model(model, device, conventions, check=False)
     info: dict[str, Any] = {
         "path": str(m.path), "sha256": m.sha256, "opset": m.opset,
         "input": f"{m.input.name} {['?' if d is None else d for d in m.input_dims]}",
@@ -137,45 +95,28 @@ def evaluate(
     data_root: Path | None = None, limit: int | None = None, device: str = "auto", seed: int = 0,
     progress: Progress | None = None, conventions: Mapping[str, Any] | None = None, runtime: str = "auto",
     defense: Sequence[str] | str | None = None,
-) -> dict[str, Any]:
+) -> Report:
     """`sreval evaluate`: clean SR PSNR/SSIM against HR, in the report schema (attack 'none').
     `runtime` 'auto' uses the PyTorch conversion, or onnxruntime where onnx2torch cannot convert
     the model; 'onnxruntime' skips the conversion; the report says which ran. `defense` adds
     the clean rows through each defense ('none+D')."""
-    torch.manual_seed(seed)
-    if defense:
-        return _evaluate_defended(model, data, defense, out, save_images, data_root, limit, device, seed,
-                                  progress, conventions, runtime)
-    m = _open(model, device, conventions, check=False)
-    module, ran = m.runtime(runtime)
-    parity = m.check_parity() if ran == "torch" else None
-    scale = m.conventions.scale
-    samples = _data(data, scale, data_root, limit)
-    rows = evaluate_clean(module, samples, scale, device=m.device, progress=progress,
-                          saver=ImageSaver.for_run(out, save_images))
-    return write_report(
-        out, command="evaluate", model=model_info(m, parity), data=data_info(data, samples),
-        config={"device": str(m.device), "seed": seed, "runtime": ran},
-        environment=environment(str(m.device)), conventions=metric_conventions(scale), results=rows,
-    )
-
-
-def _evaluate_defended(model: Any, data: str | Path, defense: Sequence[str] | str, out: Path | None,
-                       save_images: bool, data_root: Path | None, limit: int | None, device: str, seed: int,
-                       progress: Progress | None, conventions: Mapping[str, Any] | None,
-                       runtime: str) -> dict[str, Any]:
-    if runtime != "auto":
+    names = parse_defenses(defense) if defense else ()
+    if names and runtime != "auto":
         raise ConfigError("--defense works with --runtime auto only")
-    names = parse_defenses(defense)
-    m, scale, samples = _open_run(model, data, device, conventions, data_root, limit)
-    rows = evaluate_defended(m.torch(), samples, scale, names, device=m.device, progress=progress,
-                             saver=ImageSaver.for_run(out, save_images))
-    return write_report(
-        out, command="evaluate", model=model_info(m, m.check_parity()), data=data_info(data, samples),
-        config={"device": str(m.device), "seed": seed, "defenses": list(names)},
-        environment=environment(str(m.device)), conventions=metric_conventions(scale), results=rows,
-        sections={"defense": {"defenses": list(names)}},
-    )
+    opened = as_model(model, device, conventions, check=False)
+    module, ran = (opened.torch(), "torch") if names else opened.runtime(runtime)
+
+    def job(run: Run) -> JobResult:
+        saver, dev = run.saver, run.model.device
+        rows = (evaluate_defended(module, run.samples, run.scale, names, device=dev, progress=run.progress,
+                                  saver=saver) if names else
+                evaluate_clean(module, run.samples, run.scale, device=dev, progress=run.progress, saver=saver))
+        config = {"seed": seed, "defenses": list(names)} if names else {"seed": seed, "runtime": ran}
+        return JobResult(rows, config, sections={"defense": {"defenses": list(names)}} if names else {})
+
+    return run_job("clean", opened, data, job, out=out, device=device, seed=seed, conventions=None,
+                   data_root=data_root, limit=limit, progress=progress, save_images=save_images,
+                   parity=ran == "torch", command="evaluate")
 
 
 # ----------------------------------------------------------------------------- the basic attack
@@ -189,48 +130,48 @@ def attack(
     seed: int = 0, progress: Progress | None = None, conventions: Mapping[str, Any] | None = None,
     method: str = "ifgsm", loop: LoopOptions | None = None, queries: int = 500, precision: str = "fp32",
     sanity: bool = True, defense: Sequence[str] | str | None = None,
-) -> dict[str, Any]:
+) -> Report:
     """`sreval attack`: the basic attack over a dataset. `method` is one of the shared loop's
     (ifgsm, pgd, apgd, mifgsm, strongest; its other options in `loop`, whose own method
-    `method` replaces), or 'square' (the
-    gradient-free Square attack through onnxruntime; 'auto': square where onnx2torch cannot
-    convert the model). `precision` bf16/fp16 runs the attack in mixed precision; the report
-    then states the SR PSNR difference against float32 on the first images. `sanity` runs the
-    evidence checks into the report's `evidence`. `defense` (resize, self-ensemble) adds the
-    rows basic+D (the bare attack through D) and basic+D-adaptive (the attack through D)."""
+    `method` replaces), or 'square' (the gradient-free Square attack through onnxruntime;
+    'auto': square where onnx2torch cannot convert the model). `precision` bf16/fp16 runs the
+    attack in mixed precision; the report then states the SR PSNR difference against float32
+    on the first images. `sanity` runs the evidence checks into the report's `evidence`.
+    `defense` (resize, self-ensemble) adds the rows basic+D (the bare attack through D) and
+    basic+D-adaptive (the attack through D)."""
     gradient = method not in ("square", "auto")
-    loop = _loop(loop, method if gradient else "ifgsm")
+    loop = with_method(loop, method if gradient else "ifgsm")
     # Validate the cheap options before the expensive model conversion.
     cfg = BasicConfig(alphas=tuple(parse_alpha(alpha, loop.norm)), steps=check_steps(steps),
                       reference=reference, quantize=quantize, seed=seed, batch=batch, precision=precision,
                       **loop.fields())
+    names = parse_defenses(defense) if defense else ()
+    if names and (not gradient or method == "strongest"):
+        raise ConfigError(f"--defense works with the gradient methods ifgsm, pgd, apgd, mifgsm, not {method}")
+    common = dict(out=out, device=device, seed=seed, data_root=data_root, limit=limit, progress=progress,
+                  save_images=save_images)
+    if names:
+        return run_job("defense", model, data, lambda run: _defended(run, cfg, names), conventions=conventions,
+                       command="attack", **common)
     torch.manual_seed(seed)
-    if defense:
-        if not gradient or method == "strongest":
-            raise ConfigError(f"--defense works with the gradient methods ifgsm, pgd, apgd, mifgsm, not {method}")
-        return _defended_attack(model, data, defense, cfg, out, save_images, data_root, limit, device,
-                                progress, conventions)
-    m = _open(model, device, conventions, check=False)
+    m = as_model(model, device, conventions, check=False)
     chosen, fallback = choose_method(m, method)
     if chosen == "square":
-        return _square(m, data, cfg, queries, out, save_images, data_root, limit, progress, fallback)
-    parity = m.check_parity()
-    scale = m.conventions.scale
-    samples = _data(data, scale, data_root, limit)
-    ref = cfg.reference_for(samples)
-    rows = run_basic(m.torch(), samples, scale, cfg, device=m.device, progress=progress,
-                     saver=ImageSaver.for_run(out, save_images))
-    sections: dict[str, Any] = {"evidence": evidence(m.torch(), samples, scale, cfg, rows, m.device,
+        return run_job("basic", m, data, lambda run: _square(run, cfg, queries, fallback), conventions=None,
+                       parity=False, command="attack", **common)
+    return run_job("basic", m, data, lambda run: _basic(run, cfg, sanity), conventions=None, command="attack",
+                   **common)
+
+
+def _basic(run: Run, cfg: BasicConfig, sanity: bool) -> JobResult:
+    net, ref = run.model.torch(), cfg.reference_for(run.samples)
+    rows = run_basic(net, run.samples, run.scale, cfg, device=run.model.device, progress=run.progress,
+                     saver=run.saver)
+    sections: dict[str, Any] = {"evidence": evidence(net, run.samples, run.scale, cfg, rows, run.model.device,
                                                      run_probes=sanity)}
-    if precision != "fp32":
-        sections["precision_check"] = _precision_check(m, samples[:2], scale, cfg, rows)
-    return write_report(
-        out, command="attack", model=model_info(m, parity), data=data_info(data, samples),
-        config={**asdict(cfg), "reference": ref, "device": str(m.device)},
-        environment=environment(str(m.device)),
-        conventions=metric_conventions(scale, quantize_lr=quantize, reference=ref),
-        results=rows, sections=sections,
-    )
+    if cfg.precision != "fp32":
+        sections["precision_check"] = _precision_check(run.model, run.samples[:2], run.scale, cfg, rows)
+    return JobResult(rows, {**asdict(cfg), "reference": ref}, sections=sections, quantize=cfg.quantize, reference=ref)
 
 
 def _precision_check(model: SRModel, samples: list[Sample], scale: int, cfg: BasicConfig,
@@ -246,52 +187,35 @@ def _precision_check(model: SRModel, samples: list[Sample], scale: int, cfg: Bas
             "mean_abs_difference_db": sum(finite) / len(finite) if finite else None}
 
 
-def _square(m: SRModel, data: str | Path, cfg: BasicConfig, queries: int, out: Path | None, save_images: bool,
-            data_root: Path | None, limit: int | None, progress: Progress | None,
-            fallback: str | None) -> dict[str, Any]:
+def _square(run: Run, cfg: BasicConfig, queries: int, fallback: str | None) -> JobResult:
     """The Square attack through onnxruntime (`sreval.attacks.square`), attack 'square'."""
     scfg = SquareConfig(alphas=cfg.alphas, queries=queries, quantize=cfg.quantize, seed=cfg.seed)
-    scale = m.conventions.scale
-    samples = _data(data, scale, data_root, limit)
-    rows = run_square(m.ort(), samples, scale, scfg, device=m.device, progress=progress,
-                      saver=ImageSaver.for_run(out, save_images))
+    rows = run_square(run.model.ort(), run.samples, run.scale, scfg, device=run.model.device, progress=run.progress,
+                      saver=run.saver)
     note = SQUARE_NOTE + (f"; {fallback}" if fallback else "")
-    return write_report(
-        out, command="attack", model=model_info(m), data=data_info(data, samples),
-        config={**asdict(scfg), "method": "square", "reference": "clean-sr", "runtime": "onnxruntime",
-                "device": str(m.device), "note": note},
-        environment=environment(str(m.device)),
-        conventions={**metric_conventions(scale, quantize_lr=cfg.quantize, reference="clean-sr"),
-                     "square": "loss = MSE(f(X), f(X0)); X0 + alpha * stripes, then one +-alpha "
+    return JobResult(
+        rows, {**asdict(scfg), "method": "square", "reference": "clean-sr", "runtime": "onnxruntime", "note": note},
+        conventions={"square": "loss = MSE(f(X), f(X0)); X0 + alpha * stripes, then one +-alpha "
                                "square window per query, kept where the loss grows"},
-        results=rows,
         sections={"blackbox": {"method": "square", "queries": scfg.queries, "p_init": scfg.p_init,
                                "weaker_than_gradient_attack": True, "note": note}},
-    )
+        quantize=cfg.quantize, reference="clean-sr")
 
 
-def _defended_attack(model: Any, data: str | Path, defense: Sequence[str] | str, cfg: BasicConfig,
-                     out: Path | None, save_images: bool, data_root: Path | None, limit: int | None, device: str,
-                     progress: Progress | None, conventions: Mapping[str, Any] | None) -> dict[str, Any]:
+def _defended(run: Run, cfg: BasicConfig, names: Sequence[str]) -> JobResult:
     """Rows 'basic' (no defense), 'basic+D' (the bare attack's examples through D: the paper's
     setting) and 'basic+D-adaptive' (attack through D)."""
-    names = parse_defenses(defense)
-    m, scale, samples = _open_run(model, data, device, conventions, data_root, limit)
-    rows = run_defended_attack(m.torch(), samples, scale, cfg, names, device=m.device, progress=progress,
-                               saver=ImageSaver.for_run(out, save_images))
-    ref = cfg.reference_for(samples)
-    return write_report(
-        out, command="attack", model=model_info(m, m.check_parity()), data=data_info(data, samples),
-        config={**asdict(cfg), "reference": ref, "defenses": list(names), "device": str(m.device)},
-        environment=environment(str(m.device)),
-        conventions={**metric_conventions(scale, quantize_lr=cfg.quantize, reference=ref),
-                     "psnr_sr": "through the row's defense: SR of attacked LR vs SR of clean LR",
+    rows = run_defended_attack(run.model.torch(), run.samples, run.scale, cfg, names, device=run.model.device,
+                               progress=run.progress, saver=run.saver)
+    ref = cfg.reference_for(run.samples)
+    return JobResult(
+        rows, {**asdict(cfg), "reference": ref, "defenses": list(names)},
+        conventions={"psnr_sr": "through the row's defense: SR of attacked LR vs SR of clean LR",
                      "psnr_sr_vs_bare": "SR of attacked LR through the defense vs the bare model's clean SR"},
-        results=rows,
         sections={"defense": {"defenses": list(names), "non_adaptive": "basic+D: attack the bare model, "
                               "evaluate through D", "adaptive": "basic+D-adaptive: attack through D"},
                   "evidence": rows_evidence([r for r in rows if r.get("loss_curve")])},
-    )
+        quantize=cfg.quantize, reference=ref)
 
 
 # ----------------------------------------------------------------------------- the rest of the paper
@@ -305,41 +229,38 @@ def universal(
     data_root: Path | None = None, limit: int | None = None, device: str = "auto", seed: int = 0,
     progress: Progress | None = None, conventions: Mapping[str, Any] | None = None,
     loop: LoopOptions | None = None,
-) -> dict[str, Any]:
+) -> Report:
     """`sreval universal`: one perturbation per budget for all images (centre crops), saved as
     .npy and amplified PNG; LR/SR PSNR per image, on fit and held-out images. `loss` 'paper'
     is eq. 6 (mean of the images' L2 norms), 'official' the official code's mean of MSEs."""
-    loop = _loop(loop)
+    loop = with_method(loop)
     cfg = UniversalConfig(alphas=tuple(parse_alpha(alpha, loop.norm)), steps=steps, crop=crop, holdout=holdout,
                           reference=reference, quantize=quantize, seed=seed, batch=batch, loss=loss,
                           **loop.fields(ensemble=False))
-    torch.manual_seed(seed)
-    m, scale, samples = _open_run(model, data, device, conventions, data_root, limit)
-    res = run_universal(m.torch(), samples, scale, cfg, device=m.device, progress=progress,
-                        saver=ImageSaver.for_run(out, save_images))
-    files = []
-    for a, delta in res.perturbations.items():
-        stem = f"perturbation_a{a * 255:g}"
-        buf = io.BytesIO()
-        np.save(buf, delta)
-        _extra_file(out, f"{stem}.npy", buf.getvalue())
-        if out is not None:
-            write_image(Path(out) / f"{stem}.png", amplified(delta, a))
-        files.append({"alpha": a, "npy": f"{stem}.npy", "png": f"{stem}.png",
-                      "linf": float(np.abs(delta).max()), "mean_abs": float(np.abs(delta).mean())})
-    return write_report(
-        out, command="universal", model=model_info(m, m.check_parity()), data=data_info(data, samples),
-        config={**asdict(cfg), "crop": res.crop, "reference": res.reference, "device": str(m.device)},
-        environment=environment(str(m.device)),
-        conventions={**metric_conventions(scale, quantize_lr=quantize, reference=res.reference),
-                     "crop": f"central {res.crop}x{res.crop} LR crop of every image, HR crop above it",
-                     "perturbation": "HxWx3 float32 in [-alpha, alpha]; PNG shows delta/(2 alpha)+0.5",
-                     "group": "fit: used to fit the perturbation; holdout: never seen while fitting"},
-        results=res.rows,
-        sections={"universal": {"crop": res.crop, "fit": res.fit, "holdout": res.holdout,
-                                "perturbations": files},
-                  "evidence": rows_evidence([r for r in res.rows if r.get("group") == "fit"])},
-    )
+
+    def job(run: Run) -> JobResult:
+        res = run_universal(run.model.torch(), run.samples, run.scale, cfg, device=run.model.device,
+                            progress=run.progress, saver=run.saver)
+        files: dict[str, bytes | str] = {}
+        listed = []
+        for a, delta in res.perturbations.items():
+            stem = f"perturbation_a{a * 255:g}"
+            buf = io.BytesIO()
+            np.save(buf, delta)
+            files[f"{stem}.npy"], files[f"{stem}.png"] = buf.getvalue(), encode_image(amplified(delta, a))
+            listed.append({"alpha": a, "npy": f"{stem}.npy", "png": f"{stem}.png",
+                           "linf": float(np.abs(delta).max()), "mean_abs": float(np.abs(delta).mean())})
+        return JobResult(
+            res.rows, {**asdict(cfg), "crop": res.crop, "reference": res.reference},
+            conventions={"crop": f"central {res.crop}x{res.crop} LR crop of every image, HR crop above it",
+                         "perturbation": "HxWx3 float32 in [-alpha, alpha]; PNG shows delta/(2 alpha)+0.5",
+                         "group": "fit: used to fit the perturbation; holdout: never seen while fitting"},
+            sections={"universal": {"crop": res.crop, "fit": res.fit, "holdout": res.holdout, "perturbations": listed},
+                      "evidence": rows_evidence([r for r in res.rows if r.get("group") == "fit"])},
+            quantize=quantize, reference=res.reference, files=files)
+
+    return run_job("universal", model, data, job, out=out, device=device, seed=seed, conventions=conventions,
+                   data_root=data_root, limit=limit, progress=progress, save_images=save_images)
 
 
 @claims_out_dir
@@ -349,30 +270,29 @@ def partial(
     batch: int | None = None, data_root: Path | None = None, limit: int | None = None, device: str = "auto",
     seed: int = 0, progress: Progress | None = None, conventions: Mapping[str, Any] | None = None,
     loop: LoopOptions | None = None,
-) -> dict[str, Any]:
+) -> Report:
     """`sreval partial`: attack the central half of each LR, measure outside its HR
     counterpart, and the decay of the damage with distance (section 'permeation')."""
-    loop = _loop(loop)
+    loop = with_method(loop)
     cfg = BasicConfig(alphas=tuple(parse_alpha(alpha, loop.norm)), steps=check_steps(steps),
                       reference=reference, quantize=quantize, seed=seed, batch=batch, **loop.fields())
-    torch.manual_seed(seed)
-    m, scale, samples = _open_run(model, data, device, conventions, data_root, limit)
-    res = run_partial(m.torch(), samples, scale, cfg, device=m.device, progress=progress,
-                      saver=ImageSaver.for_run(out, save_images))
-    return write_report(
-        out, command="partial", model=model_info(m, m.check_parity()), data=data_info(data, samples),
-        config={**asdict(cfg), "reference": res.reference, "device": str(m.device)},
-        environment=environment(str(m.device)),
-        conventions={**metric_conventions(scale, quantize_lr=quantize, reference=res.reference),
-                     "mask": "LR pixels with w/4 <= x < 3w/4 and h/4 <= y < 3h/4 (eq. 10)",
-                     "psnr_sr": "SR of attacked vs clean LR, only OUTSIDE the HR mask (shaved)",
-                     "psnr_sr_inside": "the same, only inside the HR mask",
-                     "permeation": "mean squared error of Y (0..255) per ring of HR pixels at "
-                                   "Chebyshev distance d LR pixels from the HR mask (shaved border excluded)"},
-        results=res.rows,
-        sections={"permeation": [{"alpha": a, **p} for a, p in res.permeation.items()],
-                  "evidence": rows_evidence(res.rows)},
-    )
+
+    def job(run: Run) -> JobResult:
+        res = run_partial(run.model.torch(), run.samples, run.scale, cfg, device=run.model.device,
+                          progress=run.progress, saver=run.saver)
+        return JobResult(
+            res.rows, {**asdict(cfg), "reference": res.reference},
+            conventions={"mask": "LR pixels with w/4 <= x < 3w/4 and h/4 <= y < 3h/4 (eq. 10)",
+                         "psnr_sr": "SR of attacked vs clean LR, only OUTSIDE the HR mask (shaved)",
+                         "psnr_sr_inside": "the same, only inside the HR mask",
+                         "permeation": "mean squared error of Y (0..255) per ring of HR pixels at Chebyshev "
+                                       "distance d LR pixels from the HR mask (shaved border excluded)"},
+            sections={"permeation": [{"alpha": a, **p} for a, p in res.permeation.items()],
+                      "evidence": rows_evidence(res.rows)},
+            quantize=quantize, reference=res.reference)
+
+    return run_job("partial", model, data, job, out=out, device=device, seed=seed, conventions=conventions,
+                   data_root=data_root, limit=limit, progress=progress, save_images=save_images)
 
 
 @claims_out_dir
@@ -381,35 +301,33 @@ def targeted(
     alpha: str | Sequence[float] = "16/255", steps: int = 50, quantize: bool = True, out: Path | None = None,
     save_images: bool = False, device: str = "auto", seed: int = 0, progress: Progress | None = None,
     conventions: Mapping[str, Any] | None = None, loop: LoopOptions | None = None,
-) -> dict[str, Any]:
+) -> Report:
     """`sreval targeted`: push f(X) towards a target HR image (eq. 11), from the source HR
     frame's MATLAB-bicubic LR. Default pair: the two foreman frames of the shared assets."""
     source = source if source is not None else foreman_frames()[0]
     target = target if target is not None else foreman_frames()[1]
-    loop = _loop(loop)
+    loop = with_method(loop)
     cfg = TargetedConfig(alphas=tuple(parse_alpha(alpha, loop.norm)), steps=check_steps(steps), quantize=quantize,
                          seed=seed, **loop.fields(ensemble=False))
     require_file("source", source)
     require_file("target", target)
-    torch.manual_seed(seed)
-    m = _open(model, device, conventions)
-    scale = m.conventions.scale
-    pair = load_pair(source, target, scale)
-    res = run_targeted(m.torch(), pair, scale, cfg, device=m.device, progress=progress,
-                       saver=ImageSaver.for_run(out, save_images))
-    return write_report(
-        out, command="targeted", model=model_info(m, m.check_parity()),
-        data={"source": str(source), "target": str(target), "hr_size": list(pair.source.hr.shape[:2])},
-        config={**asdict(cfg), "device": str(m.device), "seed": seed},
-        environment=environment(str(m.device)),
-        conventions={**metric_conventions(scale, quantize_lr=quantize, reference="target HR"),
-                     "psnr_target_hr": "SR of attacked LR vs the target HR",
-                     "psnr_source_hr": "SR of attacked LR vs the source's own HR (= psnr_hr)",
-                     "psnr_lr_target": "attacked LR vs the target's LR (MATLAB bicubic)"},
-        results=res.rows,
-        sections={"targeted": {"source": pair.source.name, "target": pair.target.name, "clean": res.clean},
-                  "evidence": rows_evidence(res.rows, descend=True)},
-    )
+
+    def job(run: Run) -> JobResult:
+        pair = load_pair(source, target, run.scale)
+        res = run_targeted(run.model.torch(), pair, run.scale, cfg, device=run.model.device, progress=run.progress,
+                           saver=run.saver)
+        return JobResult(
+            res.rows, {**asdict(cfg), "seed": seed},
+            conventions={"psnr_target_hr": "SR of attacked LR vs the target HR",
+                         "psnr_source_hr": "SR of attacked LR vs the source's own HR (= psnr_hr)",
+                         "psnr_lr_target": "attacked LR vs the target's LR (MATLAB bicubic)"},
+            sections={"targeted": {"source": pair.source.name, "target": pair.target.name, "clean": res.clean},
+                      "evidence": rows_evidence(res.rows, descend=True)},
+            quantize=quantize, reference="target HR",
+            data={"source": str(source), "target": str(target), "hr_size": list(pair.source.hr.shape[:2])})
+
+    return run_job("targeted", model, None, job, out=out, device=device, seed=seed, conventions=conventions,
+                   progress=progress, save_images=save_images)
 
 
 @claims_out_dir
@@ -419,37 +337,30 @@ def transfer(
     data_root: Path | None = None, limit: int | None = None, device: str = "auto", seed: int = 0,
     progress: Progress | None = None, conventions: Mapping[str, Any] | None = None,
     loop: LoopOptions | None = None,
-) -> dict[str, Any]:
+) -> Report:
     """`sreval transfer`: basic-attack examples of each source model fed to each target model;
     SR PSNR matrix (rows = source, columns = target) as transfer_matrix.csv and in report.json.
     `loop.method` 'mifgsm' is the momentum attack made for transfer."""
-    loop = _loop(loop)
+    loop = with_method(loop)
     cfg = BasicConfig(alphas=tuple(parse_alpha(alpha, loop.norm)), steps=check_steps(steps),
                       reference=reference, quantize=quantize, seed=seed, batch=batch, **loop.fields())
     if len(models) < 2:
         raise ConfigError(f"transfer needs at least two models, got {len(models)}")
     torch.manual_seed(seed)
-    opened = [_open(s, device, conventions) for s in models]
+    opened = [as_model(s, device, conventions) for s in models]
     names = unique_names([m.describe()["name"] for m in opened])
     scale = common_scale({n: m.conventions.scale for n, m in zip(names, opened)})
-    samples = _data(data, scale, data_root, limit)
+    samples = load_dataset(data, scale, data_root=data_root, limit=limit)
     res = run_transfer({n: m.torch() for n, m in zip(names, opened)}, samples, scale, cfg,
                        device=opened[0].device, progress=progress)
-    _extra_file(out, "transfer_matrix.csv", matrix_csv(names, res.matrix))
-    return write_report(
-        out, command="transfer",
-        model={"name": ", ".join(names), "scale": scale,
-               "models": [model_info(m, m.check_parity()) for m in opened]},
-        data=data_info(data, samples),
-        config={**asdict(cfg), "reference": res.reference, "device": str(opened[0].device)},
-        environment=environment(str(opened[0].device)),
-        conventions={**metric_conventions(scale, quantize_lr=quantize, reference=res.reference),
-                     "psnr_sr": "target model: SR of the source's adversarial LR vs SR of the clean LR"},
-        results=res.rows,
+    done = JobResult(
+        res.rows, {**asdict(cfg), "reference": res.reference},
+        conventions={"psnr_sr": "target model: SR of the source's adversarial LR vs SR of the clean LR"},
         sections={"transfer": {"models": names, "rows": "source", "columns": "target", "metric": "psnr_sr",
                                "matrix": [{"alpha": a, "psnr_sr": m} for a, m in res.matrix.items()],
                                "csv": "transfer_matrix.csv"}},
-    )
+        quantize=quantize, reference=res.reference, files={"transfer_matrix.csv": matrix_csv(names, res.matrix)})
+    return write_job_report(out, "transfer", "transfer", opened, data, samples, done)
 
 
 @claims_out_dir
@@ -459,7 +370,7 @@ def index(
     attack_report: Path | None = None, out: Path | None = None, data_root: Path | None = None,
     limit: int | None = None, device: str = "auto", seed: int = 0, progress: Progress | None = None,
     conventions: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> Report:
     """`sreval index`: the robustness index per image (sec. 5.2) and its Pearson/Spearman
     correlation with the basic attack's SR PSNR (run here, or read from `attack_report`)."""
     alphas = parse_alpha(alpha)
@@ -469,34 +380,30 @@ def index(
     bcfg = BasicConfig(alphas=(icfg.alpha,), steps=check_steps(steps), reference=reference,
                        quantize=quantize, seed=seed)
     previous = read_report(attack_report) if attack_report is not None else None
-    torch.manual_seed(seed)
-    m = _open(model, device, conventions)
-    data_samples = _data(data, m.conventions.scale, data_root, limit)
-    rows = run_index(m.torch(), data_samples, icfg, device=m.device, progress=progress)
-    names = [s.name for s in data_samples]
-    if previous is not None:
-        basic_rows, psnr_from = [], str(attack_report)
-        psnr_sr = basic_psnr_from_report(previous, icfg.alpha, names, m.sha256)
-    else:
-        basic_rows = run_basic(m.torch(), data_samples, m.conventions.scale, bcfg, device=m.device,
-                               progress=progress)
-        psnr_from = f"basic attack run here (steps {bcfg.steps}, reference {bcfg.reference_for(data_samples)})"
-        psnr_sr = {r["image"]: r["psnr_sr"] for r in basic_rows}
-    for r in rows:
-        r["psnr_sr_basic"] = psnr_sr[r["image"]]
-    corr = correlation(rows, psnr_sr)
-    return write_report(
-        out, command="index", model=model_info(m, m.check_parity()), data=data_info(data, data_samples),
-        config={**asdict(icfg), "steps": bcfg.steps, "reference": bcfg.reference,
-                "attack_report": str(attack_report) if attack_report else None, "device": str(m.device)},
-        environment=environment(str(m.device)),
-        conventions={**metric_conventions(m.conventions.scale, quantize_lr=quantize),
-                     "robustness_index": "max over N_s uniform perturbations Delta_i in [-alpha, alpha] "
-                                         "of || grad_X ||f(X) - f(X0)||_2 ||_1 at X = clip01(X0 + Delta_i)"},
-        results=rows + basic_rows,
-        sections={"robustness_index": {"alpha": icfg.alpha, "samples": icfg.samples, **corr,
-                                       "psnr_sr_from": psnr_from}},
-    )
+
+    def job(run: Run) -> JobResult:
+        net, names = run.model.torch(), [s.name for s in run.samples]
+        rows = run_index(net, run.samples, icfg, device=run.model.device, progress=run.progress)
+        if previous is not None:
+            basic_rows, psnr_from = [], str(attack_report)
+            psnr_sr = basic_psnr_from_report(previous, icfg.alpha, names, run.model.sha256)
+        else:
+            basic_rows = run_basic(net, run.samples, run.scale, bcfg, device=run.model.device, progress=run.progress)
+            psnr_from = f"basic attack run here (steps {bcfg.steps}, reference {bcfg.reference_for(run.samples)})"
+            psnr_sr = {r["image"]: r["psnr_sr"] for r in basic_rows}
+        for r in rows:
+            r["psnr_sr_basic"] = psnr_sr[r["image"]]
+        return JobResult(
+            rows + basic_rows, {**asdict(icfg), "steps": bcfg.steps, "reference": bcfg.reference,
+                                "attack_report": str(attack_report) if attack_report else None},
+            conventions={"robustness_index": "max over N_s uniform perturbations Delta_i in [-alpha, alpha] "
+                                             "of || grad_X ||f(X) - f(X0)||_2 ||_1 at X = clip01(X0 + Delta_i)"},
+            sections={"robustness_index": {"alpha": icfg.alpha, "samples": icfg.samples,
+                                           **correlation(rows, psnr_sr), "psnr_sr_from": psnr_from}},
+            quantize=quantize)
+
+    return run_job("index", model, data, job, out=out, device=device, seed=seed, conventions=conventions,
+                   data_root=data_root, limit=limit, progress=progress)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -529,158 +436,61 @@ def export(model: str | Path, out: Path, *, device: str = "auto") -> dict[str, A
 @claims_out_dir
 def run_attack(
     name: str, model: Any, data: str | Path = "default", *, alpha: str | Sequence[float] = PAPER_ALPHAS,
-    steps: int = 50, reference: str = "auto", quantize: bool = True, out: Path | None = None,
-    save_images: bool = False, data_root: Path | None = None, limit: int | None = None, device: str = "auto",
-    seed: int = 0, progress: Progress | None = None, conventions: Mapping[str, Any] | None = None,
-    loop: LoopOptions | None = None, options: Mapping[str, Any] | None = None,
+    steps: int | None = None, reference: str | None = None, quantize: bool | None = None,
+    out: Path | None = None, save_images: bool = False, data_root: Path | None = None, limit: int | None = None,
+    device: str = "auto", seed: int | None = None, progress: Progress | None = None,
+    conventions: Mapping[str, Any] | None = None, loop: LoopOptions | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """`sreval run NAME`: the registered attack object `ATTACKS[name].attack` on every image at
-    every budget, one row per (image, budget) with LR / SR PSNR (and against HR). `options` go
-    to the attack object's constructor. This is how an attack added to the registry with only
-    its class runs from the CLI and in sweeps."""
-    entry = _entry(name)
+    """`sreval run NAME`: the registered attack object `ATTACKS[name]` on every image at every
+    budget, one row per (image, budget) with LR / SR PSNR (and against HR). The attack
+    object's own defaults hold for whatever is not given: `steps`, `reference`, `quantize`,
+    `seed`, `loop` (its norm, restarts, quantize_aware) and `options` (any other field of the
+    attack object) override them. This is how an attack added to the registry with only its
+    class runs from the CLI and in sweeps."""
+    entry = attack_entry(name)
     if entry.cli != "run" or entry.attack is None:
         raise ConfigError(f"attack {name!r} has its own command: sreval {entry.cli}")
-    loop = _loop(loop)
-    alphas = parse_alpha(alpha, loop.norm)
-    takes = {f.name for f in fields(entry.attack)} - {"model", "eps"}
-    unknown = sorted(set(options or {}) - takes)
+    cls = entry.attack_class()
+    given = {"steps": steps, "reference": reference, "quantize": quantize, "seed": seed,
+             **({} if loop is None else {k: v for k, v in loop.fields(ensemble=False).items() if k != "method"})}
+    kwargs = attack_options(name, cls, {k: v for k, v in given.items() if v is not None}, options or {})
+    alphas = parse_alpha(alpha, kwargs.get("norm", "linf"))
+    probe = cls(torch.nn.Identity(), eps=alphas, **kwargs)  # validates the options before the model is opened
+
+    def job(run: Run) -> JobResult:
+        net = run.model.torch()
+        attack_object = cls(net, eps=alphas, **kwargs)
+        rows: list[Row] = []
+        for i, s in enumerate(run.samples):
+            x0 = to_tensor(s.lr, run.model.device)
+            hr = to_tensor(s.hr, run.model.device) if s.hr is not None else None
+            xs, trace = attack_object.run(x0, hr, ids=[i])
+            rows += measure_rows(net, s, x0, xs, trace, name, alphas, run.scale, run.saver)
+            if run.progress:
+                run.progress(i + 1, len(run.samples))
+        settings = {f.name: getattr(attack_object, f.name) for f in fields(attack_object)
+                    if f.name not in ("model", "eps")}
+        return JobResult(rows, {"attack": name, "alphas": alphas, **settings, "options": dict(options or {})},
+                       conventions={"attack": entry.what}, sections={"evidence": rows_evidence(rows, descend=entry.descend)},
+                       quantize=attack_object.quantize, reference=attack_object.reference)
+
+    return run_job(name, model, data, job, out=out, device=device, seed=probe.seed, conventions=conventions,
+                   data_root=data_root, limit=limit, progress=progress, save_images=save_images)
+
+
+def attack_options(name: str, cls: Any, given: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of an attack object: the options given by name and the free-form
+    `options`, each a field of the attack object; an unknown or twice-given one is one line."""
+    takes = {f.name for f in fields(cls)} - {"model", "eps"}
+    twice = sorted(set(given) & set(options))
+    if twice:
+        raise ConfigError(f"{name}: {', '.join(twice)} given twice (as an option and in --option)")
+    unknown = sorted((set(given) | set(options)) - takes)
     if unknown:
         raise ConfigError(f"{name}: unknown option(s) {', '.join(unknown)} (it takes {', '.join(sorted(takes))})")
-    make = functools.partial(entry.attack, eps=alphas, steps=check_steps(steps), reference=reference,
-                             quantize=quantize, quantize_aware=loop.quantize_aware, norm=loop.norm,
-                             restarts=loop.restarts, seed=seed, **dict(options or {}))
-    torch.manual_seed(seed)
-    m = _open(model, device, conventions)
-    net, scale = m.torch(), m.conventions.scale
-    make(net)  # validates the options before the data is read
-    samples = _data(data, scale, data_root, limit)
-    saver = ImageSaver.for_run(out, save_images)
-    rows: list[Row] = []
-    for i, s in enumerate(samples):
-        x0 = to_tensor(s.lr, m.device)
-        hr = to_tensor(s.hr, m.device) if s.hr is not None else None
-        xs, trace = make(net).run(x0, hr, ids=[i])
-        sr0 = super_resolve(net, x0)
-        for a, (x, ev) in enumerate(zip(xs, trace.rows())):
-            sr = super_resolve(net, x[None])
-            rows.append({"image": s.name, "attack": name, "alpha": alphas[a], **measure(x0, x[None], sr0, sr, scale),
-                         **ev, **measure_hr(sr, s.hr, scale)})
-            saver(f"{s.name}_a{alphas[a] * 255:g}", lr=x, sr=sr)
-        if progress:
-            progress(i + 1, len(samples))
-    return write_report(
-        out, command=name, model=model_info(m, m.check_parity()), data=data_info(data, samples),
-        config={"attack": name, "alphas": alphas, "steps": steps, "reference": reference, "quantize": quantize,
-                "seed": seed, **loop.fields(ensemble=False), "options": dict(options or {}),
-                "device": str(m.device)},
-        environment=environment(str(m.device)),
-        conventions={**metric_conventions(scale, quantize_lr=quantize, reference=reference),
-                     "attack": entry.what},
-        results=rows, sections={"evidence": rows_evidence(rows, descend=entry.descend)},
-    )
+    return {**given, **options}
 
 
-# ----------------------------------------------------------------------------- the registry
-
-
-@dataclass(frozen=True)
-class AttackEntry:
-    """One entry of the attack registry.
-
-    `what` names it in tables and the report; `cli` is the command that runs it; `run(cfg,
-    cell, common)` runs it as a sweep cell (`cfg` the sweep's configuration, `cell` the cell,
-    `common` the keyword arguments every cell gets: out, device, seed, progress, data_root,
-    limit) and returns its report; `key(cfg)` is the part of the sweep configuration its
-    numbers depend on (it goes into the cell's cache key). `attack` is its attack object, if
-    it has one: an entry with only an attack object runs through `run_attack`."""
-
-    what: str
-    cli: str = "run"
-    run: Callable[[Any, Any, dict[str, Any]], dict[str, Any]] | None = None
-    key: Callable[[Any], dict[str, Any]] | None = None
-    attack: type[GradientAttack] | None = None
-    descend: bool = False  # its loss goes down (a targeted attack), for the evidence checks
-    per_model: bool = True  # one cell per model (transfer: one cell for all models)
-    dataset: bool = True  # runs over the sweep's datasets (targeted: over its own image pair)
-
-    def cell_runner(self, name: str) -> Callable[[Any, Any, dict[str, Any]], dict[str, Any]]:
-        if self.run is not None:
-            return self.run
-        return lambda cfg, cell, common: run_attack(name, cell.models[0].spec, cell.data,
-                                                    **_gradient_args(cfg, name), **common)
-
-    def cell_key(self, cfg: Any, name: str) -> dict[str, Any]:
-        return self.key(cfg) if self.key is not None else _attack_key(cfg, name)
-
-
-def _gradient_args(cfg: Any, attack: str) -> dict[str, Any]:
-    return dict(alpha=list(cfg.alphas), steps=cfg.steps, reference=cfg.reference, quantize=cfg.quantize,
-                loop=cfg.loop(attack))
-
-
-def _attack_key(cfg: Any, attack: str) -> dict[str, Any]:
-    return {"alphas": list(cfg.alphas), "steps": cfg.steps, "reference": cfg.reference, "quantize": cfg.quantize,
-            "seed": cfg.seed, "batch": cfg.batch, "method": cfg.method_for(attack), "norm": cfg.norm}
-
-
-def _saving(cfg: Any) -> bool:
-    return cfg.keep_images > 0
-
-
-ATTACKS: dict[str, AttackEntry] = {
-    "clean": AttackEntry(
-        "clean SR quality against HR", cli="evaluate",
-        run=lambda cfg, cell, common: evaluate(cell.models[0].spec, cell.data, save_images=False, **common),
-        key=lambda cfg: {"seed": cfg.seed}),
-    "basic": AttackEntry(
-        "basic attack, I-FGSM", cli="attack", attack=IFGSM,
-        run=lambda cfg, cell, common: attack(cell.models[0].spec, cell.data, save_images=_saving(cfg),
-                                             batch=cfg.batch, method=cfg.method_for("basic"),
-                                             **_gradient_args(cfg, "basic"), **common)),
-    "universal": AttackEntry(
-        "universal perturbation", cli="universal", attack=Universal,
-        run=lambda cfg, cell, common: universal(cell.models[0].spec, cell.data, save_images=_saving(cfg),
-                                                batch=cfg.batch, **_gradient_args(cfg, "universal"), **common)),
-    "partial": AttackEntry(
-        "partial attack on the central half", cli="partial", attack=PartialIFGSM,
-        run=lambda cfg, cell, common: partial(cell.models[0].spec, cell.data, save_images=_saving(cfg),
-                                              batch=cfg.batch, **_gradient_args(cfg, "partial"), **common)),
-    "targeted": AttackEntry(
-        "targeted attack on the foreman pair", cli="targeted", attack=TargetedIFGSM, descend=True, dataset=False,
-        run=lambda cfg, cell, common: targeted(
-            cell.models[0].spec, source=cell.data.split("|")[0], target=cell.data.split("|")[1],
-            alpha=list(cfg.alphas), steps=cfg.steps, quantize=cfg.quantize, save_images=_saving(cfg),
-            loop=cfg.loop("targeted"), **{k: v for k, v in common.items() if k not in ("data_root", "limit")}),
-        key=lambda cfg: {k: v for k, v in _attack_key(cfg, "targeted").items() if k != "reference"}),
-    "transfer": AttackEntry(
-        "transferability between all models", cli="transfer", per_model=False,
-        run=lambda cfg, cell, common: transfer([m.spec for m in cell.models], cell.data, batch=cfg.batch,
-                                               **_gradient_args(cfg, "transfer"), **common)),
-    "index": AttackEntry(
-        "robustness index at the smallest budget", cli="index",
-        run=lambda cfg, cell, common: index(cell.models[0].spec, cell.data, alpha=min(cfg.alphas),
-                                            samples=cfg.index_samples, steps=cfg.steps, reference=cfg.reference,
-                                            quantize=cfg.quantize, **common),
-        key=lambda cfg: {**_attack_key(cfg, "index"), "alphas": [min(cfg.alphas)], "samples": cfg.index_samples}),
-    "defense": AttackEntry(
-        "basic attack against the defenses", cli="attack --defense",
-        run=lambda cfg, cell, common: attack(cell.models[0].spec, cell.data, defense=list(cfg.defenses),
-                                             save_images=False, batch=cfg.batch, method=cfg.method_for("defense"),
-                                             **_gradient_args(cfg, "defense"), **common),
-        key=lambda cfg: {**_attack_key(cfg, "defense"), "defenses": list(cfg.defenses)}),
-    # attack objects with no command of their own: `sreval run NAME`, and `--attacks NAME` in sweeps
-    "pgd": AttackEntry("PGD with random restarts (Madry et al.)", attack=PGD),
-    "apgd": AttackEntry("APGD, adaptive step size (Croce & Hein)", attack=APGD),
-    "mifgsm": AttackEntry("momentum I-FGSM (Dong et al.)", attack=MIFGSM),
-}
-
-
-def _entry(name: str) -> AttackEntry:
-    if name not in ATTACKS:
-        raise ConfigError(f"unknown attack {name!r}: choose from {', '.join(ATTACKS)}")
-    return ATTACKS[name]
-
-
-__all__ = ["load_model", "inspect", "export", "evaluate", "attack", "universal", "partial", "targeted", "transfer", "index",
-           "run_attack", "ATTACKS", "AttackEntry", "PAPER_ALPHAS", "STRONGEST", "rows_evidence"]
+__all__ = ["load_model", "inspect", "export", "evaluate", "attack", "universal", "partial", "targeted", "transfer",
+           "index", "run_attack", "attack_options"]

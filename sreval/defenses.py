@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sreval.attacks.basic import BasicConfig, attack_image
+from sreval.attacks.basic import attack_image
+from sreval.config import DEFENSE_NAMES, BasicConfig
 from sreval.attacks.optim import Trace
 from sreval.data import Sample
 from sreval.errors import ConfigError, DataError
@@ -64,24 +65,8 @@ class SelfEnsemble(nn.Module):
         return torch.stack(outs).mean(0)
 
 
-DEFENSES: dict[str, type[nn.Module]] = {"resize": ResizeDefense, "self-ensemble": SelfEnsemble}
-
-
-def parse_defenses(names: str | Sequence[str]) -> tuple[str, ...]:
-    """'resize,self-ensemble' or a list of names -> validated, de-duplicated tuple."""
-    items = names.split(",") if isinstance(names, str) else [n for x in names for n in str(x).split(",")]
-    out: list[str] = []
-    for raw in items:
-        name = raw.strip().lower()
-        if not name:
-            continue
-        if name not in DEFENSES:
-            raise ConfigError(f"unknown defense {raw.strip()!r}: choose from {', '.join(DEFENSES)}")
-        if name not in out:
-            out.append(name)
-    if not out:
-        raise ConfigError("no defense given (--defense resize|self-ensemble)")
-    return tuple(out)
+# in the order of the names the (light) configuration validates: resize, self-ensemble
+DEFENSES: dict[str, type[nn.Module]] = dict(zip(DEFENSE_NAMES, (ResizeDefense, SelfEnsemble)))
 
 
 def defend(model: nn.Module, name: str) -> nn.Module:
@@ -186,5 +171,5 @@ def evaluate_defended(
     return rows
 
 
-__all__ = ["DEFENSES", "ResizeDefense", "SelfEnsemble", "defend", "parse_defenses",
+__all__ = ["DEFENSES", "ResizeDefense", "SelfEnsemble", "defend",
            "run_defended_attack", "evaluate_defended"]

@@ -16,39 +16,20 @@ from pathlib import Path
 from typing import Any
 
 from sreval import zoo
-from sreval.errors import ConfigError
+from sreval.config import DemoConfig
 from sreval.findings import Finding, findings
 from sreval.htmlreport import render_report
-from sreval.run import load_run
+from sreval.runview import load_run
 from sreval.sweeps import Progress, SweepConfig, SweepResult, run_sweep
 
-# bicubic: the robust baseline; SPAN: PSNR-oriented (NTIRE 2024 efficient-SR winner); Real-CUGAN:
-# GAN-trained. All three read the 64x64 LR photos (256x256 out), big enough to look at.
-DEMO_MODELS = ("bicubic", "span-x4-ch48", "realcugan-x4")
+DEMO_MODELS = DemoConfig.models
 DEFAULT_OUT = Path("runs/demo")
 
 
-@dataclass(frozen=True)
-class DemoConfig:
-    models: tuple[str, ...] = DEMO_MODELS
-    limit: int = 4  # embedded photos used (all four)
-    crop: int = 64  # LR side of the centre crop (HR: crop x scale)
-    steps: int = 10
-    alphas: tuple[float, ...] = (2 / 255, 8 / 255)
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not self.models:
-            raise ConfigError("the demo needs at least one model")
-        for name in ("limit", "crop", "steps"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
-                raise ConfigError(f"{name} must be an integer >= 1, got {v!r}")
-
-    def sweep(self) -> SweepConfig:
-        return SweepConfig(models=self.models, datasets=("default",), attacks=("clean", "basic"),
-                           alphas=self.alphas, steps=self.steps, limit=self.limit, crop=self.crop,
-                           seed=self.seed, keep_images=1)
+def sweep_config(cfg: DemoConfig) -> SweepConfig:
+    """The demo as a sweep: clean quality and the basic attack on the embedded photos."""
+    return SweepConfig(models=cfg.models, datasets=("default",), attacks=("clean", "basic"), alphas=cfg.alphas,
+                       steps=cfg.steps, limit=cfg.limit, crop=cfg.crop, seed=cfg.seed, keep_images=1)
 
 
 @dataclass(frozen=True)
@@ -86,10 +67,10 @@ def run_demo(cfg: DemoConfig = DemoConfig(), out_dir: Path = DEFAULT_OUT, *, dev
              progress: Progress | None = None) -> DemoResult:
     """Build, sweep, render. A second run reuses every finished cell (the sweep's cache)."""
     built = ensure_built(cfg.models)
-    result = run_sweep(cfg.sweep(), Path(out_dir), device=device, progress=progress)
+    result = run_sweep(sweep_config(cfg), Path(out_dir), device=device, progress=progress)
     rendered = render_report(Path(out_dir))
     return DemoResult(Path(out_dir), rendered.html, rendered.markdown, built, summary_table(result.report), result,
                       findings(load_run(Path(out_dir))))
 
 
-__all__ = ["DemoConfig", "DemoResult", "run_demo", "ensure_built", "summary_table", "DEMO_MODELS", "DEFAULT_OUT"]
+__all__ = ["sweep_config", "DemoResult", "run_demo", "ensure_built", "summary_table", "DEMO_MODELS", "DEFAULT_OUT"]

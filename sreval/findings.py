@@ -18,7 +18,7 @@ import numpy as np
 
 from sreval.analysis import spearman
 from sreval.figures import budget_label
-from sreval.run import CellView, RunView, mean, nearest
+from sreval.runview import CellView, RunView, mean, nearest
 
 SHOWCASE = 8 / 255
 HOLDS, PARTLY, FAILS, UNTESTED = "holds", "partly", "does not hold", "not tested"

@@ -26,12 +26,12 @@ import numpy as np
 from sreval import figures as F
 from sreval.errors import DataError
 from sreval.attacks.partial import mask_bounds
-from sreval.commands import ATTACKS
+from sreval.registry import ATTACKS
 from sreval.evaluation import image_file_name
 from sreval.io import read_image
 from sreval.files import STDOUT, atomic_write_many
 from sreval.findings import SHOWCASE, findings
-from sreval.run import CellView, RunView, load_run, mean, nearest
+from sreval.runview import CellView, RunView, load_run, mean, nearest
 
 Row = dict[str, Any]
 # The paper's showcase budgets: Fig. 2, 3, 4, 8 at 8/255, Fig. 6 at 4/255, Fig. 9 at 16/255.

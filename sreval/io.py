@@ -174,23 +174,25 @@ def _to_float_rgb(img: np.ndarray, path: Path) -> np.ndarray:
 
 
 def write_image(path: str | Path, img: np.ndarray) -> None:
-    """Write float RGB HxWx3 (or HxW gray) in [0, 1] as an 8-bit image, atomically.
-
-    Values are clipped to [0, 1] (NaN -> 0) and rounded. The format follows the suffix
-    (PNG when there is none). Parent folders are created.
-    """
+    """Write float RGB HxWx3 (or HxW gray) in [0, 1] as an 8-bit image, atomically. The
+    format follows the suffix (PNG when there is none). Parent folders are created."""
     path = Path(path)
+    atomic_write(path, encode_image(img, path.suffix.lower() or ".png", str(path)))
+
+
+def encode_image(img: np.ndarray, suffix: str = ".png", name: str = "image") -> bytes:
+    """Float RGB HxWx3 (or HxW gray) in [0, 1] as the bytes of an 8-bit image file; values
+    are clipped to [0, 1] (NaN -> 0) and rounded."""
     arr = np.asarray(img)
     if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)) or arr.size == 0:
-        raise DataError(f"cannot write image {path}: expected HxWx3 or HxW, got shape {arr.shape}")
+        raise DataError(f"cannot write image {name}: expected HxWx3 or HxW, got shape {arr.shape}")
     u8 = _to_uint8(arr)
     if u8.ndim == 3:
         u8 = np.ascontiguousarray(u8[:, :, ::-1])  # RGB -> BGR for cv2
-    suffix = path.suffix.lower() or ".png"
     ok, buf = cv2.imencode(suffix, u8)
     if not ok:
-        raise DataError(f"cannot write image {path}: cv2 cannot encode {suffix}")
-    atomic_write(path, buf.tobytes())
+        raise DataError(f"cannot write image {name}: cv2 cannot encode {suffix}")
+    return buf.tobytes()
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:

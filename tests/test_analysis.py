@@ -13,10 +13,10 @@ from sreval.analysis import (
     IndexConfig, basic_psnr_from_report, common_scale, correlation, gradient_norms, matrix_csv,
     pearson, ranks, run_index, run_transfer, spearman, transfer_matrix, unique_names,
 )
-from sreval.attacks.basic import BasicConfig
+from sreval.config import BasicConfig, parse_defenses
 from sreval.data import Sample, downscale
 from sreval.defenses import (
-    ResizeDefense, SelfEnsemble, defend, evaluate_defended, parse_defenses, run_defended_attack,
+    ResizeDefense, SelfEnsemble, defend, evaluate_defended, run_defended_attack,
 )
 from sreval.errors import ConfigError, DataError
 from tests.tiny import TinySR

@@ -4,7 +4,6 @@ the attack registry read by the CLI, the sweep and the report (every entry teste
 
 from __future__ import annotations
 
-import dataclasses
 import html
 import inspect as pyinspect
 import json
@@ -17,9 +16,10 @@ from typer.main import get_command
 from typer.testing import CliRunner
 
 import sreval
-from sreval.attacks.common import parse_alpha
+from sreval.config import parse_alpha
 from sreval.cli import app
-from sreval.commands import ATTACKS, AttackEntry
+from sreval.executors import CELL_RUNS
+from sreval.registry import ATTACKS, AttackEntry
 from tests.test_cli import make_dataset
 from tests.tiny import TinySR, export
 
@@ -126,7 +126,7 @@ def test_every_command_function_returns_a_report(tiny: Path, data: Path) -> None
         "index": sreval.index(tiny, data, samples=4, steps=2, **common),
     }
     for name, rep in reports.items():
-        assert rep["schema"] == "sreval.report/1" and rep["results"], name
+        assert rep["schema"] == "sreval.report/2" and rep["results"], name
     assert sreval.inspect(tiny)["scale"] == 2
 
 
@@ -135,7 +135,10 @@ def test_registry_entries_are_complete() -> None:
     for name, entry in ATTACKS.items():
         assert isinstance(entry, AttackEntry) and entry.what, name
         assert entry.cli.split()[0] in cli, f"{name}: no CLI command {entry.cli!r}"
-        assert entry.run is not None or entry.attack is not None, name
+        assert name in CELL_RUNS or entry.attack is not None, f"{name}: neither a job nor an attack object"
+        if entry.attack is not None:
+            cls = entry.attack_class()
+            assert issubclass(cls, sreval.GradientAttack) and cls.__name__ == entry.attack_name, name
 
 
 @pytest.mark.parametrize("name", sorted(n for n, e in ATTACKS.items() if e.dataset))
@@ -177,29 +180,64 @@ def test_run_refuses_entries_with_their_own_command(tiny: Path, data: Path) -> N
     assert r.exit_code != 0 and "bogus" in r.output and "Traceback" not in r.output
 
 
-@dataclasses.dataclass(frozen=True)
-class OneStep(sreval.GradientAttack):
-    """FGSM: one sign step of the whole budget (a new attack, as a user would add one)."""
+# A new attack as a user adds one: one file, whose own defaults differ from the CLI's, and one
+# registry line that names it by its import path.
+NEW_ATTACK = """
+from dataclasses import dataclass
+
+from sreval.attacks.basic import GradientAttack
+
+
+@dataclass(frozen=True)
+class OneStep(GradientAttack):
+    \"\"\"FGSM: one sign step of the whole budget, against the clean SR, not rounded.\"\"\"
 
     steps: int = 1
+    reference: str = "clean-sr"
+    quantize: bool = False
+    seed: int = 7
+"""
 
 
-def test_a_new_attack_is_one_class_and_one_registry_entry(tiny: Path, data: Path, tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """What adding an attack costs: its class and one AttackEntry. The CLI (`sreval run`,
-    `sreval attacks`), the sweep and the HTML report then know it, with no other change."""
-    monkeypatch.setitem(ATTACKS, "fgsm", AttackEntry("one-step FGSM", attack=OneStep))
-    r = runner.invoke(app, ["attacks"])
-    assert r.exit_code == 0 and "one-step FGSM" in r.output
+@pytest.fixture()
+def fgsm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "my_fgsm.py").write_text(NEW_ATTACK)
+    monkeypatch.syspath_prepend(str(tmp_path / "pkg"))
+    monkeypatch.setitem(ATTACKS, "fgsm", AttackEntry("one-step FGSM", attack="my_fgsm:OneStep"))
+    return "fgsm"
+
+
+def _run_config(tiny: Path, data: Path, out: Path, *args: str) -> dict[str, Any]:
     r = runner.invoke(app, ["run", "fgsm", str(tiny), "--data", str(data), "--alpha", "8/255", "--device", "cpu",
-                            "--out", str(tmp_path / "r")])
+                            "--out", str(out), *args])
     assert r.exit_code == 0, r.output
+    return json.loads((out / "report.json").read_text())["config"]
+
+
+def test_a_new_attack_is_one_file_and_one_registry_line(fgsm: str, tiny: Path, data: Path, tmp_path: Path) -> None:
+    """What adding an attack costs: its file and one AttackEntry. The CLI (`sreval run`,
+    `sreval attacks`), the sweep and the HTML report then know it, with no other change; its
+    own defaults hold unless an option overrides them."""
+    r = runner.invoke(app, ["attacks"])
+    assert r.exit_code == 0 and "one-step FGSM" in r.output and "OneStep" in r.output
+    own = _run_config(tiny, data, tmp_path / "own")
+    assert (own["steps"], own["reference"], own["quantize"], own["seed"]) == (1, "clean-sr", False, 7)
+    assert _run_config(tiny, data, tmp_path / "opt", "--option", "steps=3")["steps"] == 3
+    flags = _run_config(tiny, data, tmp_path / "flags", "--steps", "2", "--quantize", "--reference", "hr")
+    assert (flags["steps"], flags["quantize"], flags["reference"], flags["seed"]) == (2, True, "hr", 7)
+    for args, needle in ((["--steps", "2", "--option", "steps=1"], "steps given twice"),
+                         (["--option", "bogus=1"], "unknown option(s) bogus")):
+        r = runner.invoke(app, ["run", "fgsm", str(tiny), "--data", str(data), "--device", "cpu", *args])
+        lines = [line for line in r.output.splitlines() if line.strip()]
+        assert r.exit_code == 1 and needle in r.output and len(lines) == 1, r.output
+
     r = runner.invoke(app, ["sweep", "--models", str(tiny), "--data", str(data), "--attacks", "basic,fgsm",
                             "--alpha", "8/255", "--steps", "1", "--device", "cpu", "--out", str(tmp_path / "s")])
     assert r.exit_code == 0, r.output
     rows = json.loads((tmp_path / "s" / "report.json").read_text())["results"]
-    fgsm = {row["image"]: row["psnr_sr"] for row in rows if row["attack"] == "fgsm"}
+    fgsm_rows = {row["image"]: row["psnr_sr"] for row in rows if row["attack"] == "fgsm"}
     basic = {row["image"]: row["psnr_sr"] for row in rows if row["attack"] == "basic"}
-    assert fgsm and fgsm.keys() == basic.keys()
+    assert fgsm_rows and fgsm_rows.keys() == basic.keys()
     assert runner.invoke(app, ["report", str(tmp_path / "s")]).exit_code == 0
     assert "one-step FGSM" in (tmp_path / "s" / "report.html").read_text()

@@ -34,7 +34,8 @@ def test_ifgsm_stays_in_budget_and_range(model: torch.nn.Module, reference: str)
 def test_clean_sr_without_start_would_not_move(model: torch.nn.Module) -> None:
     """Eq. 1 at X0 has a zero gradient: the random start is what makes the attack move."""
     from sreval.attacks.common import mse_to, objective
-    from sreval.attacks.optim import Method, optimize
+    from sreval.attacks.optim import optimize
+    from sreval.config import Method
 
     x = torch.rand(1, 3, 8, 8)
     with torch.no_grad():
@@ -92,7 +93,8 @@ def test_in_chunks_halves_on_out_of_memory() -> None:
 def test_fast_path_equals_simple_path(model: torch.nn.Module, reference: str) -> None:
     """Two same-size images x three budgets in one batch, in odd-sized chunks (as an
     out-of-memory halving would leave them), and one image at a time: the same result."""
-    from sreval.attacks.basic import BasicConfig, attack_image
+    from sreval.attacks.basic import attack_image
+    from sreval.config import BasicConfig
 
     x0 = torch.round(torch.rand(2, 3, 9, 11) * 255) / 255
     hr = torch.rand(2, 3, 18, 22)

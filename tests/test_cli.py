@@ -61,7 +61,7 @@ def test_attack_writes_report_and_csv(tiny: Path, data: Path, tmp_path: Path) ->
             "--out", out, "--device", "cpu", "--save-images")
     assert r.exit_code == 0, r.output
     rep = json.loads((out / "report.json").read_text())
-    assert rep["schema"] == "sreval.report/1"
+    assert rep["schema"] == "sreval.report/2"
     assert rep["model"]["scale"] == 2 and len(rep["model"]["sha256"]) == 64
     assert rep["model"]["conventions"]["color"] == "rgb"
     assert {"config", "environment", "conventions"} <= rep.keys()

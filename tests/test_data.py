@@ -12,7 +12,7 @@ import torch
 from sreval.data import Sample, assets_dir, crop_center, downscale, load_dataset
 from sreval.errors import ConfigError, DataError
 from sreval.io import read_image, write_image
-from sreval.run import data_info
+from sreval.report import data_info
 from sreval.sweeps import write_crops
 
 RNG = np.random.default_rng(1)

@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from sreval.cli import app
 from sreval import zoo
-from sreval.demo import DEMO_MODELS, DemoConfig, summary_table
+from sreval.config import DemoConfig
+from sreval.demo import DEMO_MODELS, summary_table
 from sreval.errors import ConfigError
 
 runner = CliRunner()

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from sreval.findings import FAILS, HOLDS, PARTLY, UNTESTED, findings
-from sreval.run import CellView, RunView
+from sreval.runview import CellView, RunView
 
 A = 8 / 255
 

@@ -377,7 +377,8 @@ def test_markdown_report_holds_names_as_text(tmp_path: Path) -> None:
 
 
 def test_identity_model_is_not_infinitely_robust() -> None:
-    from sreval.attacks.basic import BasicConfig, run_basic
+    from sreval.attacks.basic import run_basic
+    from sreval.config import BasicConfig
     from sreval.data import Sample
 
     class Identity(torch.nn.Module):
@@ -422,7 +423,8 @@ def test_seed_out_of_range_is_a_usage_error(tiny: Path) -> None:
 
 def test_progress_moves_with_every_attack_step() -> None:
     """Not '0/?' until an image is done: the total is known at once and every step counts."""
-    from sreval.attacks.basic import BasicConfig, run_basic
+    from sreval.attacks.basic import run_basic
+    from sreval.config import BasicConfig
     from sreval.data import Sample, downscale
 
     hr = np.random.default_rng(0).random((24, 24, 3)).astype(np.float32)

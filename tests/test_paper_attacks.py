@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from sreval.commands import ATTACKS
-from sreval.attacks.basic import BasicConfig
+from sreval.registry import ATTACKS
+from sreval.config import BasicConfig
 from sreval.attacks.common import mse_to
 from sreval.attacks.partial import (
     PartialIFGSM, central_mask, half_distance, hr_mask, mask_bounds, mean_profile, permeation,

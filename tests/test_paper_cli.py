@@ -60,7 +60,7 @@ def ok(*args: Any) -> dict[str, Any]:
     assert r.exit_code == 0, r.output
     out = Path(args[args.index("--out") + 1])
     rep = json.loads((out / "report.json").read_text())
-    assert rep["schema"] == "sreval.report/1" and (out / "results.csv").exists()
+    assert rep["schema"] == "sreval.report/2" and (out / "results.csv").exists()
     return rep
 
 

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from sreval.attacks.basic import ATTACK_METHODS, GradientAttack, BasicConfig, attack_image, run_basic
-from sreval.attacks.common import deliver, mse_to, objective, parse_alpha, per_sample
+from sreval.attacks.basic import GradientAttack, attack_image, run_basic
+from sreval.config import ATTACK_METHODS, BasicConfig, METHODS, Method, NORMS, parse_alpha
+from sreval.attacks.common import deliver, mse_to, objective, per_sample
 from sreval.attacks.evidence import evidence, from_rows
-from sreval.attacks.optim import METHODS, NORMS, Method, apgd_checkpoints, l2_norm, optimize, project
+from sreval.attacks.optim import apgd_checkpoints, l2_norm, optimize, project
 from sreval.data import Sample, downscale
 from sreval.errors import ConfigError
 from tests.tiny import TinySR
@@ -291,11 +292,11 @@ def test_cli_methods_record_evidence(onnx_model: "object", dataset: "object", tm
 
 def test_cli_warns_on_a_failed_check(capsys: pytest.CaptureFixture[str]) -> None:
     """A failed check is one plain-text warning line (an image named like markup stays as is)."""
-    from sreval import cli
+    from sreval.cli.base import print_evidence
 
     report = {"evidence": {"checks": [{"name": "gradient", "ok": False, "detail": "zero gradient: [/x] at 4/255"},
                                       {"name": "loss_rises", "ok": True, "detail": "fine"}]}}
-    cli._print_evidence(report)
+    print_evidence(report)
     text = capsys.readouterr().out
     assert "warning: sanity check gradient failed: zero gradient: [/x] at 4/255" in text
     assert "loss_rises" not in text

@@ -14,6 +14,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # where each package's source lives in the repository (the wheel maps the two folders in)
 SOURCES = {"sreval": ROOT / "sreval", "sreval.exporters": ROOT / "exporters", "sreval.model_zoo": ROOT / "model_zoo"}
 OPTIONAL = {"onnxruntime", "ray", "spandrel", "safetensors"}  # extras: imported where used, with a message when missing
+# The CLI imports the library when a command runs, so that `--help` never loads these.
+HEAVY = ("torch", "torchvision", "onnx", "onnxruntime", "onnx2torch", "spandrel", "matplotlib", "cv2", "numpy")
+LAZY = "sreval.cli"
 
 
 def modules() -> dict[str, Path]:
@@ -74,10 +77,11 @@ def test_the_import_graph_has_no_cycles() -> None:
             visit(m)
 
 
-@pytest.mark.parametrize("name", sorted(modules()))
+@pytest.mark.parametrize("name", sorted(m for m in modules() if not m.startswith(LAZY)))
 def test_no_function_local_imports(name: str) -> None:
     """Imports sit at the top of a module (a local import hides a cycle or a slow import);
-    only the optional extras are imported where they are used."""
+    only the optional extras are imported where they are used, and the CLI's commands import
+    the library when they run."""
     tree = ast.parse(modules()[name].read_text())
     for fn in ast.walk(tree):
         if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
@@ -118,3 +122,21 @@ def test_only_sreval_is_a_top_level_package() -> None:
             else:
                 continue
             assert not bad, f"{name}:{n.lineno} imports {bad}"
+
+
+def test_the_cli_imports_no_heavy_module() -> None:
+    """`sreval --help` answers at once: importing the CLI (and the `sreval` package, whose
+    names resolve on first use) loads none of torch, onnxruntime, spandrel, matplotlib, ..."""
+    script = ("import sys, sreval.cli, sreval\n"
+              f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))\n")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "", f"importing sreval.cli loads {r.stdout.strip()}"
+
+
+def test_every_public_name_resolves() -> None:
+    """The package's lazily resolved names all exist where `sreval.__init__` says."""
+    import sreval
+
+    for name in sreval.__all__:
+        assert getattr(sreval, name) is not None, name

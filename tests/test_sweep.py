@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import dataclasses
 
-from sreval import sweeps as S
-from sreval.commands import ATTACKS
+from sreval import executors, sweeps as S
+from sreval.cells import STAGING_PREFIX, is_done
 from sreval.cli import app
 from sreval.data import load_dataset
 from sreval.errors import ConfigError, DataError
@@ -49,8 +48,8 @@ class Counting:
     def __init__(self, monkeypatch: pytest.MonkeyPatch, fail_at: int | None = None, error: BaseException | None = None):
         self.calls: list[str] = []
         self.fail_at, self.error = fail_at, error
-        for name, entry in list(ATTACKS.items()):
-            monkeypatch.setitem(ATTACKS, name, dataclasses.replace(entry, run=self.wrap(entry.cell_runner(name))))
+        runner = executors.cell_runner
+        monkeypatch.setattr(executors, "cell_runner", lambda name: self.wrap(runner(name)))
 
     def wrap(self, fn):  # type: ignore[no-untyped-def]
         def run(cfg, cell, common):  # type: ignore[no-untyped-def]
@@ -100,7 +99,7 @@ def test_interrupted_sweep_resumes(world: dict[str, Path], tmp_path: Path, monke
     with pytest.raises(type(error)):
         S.run_sweep(cfg, tmp_path, device="cpu")
     cells = S.plan_sweep(cfg, tmp_path)
-    assert S.is_done(tmp_path, cells[0].key) and not S.is_done(tmp_path, cells[1].key)
+    assert is_done(tmp_path, cells[0].key) and not is_done(tmp_path, cells[1].key)
     assert not list((tmp_path / "cells").glob(".staging-*")), "the half-written cell was not cleaned up"
     assert json.loads((tmp_path / "report.json").read_text())["sweep"]["complete"] is False
     counter.fail_at = None
@@ -114,13 +113,13 @@ def test_power_loss_leftovers_never_count(world: dict[str, Path], tmp_path: Path
     cells = S.plan_sweep(cfg, tmp_path)
     # what a power loss can leave: a staging folder with a complete-looking report, and a
     # cell folder without report.json
-    staged = tmp_path / "cells" / f"{S.STAGING_PREFIX}{cells[0].key}.999999999.abc"  # its process is gone
+    staged = tmp_path / "cells" / f"{STAGING_PREFIX}{cells[0].key}.999999999.abc"  # its process is gone
     staged.mkdir(parents=True)
     (staged / "report.json").write_text("{}")
-    live = tmp_path / "cells" / f"{S.STAGING_PREFIX}{cells[0].key}.{os.getppid()}.abc"  # a sweep still running
+    live = tmp_path / "cells" / f"{STAGING_PREFIX}{cells[0].key}.{os.getppid()}.abc"  # a sweep still running
     live.mkdir()
     (tmp_path / "cells" / cells[1].key).mkdir()
-    assert not S.is_done(tmp_path, cells[0].key) and not S.is_done(tmp_path, cells[1].key)
+    assert not is_done(tmp_path, cells[0].key) and not is_done(tmp_path, cells[1].key)
     res = S.run_sweep(cfg, tmp_path, device="cpu")
     assert [o.status for o in res.outcomes] == ["done", "done"]
     assert not staged.exists() and live.exists()
@@ -135,7 +134,7 @@ def test_failed_cell_keeps_the_others(world: dict[str, Path], tmp_path: Path, mo
     with pytest.raises(S.SweepError, match=rf"1 of 2 cells failed.*basic / a / set: {message}"):
         S.run_sweep(cfg, tmp_path, device="cpu")
     cells = S.plan_sweep(cfg, tmp_path)
-    assert [S.is_done(tmp_path, c.key) for c in cells] == [False, True]
+    assert [is_done(tmp_path, c.key) for c in cells] == [False, True]
     rep = json.loads((tmp_path / "report.json").read_text())
     assert {r["model"] for r in rep["results"]} == {"b"} and rep["sweep"]["complete"] is False
 

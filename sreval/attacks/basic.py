@@ -9,34 +9,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from sreval.attacks.common import (
-    budget_list, check_precision, check_steps, deliver, in_chunks, mse_to, objective, parse_alpha, per_sample,
-    straight_through,
+from sreval.attacks.common import deliver, in_chunks, mse_to, objective, per_sample, straight_through
+from sreval.attacks.optim import Trace, optimize, sample_seeds
+from sreval.config import (
+    SHIFT, BasicConfig, Method, budget_list, check_precision, check_reference, check_steps, split_member,
 )
-from sreval.attacks.optim import METHODS, Method, Trace, optimize, sample_seeds
 from sreval.data import Sample
-from sreval.errors import ConfigError, DataError
+from sreval.errors import ConfigError
 from sreval.evaluation import ImageSaver, Progress, Row, measure, measure_hr, super_resolve, to_tensor
-
-REFERENCES = ("hr", "clean-sr")
-# The default members of the `strongest` ensemble: the paper's I-FGSM with the run's reference,
-# and PGD / APGD on eq. 1 itself (distance to the clean SR), the quantity the headline SR PSNR
-# measures. Measured on bicubic (Set5, 8/255): PGD and APGD that maximise the distance to HR
-# (the official code's loss) reach 0.8-1.4 dB LESS SR damage than I-FGSM; stronger optimisers
-# of a proxy are not stronger attacks on the metric.
-# `shift` is the gradient-free candidate X0 +- alpha everywhere (two forward passes): the worst
-# case of a linear model such as bicubic, which no gradient method here finds (measured on
-# Set5, 8/255: bicubic 31.42 dB under the shift, 34.38 dB under the best gradient attack).
-STRONGEST = ("ifgsm", "pgd@clean-sr", "apgd@clean-sr", "shift")
-SHIFT = "shift"
-ATTACK_METHODS = METHODS + ("strongest",)
-
-
-def check_reference(reference: str) -> str:
-    if reference not in REFERENCES:
-        raise ConfigError(f"reference must be hr or clean-sr, got {reference!r}")
-    return reference
-
 
 def start_radius(method: Method, reference: str, eps: Tensor, steps: int, quantize: bool) -> Tensor | None:
     """The start of ifgsm/mifgsm per sample, as a fraction of its budget: none against HR;
@@ -204,93 +184,6 @@ class MIFGSM(GradientAttack):
     method: str = "mifgsm"
 
 
-def split_member(member: str) -> tuple[str, str | None]:
-    """'apgd@clean-sr' -> ('apgd', 'clean-sr'); 'ifgsm' -> ('ifgsm', None: the run's reference)."""
-    name, _, ref = member.partition("@")
-    return name.strip(), (ref.strip() or None)
-
-
-@dataclass(frozen=True)
-class LoopOptions:
-    """The shared loop's options as one value, as jobs and the CLI pass them on."""
-
-    method: str = "ifgsm"
-    norm: str = "linf"
-    restarts: int = 1
-    quantize_aware: bool = False
-    ensemble: tuple[str, ...] = STRONGEST
-
-    def fields(self, *, ensemble: bool = True) -> dict[str, object]:
-        out = {"method": self.method, "norm": self.norm, "restarts": self.restarts,
-               "quantize_aware": self.quantize_aware}
-        return {**out, "ensemble": self.ensemble} if ensemble else out
-
-
-@dataclass(frozen=True)
-class BasicConfig:
-    alphas: tuple[float, ...]
-    steps: int = 50
-    reference: str = "auto"
-    quantize: bool = True
-    seed: int = 0
-    batch: int | None = None  # (image, budget) pairs per forward; None = auto (see auto_batch)
-    precision: str = "fp32"  # of the attack's forward/backward; measurements stay float32
-    method: str = "ifgsm"  # one of ATTACK_METHODS
-    norm: str = "linf"
-    restarts: int = 1  # pgd / apgd random restarts
-    quantize_aware: bool = False  # the loss sees the 8-bit delivery (only with quantize; measured: no stronger)
-    ensemble: tuple[str, ...] = STRONGEST  # the members of method 'strongest'
-
-    def __post_init__(self) -> None:
-        check_precision(self.precision)
-        object.__setattr__(self, "alphas", tuple(parse_alpha(list(self.alphas), self.norm)))
-        check_steps(self.steps)
-        if self.reference not in REFERENCES + ("auto",):
-            raise ConfigError(f"reference must be hr, clean-sr or auto, got {self.reference!r}")
-        if self.batch is not None and self.batch < 1:
-            raise ConfigError(f"batch must be >= 1, got {self.batch}")
-        if self.method not in ATTACK_METHODS:
-            raise ConfigError(f"attack method must be one of {', '.join(ATTACK_METHODS)}, got {self.method!r}")
-        object.__setattr__(self, "ensemble", tuple(dict.fromkeys(self.ensemble)))
-        if self.method == "strongest":
-            if not self.ensemble:
-                raise ConfigError("the ensemble needs at least one member")
-            for m in self.ensemble:
-                name, ref = split_member(m)
-                if m == SHIFT:
-                    continue
-                if name not in METHODS or (ref is not None and ref not in REFERENCES):
-                    raise ConfigError(f"ensemble member {m!r}: write METHOD or METHOD@REFERENCE with a method of "
-                                      f"{', '.join(METHODS)} and a reference of {', '.join(REFERENCES)}, or shift")
-        for m in self.members():
-            if m != SHIFT:
-                self.loop_method(m)
-
-    def members(self) -> tuple[str, ...]:
-        """What runs: the method, or every ensemble member ('apgd' or 'apgd@clean-sr')."""
-        return self.ensemble if self.method == "strongest" else (self.method,)
-
-    def loop_method(self, member: str) -> Method:
-        """The shared loop's method for one member (restarts only where they mean something)."""
-        name = split_member(member)[0]
-        restarts = self.restarts if name in ("pgd", "apgd") else 1
-        return Method(name, self.norm, restarts, quantize_aware=self.quantize_aware and self.quantize)
-
-    def member_label(self, member: str) -> str:
-        if member == SHIFT:
-            return f"shift-{self.norm}"
-        ref = split_member(member)[1]
-        return self.loop_method(member).label + (f"@{ref}" if ref else "")
-
-    def reference_for(self, samples: Sequence[Sample]) -> str:
-        has_hr = all(s.hr is not None for s in samples)
-        if self.reference == "auto":
-            return "hr" if has_hr else "clean-sr"
-        if self.reference == "hr" and not has_hr:
-            raise DataError("--reference hr needs HR images, and this dataset has LR images only")
-        return self.reference
-
-
 def auto_batch(model: nn.Module, x: Tensor, wanted: int) -> int:
     """How many samples of x's size one forward+backward can hold. On CPU batching buys nothing
     (the budgets of one image are one batch); on CUDA, measured from one sample's peak memory.
@@ -443,5 +336,5 @@ def _measure_image(model: nn.Module, s: Sample, x0: Tensor, per: dict[str, tuple
     return out
 
 
-__all__ = ["LoopOptions", "GradientAttack", "IFGSM", "PGD", "APGD", "MIFGSM", "BasicConfig", "attack_flat", "attack_image",
-           "run_basic", "REFERENCES", "ATTACK_METHODS", "STRONGEST", "SHIFT", "start_radius", "shift_attack"]
+__all__ = ["GradientAttack", "IFGSM", "PGD", "APGD", "MIFGSM", "attack_flat", "attack_image", "run_basic",
+           "start_radius", "shift_attack"]

@@ -4,54 +4,16 @@
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Callable, Sequence
-from fractions import Fraction
 
 import torch
 from torch import Tensor, nn
 
 from sreval.attacks.optim import ValueAndGrad, l2_norm
+from sreval.config import check_precision
 from sreval.errors import ConfigError
 
 LossFn = Callable[[Tensor], Tensor]  # SR batch -> per-sample loss (B,)
-
-
-def parse_alpha(text: str | float | Sequence[str | float], norm: str = "linf") -> list[float]:
-    """Budgets from '1/255,8/255', '0.0314' or a list of those. An l_inf budget bounds each
-    pixel and must lie in (0, 1]; an l_2 budget bounds the norm of the whole LR perturbation
-    (in [0, 1] pixel units, all channels) and may be any positive number. Repeats are dropped."""
-    items = text.split(",") if isinstance(text, str) else list(text) if isinstance(text, Sequence) else [text]
-    out: list[float] = []
-    for item in items:
-        s = str(item).strip()
-        if not s:
-            continue
-        try:
-            value = float(Fraction(s)) if "/" in s else float(s)
-        except (ValueError, ZeroDivisionError):
-            raise ConfigError(f"bad budget {s!r}: write it as 8/255 or 0.0314") from None
-        if norm == "l2":
-            if not math.isfinite(value) or value <= 0:
-                raise ConfigError(f"l2 budget {s} must be a positive number")
-        elif not math.isfinite(value) or not 0 < value <= 1:
-            raise ConfigError(f"budget {s} must lie in (0, 1] (image values are in [0, 1])")
-        if value not in out:
-            out.append(value)
-    if not out:
-        raise ConfigError("no budget given (--alpha)")
-    return out
-
-
-def budget_list(eps: float | Sequence[float], norm: str = "linf") -> list[float]:
-    """The budget(s) an attack object was given, validated, as a list."""
-    return parse_alpha([eps] if isinstance(eps, (int, float)) else list(eps), norm)
-
-
-def check_steps(steps: int) -> int:
-    if not isinstance(steps, int) or steps < 1:
-        raise ConfigError(f"steps must be an integer >= 1, got {steps!r}")
-    return steps
 
 
 def per_sample(eps: Tensor | float | Sequence[float], n: int, like: Tensor) -> Tensor:
@@ -85,18 +47,12 @@ def straight_through(x: Tensor, rounded: Tensor) -> Tensor:
     return x + (rounded - x).detach()
 
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def check_precision(precision: str) -> str:
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    return precision
+DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # of each precision
 
 
 def autocast(x: Tensor, precision: str) -> contextlib.AbstractContextManager[object]:
     """Mixed precision for the attack's forward/backward (the loss stays float32)."""
-    dtype = PRECISIONS[check_precision(precision)]
+    dtype = DTYPES[check_precision(precision)]
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(x.device.type, dtype=dtype)

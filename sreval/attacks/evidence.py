@@ -25,7 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from sreval.attacks.basic import SHIFT, BasicConfig, run_basic, split_member
+from sreval.attacks.basic import run_basic
+from sreval.config import BasicConfig, SHIFT, split_member
 from sreval.data import Sample
 
 MONOTONE_SLACK_DB = 0.1

@@ -21,46 +21,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from sreval.config import Method
 from sreval.errors import ConfigError
 
-METHODS = ("ifgsm", "pgd", "apgd", "mifgsm")
-NORMS = ("linf", "l2")
 # How far each method's iterate is allowed to be from the last one it returns.
 RETURNS = {"ifgsm": "last", "mifgsm": "last", "pgd": "best", "apgd": "best"}
 
 ValueAndGrad = Callable[[Tensor], tuple[Tensor, Tensor]]  # x -> (objective (B,), d objective / dx)
-
-
-@dataclass(frozen=True)
-class Method:
-    """How the shared loop steps. `restarts` counts runs from fresh random starts (pgd, apgd);
-    the best iterate by loss is kept per sample. `quantize_aware` makes the loss see the
-    8-bit rounding of the delivered image (straight-through gradient, BPDA)."""
-
-    name: str = "ifgsm"
-    norm: str = "linf"
-    restarts: int = 1
-    momentum: float = 1.0  # mifgsm's decay mu (Dong et al.: 1.0)
-    quantize_aware: bool = False
-
-    def __post_init__(self) -> None:
-        if self.name not in METHODS:
-            raise ConfigError(f"attack method must be one of {', '.join(METHODS)}, got {self.name!r}")
-        if self.norm not in NORMS:
-            raise ConfigError(f"norm must be linf or l2, got {self.norm!r}")
-        if not isinstance(self.restarts, int) or self.restarts < 1:
-            raise ConfigError(f"restarts must be an integer >= 1, got {self.restarts!r}")
-        if self.restarts > 1 and self.name in ("ifgsm", "mifgsm"):
-            raise ConfigError(f"{self.name} is deterministic from its start: restarts need pgd or apgd")
-        if not (math.isfinite(self.momentum) and 0 <= self.momentum <= 10):
-            raise ConfigError(f"momentum must be in [0, 10], got {self.momentum}")
-
-    @property
-    def label(self) -> str:
-        parts = [self.name, self.norm]
-        if self.restarts > 1:
-            parts.append(f"r{self.restarts}")
-        return "-".join(parts)
 
 
 @dataclass
@@ -346,5 +313,5 @@ class _APGD(_Steps):
         return d if self.mask is None else d * self.mask
 
 
-__all__ = ["METHODS", "NORMS", "Method", "Trace", "optimize", "project", "direction", "l2_norm",
+__all__ = ["Trace", "optimize", "project", "direction", "l2_norm",
            "seeded_noise", "sample_seeds", "random_point", "apgd_checkpoints"]

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sreval.attacks.basic import BasicConfig, GradientAttack
+from sreval.attacks.basic import GradientAttack
+from sreval.config import BasicConfig
 from sreval.attacks.common import in_chunks
 from sreval.data import Sample
 from sreval.errors import ConfigError, DataError

@@ -26,8 +26,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sreval.attacks.basic import ATTACK_METHODS
-from sreval.attacks.common import deliver, parse_alpha, per_sample
+from sreval.config import ATTACK_METHODS, parse_alpha
+from sreval.attacks.common import deliver, per_sample
 from sreval.data import Sample
 from sreval.errors import ConfigError, ModelError, UnsupportedOperatorError
 from sreval.evaluation import ImageSaver, Progress, Row, measure, measure_hr, super_resolve, to_tensor

@@ -15,9 +15,10 @@ import torch
 from torch import Tensor, nn
 
 from sreval.attacks.basic import GradientAttack
-from sreval.attacks.common import check_steps, in_chunks, parse_alpha
+from sreval.attacks.common import in_chunks
+from sreval.config import check_batch, check_steps, parse_alpha
 from sreval.data import Sample, assets_dir, load_dataset
-from sreval.errors import ConfigError, DataError
+from sreval.errors import DataError
 from sreval.evaluation import ImageSaver, Progress, Row, measure, super_resolve, to_image, to_tensor
 from sreval.metrics import psnr
 
@@ -47,8 +48,7 @@ class TargetedConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "alphas", tuple(parse_alpha(list(self.alphas), self.norm)))
         check_steps(self.steps)
-        if self.batch is not None and self.batch < 1:
-            raise ConfigError(f"batch must be >= 1, got {self.batch}")
+        check_batch(self.batch)
         self.attack(nn.Identity(), self.alphas)  # validates method, norm, restarts
 
     def attack(self, model: nn.Module, alphas: Sequence[float]) -> TargetedIFGSM:

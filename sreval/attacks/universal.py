@@ -18,9 +18,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sreval.attacks.basic import REFERENCES, BasicConfig, GradientAttack, start_radius
-from sreval.attacks.common import autocast, check_steps, in_chunks, parse_alpha, straight_through
-from sreval.attacks.optim import METHODS, Trace, l2_norm, optimize, sample_seeds
+from sreval.attacks.basic import GradientAttack, start_radius
+from sreval.config import BasicConfig, METHODS, REFERENCES, check_batch, check_steps, parse_alpha
+from sreval.attacks.common import autocast, in_chunks, straight_through
+from sreval.attacks.optim import Trace, l2_norm, optimize, sample_seeds
 from sreval.data import Sample
 from sreval.errors import ConfigError
 from sreval.evaluation import ImageSaver, Progress, Row, measure, measure_hr, super_resolve, to_image, to_tensor
@@ -65,8 +66,7 @@ class Universal(GradientAttack):
         if len(self.budgets) != 1:
             raise ConfigError("a universal perturbation has one budget: make one Universal per budget")
         image_losses(self.loss)
-        if self.batch is not None and self.batch < 1:
-            raise ConfigError(f"batch must be >= 1, got {self.batch}")
+        check_batch(self.batch)
 
     def fit(self, x: Tensor, hr: Tensor | None = None, progress: Progress | None = None) -> tuple[Tensor, Trace]:
         """(Delta, delivered where `quantize`; the loop's trace of F)."""
@@ -182,8 +182,7 @@ class UniversalConfig:
             raise ConfigError(f"crop must be a positive number of LR pixels, got {self.crop!r}")
         if self.holdout is not None and not 0 < self.holdout < 1:
             raise ConfigError(f"holdout must be a fraction in (0, 1), got {self.holdout}")
-        if self.batch is not None and self.batch < 1:
-            raise ConfigError(f"batch must be >= 1, got {self.batch}")
+        check_batch(self.batch)
 
     def reference_for(self, samples: Sequence[Sample]) -> str:
         return BasicConfig(alphas=self.alphas, reference=self.reference).reference_for(samples)

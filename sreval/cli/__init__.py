@@ -1,0 +1,45 @@
+"""The `sreval` command line: each command parses options, calls one library function, prints.
+
+Library errors (SrevalError) become one red line on stderr and exit code 1; never a traceback.
+Importing this package loads typer and rich, not torch: the library is imported when a command
+runs, so `sreval --help` and every `COMMAND --help` answer at once.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Optional
+
+import typer
+
+from sreval.cli import jobs, tools
+
+app = typer.Typer(
+    name="sreval",
+    help="Adversarial robustness of super-resolution models (any ONNX file or zoo name).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def global_options(
+    max_pixels: Annotated[Optional[int], typer.Option("--max-pixels", min=1, envvar="SREVAL_MAX_PIXELS", help="Largest image (width x height) sreval decodes; larger ones are refused from their header (decompression bombs).")] = None,
+    time_limit: Annotated[Optional[float], typer.Option("--time-limit", min=0.001, envvar="SREVAL_TIME_LIMIT", help="Seconds one onnxruntime run on an image may take (a model that loops on large inputs); none by default. Ctrl-C always stops a run.")] = None,
+) -> None:
+    """Adversarial robustness of super-resolution models (any ONNX file or zoo name)."""
+    if max_pixels is not None:
+        os.environ["SREVAL_MAX_PIXELS"] = str(max_pixels)
+    if time_limit is not None:
+        os.environ["SREVAL_TIME_LIMIT"] = str(time_limit)
+
+
+for command in (jobs.attack, jobs.evaluate, jobs.inspect, jobs.export, jobs.universal, jobs.partial, jobs.targeted,
+                jobs.transfer, jobs.index, jobs.attacks, jobs.run, tools.sweep, tools.report, tools.check, tools.demo):
+    app.command(command.__name__)(command)
+app.add_typer(tools.zoo_app, name="zoo")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()

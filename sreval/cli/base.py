@@ -1,0 +1,258 @@
+"""What every command of the CLI shares: the consoles, the one-line error printer, the progress
+bar, the option types, and option groups that a decorator adds to a command's signature (the
+convention overrides, the shared loop, the data and run options), so that no command spells
+them out again.
+
+Light on purpose: importing this module must not import torch, onnxruntime or matplotlib.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Optional, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from sreval.config import STRONGEST, LoopOptions
+from sreval.errors import ConfigError, SrevalError
+
+# Markup and emoji codes are off: paths, image and model names and messages come from users and
+# files, and "[/x]" in one must print as itself (not raise MarkupError or vanish). Our own
+# labels get their colour from Text styles (label()).
+out = Console(markup=False, emoji=False, highlight=False)
+err = Console(stderr=True, markup=False, emoji=False, highlight=False)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def label(tag: str, style: str, rest: object = "") -> Text:
+    """'tag' in colour, then plain text."""
+    return Text.assemble((tag, style), " " if rest != "" else "", str(rest))
+
+
+class _Notes(logging.Handler):
+    """The library's log (`sreval.*` loggers: e.g. a zoo model built on first use) as plain
+    'note:' lines on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err.print(label("note:", "yellow", record.getMessage()), soft_wrap=True)
+
+
+def _show_library_notes() -> None:
+    log = logging.getLogger("sreval")
+    if not any(isinstance(h, _Notes) for h in log.handlers):
+        log.addHandler(_Notes())
+        log.setLevel(logging.INFO)
+
+
+def _quiet_opencv() -> None:
+    """OpenCV logs decoder warnings (e.g. "PNG input buffer is incomplete") on stderr by
+    itself; the error sreval reports for that image is the one line users should see."""
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")  # read when cv2 is first imported
+    cv2 = sys.modules.get("cv2")
+    if cv2 is not None:  # already imported (a test process, a notebook): set it directly
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
+def handle_errors(fn: F) -> F:
+    """Turn library errors into one line + exit code; keep tracebacks for SREVAL_DEBUG=1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _quiet_opencv()
+        _show_library_notes()
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except SrevalError as e:
+            err.print(label("error:", "red", e), soft_wrap=True)
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            err.print(label("interrupted", "yellow"))
+            raise typer.Exit(130) from None
+        except Exception as e:  # a bug or an unforeseen input: still one line, unless debugging
+            if os.environ.get("SREVAL_DEBUG"):
+                raise
+            msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+            err.print(label("internal error:", "red", f"{type(e).__name__}: {msg} "
+                            f"(SREVAL_DEBUG=1 shows the traceback)"), soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def progress_bar(text: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress callback for the library: a bar with ETA on stderr, silent when not a TTY."""
+    bar = Progress(TextColumn(text), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   console=err, transient=True, disable=not err.is_terminal)
+    task = bar.add_task(text, total=None)
+    with bar:
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+# ----------------------------------------------------------------------------- option types
+
+ModelArg = Annotated[str, typer.Argument(help="ONNX file, PyTorch checkpoint (.pth, .pt, .ckpt, .safetensors; needs the checkpoints extra) or zoo name.", show_default=False)]
+DataOpt = Annotated[str, typer.Option("--data", "-d", help="Dataset folder, dataset name (Set5, ...) or 'default' (embedded photos).")]
+DataRoot = Annotated[Optional[Path], typer.Option("--data-root", envvar="SREVAL_DATA", help="Where dataset names resolve.")]
+OutOpt = Annotated[Path, typer.Option("--out", "-o", help="Run folder for report.json and results.csv.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+SeedOpt = Annotated[int, typer.Option("--seed", min=0, max=2**63 - 1, help="Random seed (0 .. 2^63-1).")]
+LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="Use the first N images only.")]
+SaveOpt = Annotated[bool, typer.Option("--save-images", help="Save LR/SR images as PNG under RUN_DIR/images.")]
+NormOpt = Annotated[str, typer.Option("--norm", help="linf (the paper: --alpha bounds each pixel) or l2 (--alpha bounds the norm of the whole LR perturbation, [0,1] pixel units).")]
+AlphaOpt = Annotated[str, typer.Option("--alpha", "-a", help="Budgets, e.g. 1/255,8/255 or 0.0314.")]
+StepsOpt = Annotated[int, typer.Option("--steps", "-T", help="I-FGSM iterations.")]
+RefOpt = Annotated[str, typer.Option("--reference", help="hr (official code), clean-sr (eq. 1) or auto (hr when HR exists).")]
+QuantOpt = Annotated[bool, typer.Option("--quantize/--no-quantize", help="Round the attacked LR to 8 bits.")]
+BatchOpt = Annotated[Optional[int], typer.Option("--batch", help="Budgets attacked together (default: all).")]
+
+
+# ----------------------------------------------------------------------------- option groups
+
+
+@dataclass(frozen=True)
+class OptionGroup:
+    """Options that several commands take, added to a command's signature by `with_options`;
+    `build` turns their values into the keyword arguments the command receives."""
+
+    params: tuple[inspect.Parameter, ...]
+    build: Callable[..., dict[str, Any]]
+
+
+def _param(name: str, annotation: Any, default: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+def input_values(items: list[str]) -> dict[str, str]:
+    values = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise ConfigError(f"--input-value {item!r}: expected NAME=VALUE")
+        values[name.strip()] = value.strip()
+    return values
+
+
+def _conventions(scale: Any, range_: Any, color: Any, layout: Any, preupsampled: Any, output: Any,
+                 input_value: list[str] | None) -> dict[str, Any]:
+    conv = dict(scale=scale, range=range_, color=color, layout=layout, preupsampled=preupsampled, output=output)
+    if input_value:
+        conv["inputs"] = input_values(input_value)
+    return {"conventions": conv}
+
+
+CONVENTIONS = OptionGroup((
+    _param("scale", Annotated[Optional[int], typer.Option("--scale", min=1, max=16, help="Upscaling factor (default: metadata or probed).")], None),
+    _param("range_", Annotated[Optional[float], typer.Option("--range", help="Model value range: 1 or 255 (default: metadata, else 1).")], None),
+    _param("color", Annotated[Optional[str], typer.Option("--color", help="rgb, bgr, y (MATLAB studio-range Y: VDSR, LapSRN, FSRCNN) or yfull (full-range Y: OpenCV zoo) (default: metadata, channels, detection).")], None),
+    _param("layout", Annotated[Optional[str], typer.Option("--layout", help="nchw or nhwc (default: metadata or shapes).")], None),
+    _param("preupsampled", Annotated[Optional[bool], typer.Option("--preupsampled/--no-preupsampled", help="Model takes the bicubic-upscaled image.")], None),
+    _param("output", Annotated[Optional[int], typer.Option("--output", min=0, help="Index of the output to use (default: the one at --scale, else the largest).")], None),
+    _param("input_value", Annotated[Optional[list[str]], typer.Option("--input-value", help="NAME=VALUE: a value for a non-image model input (e.g. Real-CUGAN's alpha); repeatable.")], None),
+), _conventions)
+
+_LOOP_REST = (
+    _param("norm", NormOpt, "linf"),
+    _param("restarts", Annotated[int, typer.Option("--restarts", min=1, help="pgd / apgd: random restarts, the best result kept per image and budget.")], 1),
+    _param("quantize_aware", Annotated[bool, typer.Option("--quantize-aware/--round-at-end", help="With --quantize: round the attacked LR to 8 bits only at the end (default, as the paper), or let the loss see the rounding at every step (straight-through), so the delivered file is what was optimised.")], False),
+)
+# the shared loop: --method picks it (the attack command has its own --method: strongest, square)
+LOOP = OptionGroup((
+    _param("method", Annotated[str, typer.Option("--method", help="ifgsm (the paper's), pgd (random start, --restarts), apgd (adaptive step size, Croce & Hein) or mifgsm (momentum, for transfer).")], "ifgsm"),
+    *_LOOP_REST,
+), lambda method, norm, restarts, quantize_aware: {"loop": LoopOptions(method, norm, restarts, quantize_aware)})
+# the loop's options without a method of its own: what the attack command combines with its --method
+LOOP_NO_METHOD = OptionGroup(_LOOP_REST, lambda norm, restarts, quantize_aware: {
+    "loop": LoopOptions("ifgsm", norm, restarts, quantize_aware)})
+DATA = OptionGroup((
+    _param("data_root", DataRoot, None),
+    _param("limit", LimitOpt, None),
+), lambda data_root, limit: {"data_root": data_root, "limit": limit})
+RUN = OptionGroup((
+    _param("device", DeviceOpt, "auto"),
+    _param("seed", SeedOpt, 0),
+), lambda device, seed: {"device": device, "seed": seed})
+
+
+def with_options(*groups: OptionGroup) -> Callable[[F], F]:
+    """Add the groups' options to a command's signature (after its own, as typer reads them)
+    and call it with what each group builds from their values: a parameter of that name, or
+    the command's `**kwargs`, which typer never sees."""
+
+    def decorate(fn: F) -> F:
+        sig = inspect.signature(fn, eval_str=True)
+        added = [p for g in groups for p in g.params]
+        built = {k for g in groups for k in g.build(*[p.default for p in g.params])}
+        own = [p for p in sig.parameters.values() if p.name not in built and p.kind != p.VAR_KEYWORD]
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            for g in groups:
+                kwargs.update(g.build(*[kwargs.pop(p.name) for p in g.params]))
+            return fn(*args, **kwargs)
+
+        wrapper.__signature__ = sig.replace(parameters=own + added)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {p.name: p.annotation for p in own + added}
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def loop_options(method: str, loop: LoopOptions, ensemble: str | None = None) -> LoopOptions:
+    """The attack command's loop: its --method (square and auto attack through onnxruntime and
+    leave the loop at ifgsm) and the ensemble of --method strongest."""
+    members = tuple(m.strip() for m in ensemble.split(",") if m.strip()) if ensemble else STRONGEST
+    return LoopOptions("ifgsm" if method in ("square", "auto") else method, loop.norm, loop.restarts,
+                       loop.quantize_aware, members)
+
+
+# ----------------------------------------------------------------------------- printing
+
+
+def print_evidence(report: dict[str, Any]) -> None:
+    """One warning line per failed sanity check (they are flagged in report.json too)."""
+    ev = report.get("evidence") or {}
+    for c in ev.get("checks", []):
+        if not c["ok"]:
+            out.print(Text(f"warning: sanity check {c['name']} failed: {c['detail']}", style="yellow"))
+    for note in ev.get("notes", []):
+        out.print(label("note:", "yellow", note))
+
+
+def fmt(value: Any, spec: str = ".2f") -> str:
+    """A number in a table cell; '-' where there is none."""
+    return format(value, spec) if isinstance(value, float) else "-"
+
+
+def budget(alpha: float) -> str:
+    return f"{alpha * 255:g}/255"
+
+
+def print_summary(report: dict[str, Any], keys: tuple[str, ...]) -> None:
+    table = Table(title=f"{report['command']}: {report['model']['name'] if report.get('model') else ''}")
+    for k in ("attack", "alpha", "n") + keys:
+        table.add_column(k, justify="right")
+    for s in report["summary"]:
+        alpha = s.get("alpha") or 0.0
+        table.add_row(str(s["attack"]), budget(alpha) if alpha else "-", str(s["n"]), *[fmt(s.get(k)) for k in keys])
+    out.print(table)
+    if (report.get("data") or {}).get("lr_note"):
+        out.print(label("note:", "yellow", report["data"]["lr_note"]))
+
+
+def report_line(out_dir: Path) -> None:
+    out.print(f"report: {out_dir / 'report.json'}", soft_wrap=True)

@@ -1,0 +1,143 @@
+"""The one skeleton of every job: open the model, check its conversion, load the data, run,
+and write the report (`run_job`); what a job computed (`JobResult`), and where it runs (`Run`).
+The job functions of `sreval.commands` are each one `run_job` call with their own computation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sreval import zoo
+from sreval.attacks.evidence import evidence
+from sreval.config import LoopOptions
+from sreval.data import Sample, load_dataset
+from sreval.evaluation import ImageSaver, Progress, Row, measure, measure_hr, super_resolve
+from sreval.files import atomic_write
+from sreval.model import SRModel, LoadedModel
+from sreval.report import Report, data_info, environment, metric_conventions, model_info, write_report
+
+
+def as_model(model: Any, device: str, conventions: Mapping[str, Any] | None, check: bool = True) -> SRModel:
+    """The SRModel behind a MODEL argument; with `check`, its parity verified."""
+    if isinstance(model, LoadedModel):
+        return model.source
+    if isinstance(model, SRModel):
+        opened = model
+    else:
+        given = {k: v for k, v in (conventions or {}).items() if v is not None}
+        opened = zoo.open_model(model, device=device, check=False, **given)
+    if check:
+        opened.check_parity()
+    return opened
+
+
+def with_method(loop: LoopOptions | None, method: str | None = None) -> LoopOptions:
+    loop = loop or LoopOptions()
+    return replace(loop, method=method) if method else loop
+
+
+def rows_evidence(rows: list[Row], *, descend: bool = False) -> dict[str, Any]:
+    """The evidence checks an attack's own rows allow (the probes are the basic attack's)."""
+    return evidence(None, [], 0, None, rows, None, run_probes=False, descend=descend)
+
+
+# ----------------------------------------------------------------------------- the one job skeleton
+
+
+@dataclass
+class JobResult:
+    """What a job computed, as its report says it: rows, the configuration as run, its own
+    metric conventions and sections, and files written beside the report."""
+
+    rows: list[Row]
+    config: dict[str, Any]
+    conventions: dict[str, Any] = field(default_factory=dict)
+    sections: dict[str, Any] = field(default_factory=dict)
+    quantize: bool = True  # the attacked LR was delivered as 8 bits
+    reference: str | None = None  # what the attack's loss measured against
+    files: dict[str, bytes | str] = field(default_factory=dict)
+    data: dict[str, Any] | None = None  # instead of the dataset's description (targeted: the pair)
+
+
+@dataclass(frozen=True)
+class Run:
+    """Where a job runs: the opened model, its dataset at the model's scale, the run folder."""
+
+    model: SRModel
+    samples: list[Sample]
+    out: Path | None
+    progress: Progress | None = None
+    save_images: bool = False
+
+    @property
+    def scale(self) -> int:
+        return self.model.conventions.scale
+
+    @property
+    def saver(self) -> ImageSaver:
+        return ImageSaver.for_run(self.out, self.save_images)
+
+
+def run_job(
+    kind: str, model: Any, data: str | Path | None, job: Callable[[Run], JobResult], *, out: Path | None,
+    device: str, seed: int, conventions: Mapping[str, Any] | None, data_root: Path | None = None,
+    limit: int | None = None, progress: Progress | None = None, save_images: bool = False,
+    parity: bool = True, command: str | None = None,
+) -> Report:
+    """Every job's skeleton: seed, open the model, check its conversion (`parity`), load the
+    data at its scale (`data` None: the job reads its own), run, and write the report (and the
+    job's files) into `out`."""
+    torch.manual_seed(seed)
+    m = as_model(model, device, conventions, check=False)
+    if parity:  # before the data: a model that is converted wrongly costs no data loading
+        m.check_parity()
+    samples = load_dataset(data, m.conventions.scale, data_root=data_root, limit=limit) if data is not None else []
+    done = job(Run(m, samples, out, progress, save_images))
+    return write_job_report(out, kind, command or kind, [m] if parity else m, data, samples, done)
+
+
+def write_job_report(out: Path | None, kind: str, command: str, models: SRModel | list[SRModel],
+                     data: str | Path | None, samples: list[Sample], done: JobResult) -> Report:
+    """The report of a job's outcome: a list of models is parity-checked (each is reported
+    with its parity), a bare model was run without the conversion (onnxruntime)."""
+    first = models[0] if isinstance(models, list) else models
+    scale, device = first.conventions.scale, str(first.device)
+    if isinstance(models, list):
+        infos = [model_info(m, m.check_parity()) for m in models]
+        model = infos[0] if len(infos) == 1 else {"name": ", ".join(i["name"] for i in infos), "scale": scale,
+                                                  "models": infos}
+    else:
+        model = model_info(models)
+    for name, content in done.files.items():
+        if out is not None:
+            atomic_write(Path(out) / name, content)
+    return write_report(
+        out, kind=kind, command=command, model=model,
+        data=done.data if done.data is not None else data_info(str(data), samples),
+        config={**done.config, "device": device}, environment=environment(device),
+        conventions={**metric_conventions(scale, quantize_lr=done.quantize, reference=done.reference),
+                     **done.conventions},
+        results=done.rows, sections=done.sections,
+    )
+
+
+def measure_rows(net: torch.nn.Module, s: Sample, x0: torch.Tensor, xs: torch.Tensor, trace: Any, attack: str,
+                 alphas: Sequence[float], scale: int, saver: ImageSaver) -> list[Row]:
+    """One image's rows: each budget's attacked LR (budget-major, as attack objects return
+    them) measured against the clean LR and its SR, with the loop's evidence."""
+    sr0 = super_resolve(net, x0)
+    rows: list[Row] = []
+    for a, (x, ev) in enumerate(zip(xs, trace.rows())):
+        sr = super_resolve(net, x[None])
+        rows.append({"image": s.name, "attack": attack, "alpha": alphas[a], **measure(x0, x[None], sr0, sr, scale),
+                     **ev, **measure_hr(sr, s.hr, scale)})
+        saver(f"{s.name}_a{alphas[a] * 255:g}", lr=x, sr=sr)
+    return rows
+
+
+__all__ = ["JobResult", "Run", "run_job", "write_job_report", "as_model", "with_method", "rows_evidence",
+           "measure_rows"]
