@@ -38,7 +38,7 @@ class CacheError(SrevalError):
 
 
 # Code that only presents results: editing it leaves every cached number valid.
-PRESENTATION = frozenset({"cli", "htmlreport.py", "figures.py", "check.py", "demo.py", "runview.py"})
+PRESENTATION = frozenset({"cli", "htmlreport.py", "sections.py", "figures.py", "check.py", "demo.py", "runview.py"})
 
 
 def code_version() -> str:

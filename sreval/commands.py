@@ -16,7 +16,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -32,17 +32,20 @@ from sreval.attacks.targeted import TargetedConfig, foreman_frames, load_pair, r
 from sreval.attacks.universal import UniversalConfig, amplified, run_universal
 from sreval.config import PAPER_ALPHAS, BasicConfig, LoopOptions, check_steps, parse_alpha, parse_defenses
 from sreval.convert import unsupported_ops
-from sreval.data import Sample, load_dataset
+from sreval.data import Sample
 from sreval.defenses import evaluate_defended, run_defended_attack
 from sreval.detect import propose
 from sreval.errors import ConfigError, SrevalError, UnsupportedOperatorError
-from sreval.evaluation import Progress, Row, evaluate_clean, to_tensor
+from sreval.evaluation import Row, evaluate_clean, to_tensor
 from sreval.files import check_writable_dir
 from sreval.io import encode_image
-from sreval.jobs import JobResult, Run, as_model, measure_rows, rows_evidence, run_job, with_method, write_job_report
+from sreval.jobs import DEVICE, JobOptions, JobResult, Run, as_model, measure_rows, rows_evidence, run_job, with_method
 from sreval.model import ConversionError, LoadedModel, SRModel
 from sreval.registry import attack_entry
 from sreval.report import Report, claims_out_dir, read_report
+
+if TYPE_CHECKING:  # the typed **options of every job (PEP 692)
+    from typing_extensions import Unpack
 
 
 # ----------------------------------------------------------------------------- models
@@ -90,12 +93,8 @@ def inspect(model: str | Path, *, device: str = "auto", conventions: Mapping[str
 
 
 @claims_out_dir
-def evaluate(
-    model: Any, data: str | Path = "default", *, out: Path | None = None, save_images: bool = False,
-    data_root: Path | None = None, limit: int | None = None, device: str = "auto", seed: int = 0,
-    progress: Progress | None = None, conventions: Mapping[str, Any] | None = None, runtime: str = "auto",
-    defense: Sequence[str] | str | None = None,
-) -> Report:
+def evaluate(model: Any, data: str | Path = "default", *, runtime: str = "auto", defense: Sequence[str] | str | None = None,
+             seed: int = 0, **run: Unpack[JobOptions]) -> Report:
     """`sreval evaluate`: clean SR PSNR/SSIM against HR, in the report schema (attack 'none').
     `runtime` 'auto' uses the PyTorch conversion, or onnxruntime where onnx2torch cannot convert
     the model; 'onnxruntime' skips the conversion; the report says which ran. `defense` adds
@@ -103,20 +102,17 @@ def evaluate(
     names = parse_defenses(defense) if defense else ()
     if names and runtime != "auto":
         raise ConfigError("--defense works with --runtime auto only")
-    opened = as_model(model, device, conventions, check=False)
+    opened = as_model(model, run.get("device", DEVICE), run.pop("conventions", None), check=False)
     module, ran = (opened.torch(), "torch") if names else opened.runtime(runtime)
 
-    def job(run: Run) -> JobResult:
-        saver, dev = run.saver, run.model.device
-        rows = (evaluate_defended(module, run.samples, run.scale, names, device=dev, progress=run.progress,
-                                  saver=saver) if names else
-                evaluate_clean(module, run.samples, run.scale, device=dev, progress=run.progress, saver=saver))
+    def job(r: Run) -> JobResult:
+        saver, dev = r.saver, r.model.device
+        rows = (evaluate_defended(module, r.samples, r.scale, names, device=dev, progress=r.progress, saver=saver)
+                if names else evaluate_clean(module, r.samples, r.scale, device=dev, progress=r.progress, saver=saver))
         config = {"seed": seed, "defenses": list(names)} if names else {"seed": seed, "runtime": ran}
         return JobResult(rows, config, sections={"defense": {"defenses": list(names)}} if names else {})
 
-    return run_job("clean", opened, data, job, out=out, device=device, seed=seed, conventions=None,
-                   data_root=data_root, limit=limit, progress=progress, save_images=save_images,
-                   parity=ran == "torch", command="evaluate")
+    return run_job("clean", opened, data, job, seed=seed, parity=ran == "torch", command="evaluate", **run)
 
 
 # ----------------------------------------------------------------------------- the basic attack
@@ -125,11 +121,9 @@ def evaluate(
 @claims_out_dir
 def attack(
     model: Any, data: str | Path = "default", *, alpha: str | Sequence[float] = PAPER_ALPHAS, steps: int = 50,
-    reference: str = "auto", quantize: bool = True, out: Path | None = None, save_images: bool = False,
-    batch: int | None = None, data_root: Path | None = None, limit: int | None = None, device: str = "auto",
-    seed: int = 0, progress: Progress | None = None, conventions: Mapping[str, Any] | None = None,
-    method: str = "ifgsm", loop: LoopOptions | None = None, queries: int = 500, precision: str = "fp32",
-    sanity: bool = True, defense: Sequence[str] | str | None = None,
+    reference: str = "auto", quantize: bool = True, batch: int | None = None, seed: int = 0, method: str = "ifgsm",
+    loop: LoopOptions | None = None, queries: int = 500, precision: str = "fp32", sanity: bool = True,
+    defense: Sequence[str] | str | None = None, **run: Unpack[JobOptions],
 ) -> Report:
     """`sreval attack`: the basic attack over a dataset. `method` is one of the shared loop's
     (ifgsm, pgd, apgd, mifgsm, strongest; its other options in `loop`, whose own method
@@ -148,29 +142,25 @@ def attack(
     names = parse_defenses(defense) if defense else ()
     if names and (not gradient or method == "strongest"):
         raise ConfigError(f"--defense works with the gradient methods ifgsm, pgd, apgd, mifgsm, not {method}")
-    common = dict(out=out, device=device, seed=seed, data_root=data_root, limit=limit, progress=progress,
-                  save_images=save_images)
     if names:
-        return run_job("defense", model, data, lambda run: _defended(run, cfg, names), conventions=conventions,
-                       command="attack", **common)
+        return run_job("defense", model, data, lambda r: _defended(r, cfg, names), seed=seed, command="attack", **run)
     torch.manual_seed(seed)
-    m = as_model(model, device, conventions, check=False)
+    m = as_model(model, run.get("device", DEVICE), run.pop("conventions", None), check=False)
     chosen, fallback = choose_method(m, method)
     if chosen == "square":
-        return run_job("basic", m, data, lambda run: _square(run, cfg, queries, fallback), conventions=None,
-                       parity=False, command="attack", **common)
-    return run_job("basic", m, data, lambda run: _basic(run, cfg, sanity), conventions=None, command="attack",
-                   **common)
+        return run_job("basic", m, data, lambda r: _square(r, cfg, queries, fallback), seed=seed, parity=False,
+                       command="attack", **run)
+    return run_job("basic", m, data, lambda r: _basic(r, cfg, sanity), seed=seed, command="attack", **run)
 
 
-def _basic(run: Run, cfg: BasicConfig, sanity: bool) -> JobResult:
-    net, ref = run.model.torch(), cfg.reference_for(run.samples)
-    rows = run_basic(net, run.samples, run.scale, cfg, device=run.model.device, progress=run.progress,
-                     saver=run.saver)
-    sections: dict[str, Any] = {"evidence": evidence(net, run.samples, run.scale, cfg, rows, run.model.device,
+def _basic(r: Run, cfg: BasicConfig, sanity: bool) -> JobResult:
+    net, ref = r.model.torch(), cfg.reference_for(r.samples)
+    rows = run_basic(net, r.samples, r.scale, cfg, device=r.model.device, progress=r.progress,
+                     saver=r.saver)
+    sections: dict[str, Any] = {"evidence": evidence(net, r.samples, r.scale, cfg, rows, r.model.device,
                                                      run_probes=sanity)}
     if cfg.precision != "fp32":
-        sections["precision_check"] = _precision_check(run.model, run.samples[:2], run.scale, cfg, rows)
+        sections["precision_check"] = _precision_check(r.model, r.samples[:2], r.scale, cfg, rows)
     return JobResult(rows, {**asdict(cfg), "reference": ref}, sections=sections, quantize=cfg.quantize, reference=ref)
 
 
@@ -187,11 +177,11 @@ def _precision_check(model: SRModel, samples: list[Sample], scale: int, cfg: Bas
             "mean_abs_difference_db": sum(finite) / len(finite) if finite else None}
 
 
-def _square(run: Run, cfg: BasicConfig, queries: int, fallback: str | None) -> JobResult:
+def _square(r: Run, cfg: BasicConfig, queries: int, fallback: str | None) -> JobResult:
     """The Square attack through onnxruntime (`sreval.attacks.square`), attack 'square'."""
     scfg = SquareConfig(alphas=cfg.alphas, queries=queries, quantize=cfg.quantize, seed=cfg.seed)
-    rows = run_square(run.model.ort(), run.samples, run.scale, scfg, device=run.model.device, progress=run.progress,
-                      saver=run.saver)
+    rows = run_square(r.model.ort(), r.samples, r.scale, scfg, device=r.model.device, progress=r.progress,
+                      saver=r.saver)
     note = SQUARE_NOTE + (f"; {fallback}" if fallback else "")
     return JobResult(
         rows, {**asdict(scfg), "method": "square", "reference": "clean-sr", "runtime": "onnxruntime", "note": note},
@@ -202,12 +192,12 @@ def _square(run: Run, cfg: BasicConfig, queries: int, fallback: str | None) -> J
         quantize=cfg.quantize, reference="clean-sr")
 
 
-def _defended(run: Run, cfg: BasicConfig, names: Sequence[str]) -> JobResult:
+def _defended(r: Run, cfg: BasicConfig, names: Sequence[str]) -> JobResult:
     """Rows 'basic' (no defense), 'basic+D' (the bare attack's examples through D: the paper's
     setting) and 'basic+D-adaptive' (attack through D)."""
-    rows = run_defended_attack(run.model.torch(), run.samples, run.scale, cfg, names, device=run.model.device,
-                               progress=run.progress, saver=run.saver)
-    ref = cfg.reference_for(run.samples)
+    rows = run_defended_attack(r.model.torch(), r.samples, r.scale, cfg, names, device=r.model.device,
+                               progress=r.progress, saver=r.saver)
+    ref = cfg.reference_for(r.samples)
     return JobResult(
         rows, {**asdict(cfg), "reference": ref, "defenses": list(names)},
         conventions={"psnr_sr": "through the row's defense: SR of attacked LR vs SR of clean LR",
@@ -225,10 +215,8 @@ def _defended(run: Run, cfg: BasicConfig, names: Sequence[str]) -> JobResult:
 def universal(
     model: Any, data: str | Path = "default", *, alpha: str | Sequence[float] = PAPER_ALPHAS, steps: int = 50,
     crop: int | None = None, holdout: float | None = None, reference: str = "auto", quantize: bool = True,
-    out: Path | None = None, save_images: bool = False, batch: int | None = None, loss: str = "paper",
-    data_root: Path | None = None, limit: int | None = None, device: str = "auto", seed: int = 0,
-    progress: Progress | None = None, conventions: Mapping[str, Any] | None = None,
-    loop: LoopOptions | None = None,
+    batch: int | None = None, loss: str = "paper", seed: int = 0, loop: LoopOptions | None = None,
+    **run: Unpack[JobOptions],
 ) -> Report:
     """`sreval universal`: one perturbation per budget for all images (centre crops), saved as
     .npy and amplified PNG; LR/SR PSNR per image, on fit and held-out images. `loss` 'paper'
@@ -238,9 +226,9 @@ def universal(
                           reference=reference, quantize=quantize, seed=seed, batch=batch, loss=loss,
                           **loop.fields(ensemble=False))
 
-    def job(run: Run) -> JobResult:
-        res = run_universal(run.model.torch(), run.samples, run.scale, cfg, device=run.model.device,
-                            progress=run.progress, saver=run.saver)
+    def job(r: Run) -> JobResult:
+        res = run_universal(r.model.torch(), r.samples, r.scale, cfg, device=r.model.device,
+                            progress=r.progress, saver=r.saver)
         files: dict[str, bytes | str] = {}
         listed = []
         for a, delta in res.perturbations.items():
@@ -259,17 +247,14 @@ def universal(
                       "evidence": rows_evidence([r for r in res.rows if r.get("group") == "fit"])},
             quantize=quantize, reference=res.reference, files=files)
 
-    return run_job("universal", model, data, job, out=out, device=device, seed=seed, conventions=conventions,
-                   data_root=data_root, limit=limit, progress=progress, save_images=save_images)
+    return run_job("universal", model, data, job, seed=seed, **run)
 
 
 @claims_out_dir
 def partial(
     model: Any, data: str | Path = "default", *, alpha: str | Sequence[float] = PAPER_ALPHAS, steps: int = 50,
-    reference: str = "auto", quantize: bool = True, out: Path | None = None, save_images: bool = False,
-    batch: int | None = None, data_root: Path | None = None, limit: int | None = None, device: str = "auto",
-    seed: int = 0, progress: Progress | None = None, conventions: Mapping[str, Any] | None = None,
-    loop: LoopOptions | None = None,
+    reference: str = "auto", quantize: bool = True, batch: int | None = None, seed: int = 0,
+    loop: LoopOptions | None = None, **run: Unpack[JobOptions],
 ) -> Report:
     """`sreval partial`: attack the central half of each LR, measure outside its HR
     counterpart, and the decay of the damage with distance (section 'permeation')."""
@@ -277,9 +262,9 @@ def partial(
     cfg = BasicConfig(alphas=tuple(parse_alpha(alpha, loop.norm)), steps=check_steps(steps),
                       reference=reference, quantize=quantize, seed=seed, batch=batch, **loop.fields())
 
-    def job(run: Run) -> JobResult:
-        res = run_partial(run.model.torch(), run.samples, run.scale, cfg, device=run.model.device,
-                          progress=run.progress, saver=run.saver)
+    def job(r: Run) -> JobResult:
+        res = run_partial(r.model.torch(), r.samples, r.scale, cfg, device=r.model.device,
+                          progress=r.progress, saver=r.saver)
         return JobResult(
             res.rows, {**asdict(cfg), "reference": res.reference},
             conventions={"mask": "LR pixels with w/4 <= x < 3w/4 and h/4 <= y < 3h/4 (eq. 10)",
@@ -291,16 +276,14 @@ def partial(
                       "evidence": rows_evidence(res.rows)},
             quantize=quantize, reference=res.reference)
 
-    return run_job("partial", model, data, job, out=out, device=device, seed=seed, conventions=conventions,
-                   data_root=data_root, limit=limit, progress=progress, save_images=save_images)
+    return run_job("partial", model, data, job, seed=seed, **run)
 
 
 @claims_out_dir
 def targeted(
     model: Any, *, source: str | Path | None = None, target: str | Path | None = None,
-    alpha: str | Sequence[float] = "16/255", steps: int = 50, quantize: bool = True, out: Path | None = None,
-    save_images: bool = False, device: str = "auto", seed: int = 0, progress: Progress | None = None,
-    conventions: Mapping[str, Any] | None = None, loop: LoopOptions | None = None,
+    alpha: str | Sequence[float] = "16/255", steps: int = 50, quantize: bool = True, seed: int = 0,
+    loop: LoopOptions | None = None, **run: Unpack[JobOptions],
 ) -> Report:
     """`sreval targeted`: push f(X) towards a target HR image (eq. 11), from the source HR
     frame's MATLAB-bicubic LR. Default pair: the two foreman frames of the shared assets."""
@@ -312,10 +295,10 @@ def targeted(
     require_file("source", source)
     require_file("target", target)
 
-    def job(run: Run) -> JobResult:
-        pair = load_pair(source, target, run.scale)
-        res = run_targeted(run.model.torch(), pair, run.scale, cfg, device=run.model.device, progress=run.progress,
-                           saver=run.saver)
+    def job(r: Run) -> JobResult:
+        pair = load_pair(source, target, r.scale)
+        res = run_targeted(r.model.torch(), pair, r.scale, cfg, device=r.model.device, progress=r.progress,
+                           saver=r.saver)
         return JobResult(
             res.rows, {**asdict(cfg), "seed": seed},
             conventions={"psnr_target_hr": "SR of attacked LR vs the target HR",
@@ -326,17 +309,14 @@ def targeted(
             quantize=quantize, reference="target HR",
             data={"source": str(source), "target": str(target), "hr_size": list(pair.source.hr.shape[:2])})
 
-    return run_job("targeted", model, None, job, out=out, device=device, seed=seed, conventions=conventions,
-                   progress=progress, save_images=save_images)
+    return run_job("targeted", model, None, job, seed=seed, **run)
 
 
 @claims_out_dir
 def transfer(
     models: Sequence[Any], data: str | Path = "default", *, alpha: str | Sequence[float] = "8/255", steps: int = 50,
-    reference: str = "auto", quantize: bool = True, out: Path | None = None, batch: int | None = None,
-    data_root: Path | None = None, limit: int | None = None, device: str = "auto", seed: int = 0,
-    progress: Progress | None = None, conventions: Mapping[str, Any] | None = None,
-    loop: LoopOptions | None = None,
+    reference: str = "auto", quantize: bool = True, batch: int | None = None, seed: int = 0,
+    loop: LoopOptions | None = None, **run: Unpack[JobOptions],
 ) -> Report:
     """`sreval transfer`: basic-attack examples of each source model fed to each target model;
     SR PSNR matrix (rows = source, columns = target) as transfer_matrix.csv and in report.json.
@@ -346,30 +326,28 @@ def transfer(
                       reference=reference, quantize=quantize, seed=seed, batch=batch, **loop.fields())
     if len(models) < 2:
         raise ConfigError(f"transfer needs at least two models, got {len(models)}")
-    torch.manual_seed(seed)
-    opened = [as_model(s, device, conventions) for s in models]
-    names = unique_names([m.describe()["name"] for m in opened])
-    scale = common_scale({n: m.conventions.scale for n, m in zip(names, opened)})
-    samples = load_dataset(data, scale, data_root=data_root, limit=limit)
-    res = run_transfer({n: m.torch() for n, m in zip(names, opened)}, samples, scale, cfg,
-                       device=opened[0].device, progress=progress)
-    done = JobResult(
-        res.rows, {**asdict(cfg), "reference": res.reference},
-        conventions={"psnr_sr": "target model: SR of the source's adversarial LR vs SR of the clean LR"},
-        sections={"transfer": {"models": names, "rows": "source", "columns": "target", "metric": "psnr_sr",
-                               "matrix": [{"alpha": a, "psnr_sr": m} for a, m in res.matrix.items()],
-                               "csv": "transfer_matrix.csv"}},
-        quantize=quantize, reference=res.reference, files={"transfer_matrix.csv": matrix_csv(names, res.matrix)})
-    return write_job_report(out, "transfer", "transfer", opened, data, samples, done)
+
+    def job(r: Run) -> JobResult:
+        names = unique_names([m.describe()["name"] for m in r.models])
+        scale = common_scale({n: m.conventions.scale for n, m in zip(names, r.models)})
+        res = run_transfer({n: m.torch() for n, m in zip(names, r.models)}, r.samples, scale, cfg,
+                           device=r.model.device, progress=r.progress)
+        return JobResult(
+            res.rows, {**asdict(cfg), "reference": res.reference},
+            conventions={"psnr_sr": "target model: SR of the source's adversarial LR vs SR of the clean LR"},
+            sections={"transfer": {"models": names, "rows": "source", "columns": "target", "metric": "psnr_sr",
+                                   "matrix": [{"alpha": a, "psnr_sr": m} for a, m in res.matrix.items()],
+                                   "csv": "transfer_matrix.csv"}},
+            quantize=quantize, reference=res.reference, files={"transfer_matrix.csv": matrix_csv(names, res.matrix)})
+
+    return run_job("transfer", list(models), data, job, seed=seed, **run)
 
 
 @claims_out_dir
 def index(
     model: Any, data: str | Path = "default", *, alpha: str | float = "1/255", samples: int = 1024,
     batch: int | None = 64, steps: int = 50, reference: str = "auto", quantize: bool = True,
-    attack_report: Path | None = None, out: Path | None = None, data_root: Path | None = None,
-    limit: int | None = None, device: str = "auto", seed: int = 0, progress: Progress | None = None,
-    conventions: Mapping[str, Any] | None = None,
+    attack_report: Path | None = None, seed: int = 0, **run: Unpack[JobOptions],
 ) -> Report:
     """`sreval index`: the robustness index per image (sec. 5.2) and its Pearson/Spearman
     correlation with the basic attack's SR PSNR (run here, or read from `attack_report`)."""
@@ -381,15 +359,15 @@ def index(
                        quantize=quantize, seed=seed)
     previous = read_report(attack_report) if attack_report is not None else None
 
-    def job(run: Run) -> JobResult:
-        net, names = run.model.torch(), [s.name for s in run.samples]
-        rows = run_index(net, run.samples, icfg, device=run.model.device, progress=run.progress)
+    def job(r: Run) -> JobResult:
+        net, names = r.model.torch(), [s.name for s in r.samples]
+        rows = run_index(net, r.samples, icfg, device=r.model.device, progress=r.progress)
         if previous is not None:
             basic_rows, psnr_from = [], str(attack_report)
-            psnr_sr = basic_psnr_from_report(previous, icfg.alpha, names, run.model.sha256)
+            psnr_sr = basic_psnr_from_report(previous, icfg.alpha, names, r.model.sha256)
         else:
-            basic_rows = run_basic(net, run.samples, run.scale, bcfg, device=run.model.device, progress=run.progress)
-            psnr_from = f"basic attack run here (steps {bcfg.steps}, reference {bcfg.reference_for(run.samples)})"
+            basic_rows = run_basic(net, r.samples, r.scale, bcfg, device=r.model.device, progress=r.progress)
+            psnr_from = f"basic attack run here (steps {bcfg.steps}, reference {bcfg.reference_for(r.samples)})"
             psnr_sr = {r["image"]: r["psnr_sr"] for r in basic_rows}
         for r in rows:
             r["psnr_sr_basic"] = psnr_sr[r["image"]]
@@ -402,8 +380,7 @@ def index(
                                            **correlation(rows, psnr_sr), "psnr_sr_from": psnr_from}},
             quantize=quantize)
 
-    return run_job("index", model, data, job, out=out, device=device, seed=seed, conventions=conventions,
-                   data_root=data_root, limit=limit, progress=progress)
+    return run_job("index", model, data, job, seed=seed, **run)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -436,12 +413,9 @@ def export(model: str | Path, out: Path, *, device: str = "auto") -> dict[str, A
 @claims_out_dir
 def run_attack(
     name: str, model: Any, data: str | Path = "default", *, alpha: str | Sequence[float] = PAPER_ALPHAS,
-    steps: int | None = None, reference: str | None = None, quantize: bool | None = None,
-    out: Path | None = None, save_images: bool = False, data_root: Path | None = None, limit: int | None = None,
-    device: str = "auto", seed: int | None = None, progress: Progress | None = None,
-    conventions: Mapping[str, Any] | None = None, loop: LoopOptions | None = None,
-    options: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
+    steps: int | None = None, reference: str | None = None, quantize: bool | None = None, seed: int | None = None,
+    loop: LoopOptions | None = None, options: Mapping[str, Any] | None = None, **run: Unpack[JobOptions],
+) -> Report:
     """`sreval run NAME`: the registered attack object `ATTACKS[name]` on every image at every
     budget, one row per (image, budget) with LR / SR PSNR (and against HR). The attack
     object's own defaults hold for whatever is not given: `steps`, `reference`, `quantize`,
@@ -458,25 +432,24 @@ def run_attack(
     alphas = parse_alpha(alpha, kwargs.get("norm", "linf"))
     probe = cls(torch.nn.Identity(), eps=alphas, **kwargs)  # validates the options before the model is opened
 
-    def job(run: Run) -> JobResult:
-        net = run.model.torch()
+    def job(r: Run) -> JobResult:
+        net = r.model.torch()
         attack_object = cls(net, eps=alphas, **kwargs)
         rows: list[Row] = []
-        for i, s in enumerate(run.samples):
-            x0 = to_tensor(s.lr, run.model.device)
-            hr = to_tensor(s.hr, run.model.device) if s.hr is not None else None
+        for i, s in enumerate(r.samples):
+            x0 = to_tensor(s.lr, r.model.device)
+            hr = to_tensor(s.hr, r.model.device) if s.hr is not None else None
             xs, trace = attack_object.run(x0, hr, ids=[i])
-            rows += measure_rows(net, s, x0, xs, trace, name, alphas, run.scale, run.saver)
-            if run.progress:
-                run.progress(i + 1, len(run.samples))
+            rows += measure_rows(net, s, x0, xs, trace, name, alphas, r.scale, r.saver)
+            if r.progress:
+                r.progress(i + 1, len(r.samples))
         settings = {f.name: getattr(attack_object, f.name) for f in fields(attack_object)
                     if f.name not in ("model", "eps")}
         return JobResult(rows, {"attack": name, "alphas": alphas, **settings, "options": dict(options or {})},
                        conventions={"attack": entry.what}, sections={"evidence": rows_evidence(rows, descend=entry.descend)},
                        quantize=attack_object.quantize, reference=attack_object.reference)
 
-    return run_job(name, model, data, job, out=out, device=device, seed=probe.seed, conventions=conventions,
-                   data_root=data_root, limit=limit, progress=progress, save_images=save_images)
+    return run_job(name, model, data, job, seed=probe.seed, **run)
 
 
 def attack_options(name: str, cls: Any, given: Mapping[str, Any], options: Mapping[str, Any]) -> dict[str, Any]:

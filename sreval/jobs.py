@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 
@@ -63,15 +63,36 @@ class JobResult:
     data: dict[str, Any] | None = None  # instead of the dataset's description (targeted: the pair)
 
 
+class JobOptions(TypedDict, total=False):
+    """What every job takes besides its own options (`sreval.attack(model, data, ..., **options)`);
+    the defaults are `run_job`'s."""
+
+    out: Path | None  # the run folder (None: the report is returned, not written)
+    save_images: bool  # LR/SR PNGs under out/images
+    data_root: Path | None  # where dataset names resolve
+    limit: int | None  # the first N images only
+    device: str  # auto, cpu or cuda
+    progress: Progress | None  # called with (done, total) as the work advances
+    conventions: Mapping[str, Any] | None  # overrides of the model's conventions (scale, range, color, ...)
+
+
+DEVICE = "auto"  # run_job's default device, for the jobs that open a model before it
+
+
 @dataclass(frozen=True)
 class Run:
-    """Where a job runs: the opened model, its dataset at the model's scale, the run folder."""
+    """Where a job runs: the opened models (most jobs: one), the dataset at their scale, the
+    run folder."""
 
-    model: SRModel
+    models: list[SRModel]
     samples: list[Sample]
     out: Path | None
     progress: Progress | None = None
     save_images: bool = False
+
+    @property
+    def model(self) -> SRModel:
+        return self.models[0]
 
     @property
     def scale(self) -> int:
@@ -83,35 +104,32 @@ class Run:
 
 
 def run_job(
-    kind: str, model: Any, data: str | Path | None, job: Callable[[Run], JobResult], *, out: Path | None,
-    device: str, seed: int, conventions: Mapping[str, Any] | None, data_root: Path | None = None,
-    limit: int | None = None, progress: Progress | None = None, save_images: bool = False,
+    kind: str, model: Any, data: str | Path | None, job: Callable[[Run], JobResult], *, seed: int = 0,
+    out: Path | None = None, save_images: bool = False, data_root: Path | None = None, limit: int | None = None,
+    device: str = DEVICE, progress: Progress | None = None, conventions: Mapping[str, Any] | None = None,
     parity: bool = True, command: str | None = None,
 ) -> Report:
-    """Every job's skeleton: seed, open the model, check its conversion (`parity`), load the
-    data at its scale (`data` None: the job reads its own), run, and write the report (and the
-    job's files) into `out`."""
+    """Every job's skeleton: seed, open the model (a list: several, of one scale), check its
+    conversion (`parity`; False: the job runs onnxruntime), load the data at its scale (`data`
+    None: the job reads its own), run, and write the report (and the job's files) into `out`."""
     torch.manual_seed(seed)
-    m = as_model(model, device, conventions, check=False)
-    if parity:  # before the data: a model that is converted wrongly costs no data loading
+    models = [as_model(m, device, conventions, check=False) for m in (model if isinstance(model, list) else [model])]
+    for m in models if parity else []:  # before the data: a model converted wrongly costs no data loading
         m.check_parity()
-    samples = load_dataset(data, m.conventions.scale, data_root=data_root, limit=limit) if data is not None else []
-    done = job(Run(m, samples, out, progress, save_images))
-    return write_job_report(out, kind, command or kind, [m] if parity else m, data, samples, done)
+    scale = models[0].conventions.scale
+    samples = load_dataset(data, scale, data_root=data_root, limit=limit) if data is not None else []
+    done = job(Run(models, samples, out, progress, save_images))
+    return write_job_report(out, kind, command or kind, models, data, samples, done, parity=parity)
 
 
-def write_job_report(out: Path | None, kind: str, command: str, models: SRModel | list[SRModel],
-                     data: str | Path | None, samples: list[Sample], done: JobResult) -> Report:
-    """The report of a job's outcome: a list of models is parity-checked (each is reported
-    with its parity), a bare model was run without the conversion (onnxruntime)."""
-    first = models[0] if isinstance(models, list) else models
-    scale, device = first.conventions.scale, str(first.device)
-    if isinstance(models, list):
-        infos = [model_info(m, m.check_parity()) for m in models]
-        model = infos[0] if len(infos) == 1 else {"name": ", ".join(i["name"] for i in infos), "scale": scale,
-                                                  "models": infos}
-    else:
-        model = model_info(models)
+def write_job_report(out: Path | None, kind: str, command: str, models: list[SRModel], data: str | Path | None,
+                     samples: list[Sample], done: JobResult, *, parity: bool = True) -> Report:
+    """The report of a job's outcome; each model is reported with its parity where the job
+    ran the conversion."""
+    infos = [model_info(m, m.check_parity() if parity else None) for m in models]
+    scale, device = models[0].conventions.scale, str(models[0].device)
+    model = infos[0] if len(infos) == 1 else {"name": ", ".join(i["name"] for i in infos), "scale": scale,
+                                              "models": infos}
     for name, content in done.files.items():
         if out is not None:
             atomic_write(Path(out) / name, content)
@@ -139,5 +157,5 @@ def measure_rows(net: torch.nn.Module, s: Sample, x0: torch.Tensor, xs: torch.Te
     return rows
 
 
-__all__ = ["JobResult", "Run", "run_job", "write_job_report", "as_model", "with_method", "rows_evidence",
+__all__ = ["JobResult", "JobOptions", "DEVICE", "Run", "run_job", "write_job_report", "as_model", "with_method", "rows_evidence",
            "measure_rows"]

@@ -19,6 +19,7 @@ import sreval
 from sreval.config import parse_alpha
 from sreval.cli import app
 from sreval.executors import CELL_RUNS
+from sreval.jobs import JobOptions, run_job
 from sreval.registry import ATTACKS, AttackEntry
 from tests.test_cli import make_dataset
 from tests.tiny import TinySR, export
@@ -45,8 +46,12 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _defaults(fn: Any) -> dict[str, Any]:
-    return {k: p.default for k, p in pyinspect.signature(fn).parameters.items()
-            if p.default is not pyinspect.Parameter.empty}
+    """A function's defaults; the options every job shares (`**run: Unpack[JobOptions]`) have
+    run_job's."""
+    params = pyinspect.signature(fn).parameters
+    shared = {k: v for k, v in _defaults(run_job).items() if k in JobOptions.__annotations__} if any(
+        p.kind is p.VAR_KEYWORD for p in params.values()) else {}
+    return {**shared, **{k: p.default for k, p in params.items() if p.default is not pyinspect.Parameter.empty}}
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))

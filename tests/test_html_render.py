@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 
 from sreval.cli import app
 from sreval.findings import CHECKS, findings
-from sreval.htmlreport import load_run, render_report
+from sreval.htmlreport import render_report
+from sreval.runview import load_run
 from sreval.io import write_image
 from sreval.sweeps import SweepConfig, run_sweep
 from tests.tiny import TinySR, export

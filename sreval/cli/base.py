@@ -178,14 +178,23 @@ LOOP = OptionGroup((
 # the loop's options without a method of its own: what the attack command combines with its --method
 LOOP_NO_METHOD = OptionGroup(_LOOP_REST, lambda norm, restarts, quantize_aware: {
     "loop": LoopOptions("ifgsm", norm, restarts, quantize_aware)})
-DATA = OptionGroup((
-    _param("data_root", DataRoot, None),
-    _param("limit", LimitOpt, None),
-), lambda data_root, limit: {"data_root": data_root, "limit": limit})
-RUN = OptionGroup((
-    _param("device", DeviceOpt, "auto"),
-    _param("seed", SeedOpt, 0),
-), lambda device, seed: {"device": device, "seed": seed})
+def _passed(*params: inspect.Parameter) -> OptionGroup:
+    """A group whose options reach the command as they are, by name."""
+    names = [p.name for p in params]
+    return OptionGroup(params, lambda *values: dict(zip(names, values)))
+
+
+def gradient(alpha: str, *, reference: bool = True) -> OptionGroup:
+    """The gradient attack's options (--alpha with the command's default budgets, --steps,
+    --reference, --quantize)."""
+    params = [_param("alpha", AlphaOpt, alpha), _param("steps", StepsOpt, 50)]
+    params += [_param("reference", RefOpt, "auto")] if reference else []
+    return _passed(*params, _param("quantize", QuantOpt, True))
+
+
+DATA = _passed(_param("data_root", DataRoot, None), _param("limit", LimitOpt, None))
+RUN = _passed(_param("device", DeviceOpt, "auto"), _param("seed", SeedOpt, 0))
+IMAGES = _passed(_param("save_images", SaveOpt, False))
 
 
 def with_options(*groups: OptionGroup) -> Callable[[F], F]:
@@ -208,6 +217,17 @@ def with_options(*groups: OptionGroup) -> Callable[[F], F]:
         wrapper.__signature__ = sig.replace(parameters=own + added)  # type: ignore[attr-defined]
         wrapper.__annotations__ = {p.name: p.annotation for p in own + added}
         return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def command(*groups: OptionGroup, run_folder: bool = True) -> Callable[[F], F]:
+    """A CLI command: its errors as one line (handle_errors), the groups' options, and
+    `--out RUN_DIR` with the default runs/<command>."""
+
+    def decorate(fn: F) -> F:
+        out_dir = (_passed(_param("out_dir", OutOpt, Path("runs") / fn.__name__)),) if run_folder else ()
+        return handle_errors(with_options(*out_dir, *groups)(fn))
 
     return decorate
 

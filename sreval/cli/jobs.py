@@ -14,9 +14,9 @@ from rich.text import Text
 
 import sreval
 from sreval.cli.base import (
-    CONVENTIONS, DATA, LOOP, LOOP_NO_METHOD, RUN, AlphaOpt, BatchOpt, DataOpt, DeviceOpt, ModelArg, OutOpt,
-    QuantOpt, RefOpt, SaveOpt, StepsOpt, budget, fmt, handle_errors, label, loop_options, out, print_evidence,
-    print_summary, progress_bar, report_line, with_options,
+    CONVENTIONS, DATA, IMAGES, LOOP, LOOP_NO_METHOD, RUN, AlphaOpt, BatchOpt, DataOpt, DeviceOpt, ModelArg, budget,
+    command, fmt, gradient, handle_errors, label, loop_options, out, print_evidence, print_summary, progress_bar,
+    report_line,
 )
 from sreval.config import PAPER_ALPHAS, LoopOptions
 from sreval.errors import ConfigError
@@ -25,17 +25,10 @@ from sreval.registry import ATTACKS
 ALL = (DATA, RUN, CONVENTIONS)  # what a job over a dataset takes besides its own options
 
 
-@handle_errors
-@with_options(*ALL, LOOP_NO_METHOD)
+@command(gradient(PAPER_ALPHAS), IMAGES, *ALL, LOOP_NO_METHOD)
 def attack(
     model: ModelArg,
     data: DataOpt = "default",
-    alpha: AlphaOpt = PAPER_ALPHAS,
-    steps: StepsOpt = 50,
-    reference: RefOpt = "auto",
-    quantize: QuantOpt = True,
-    out_dir: OutOpt = Path("runs/attack"),
-    save_images: SaveOpt = False,
     batch: BatchOpt = None,
     defense: Annotated[Optional[list[str]], typer.Option("--defense", help="resize or self-ensemble (repeatable): adds rows basic+D (bare attack through D) and basic+D-adaptive (attack through D).")] = None,
     method: Annotated[str, typer.Option("--method", help="ifgsm (the paper's I-FGSM), pgd, apgd, mifgsm, strongest (per image and budget the worst case over --ensemble), square (gradient-free, onnxruntime only, weaker) or auto (square where onnx2torch cannot convert the model).")] = "ifgsm",
@@ -43,13 +36,12 @@ def attack(
     sanity: Annotated[bool, typer.Option("--sanity/--no-sanity", help="Run the sanity checks (two short probe attacks on the first image); failures are warnings and flags in report.json.")] = True,
     queries: Annotated[int, typer.Option("--queries", min=1, help="Square attack: model runs per image.")] = 500,
     precision: Annotated[str, typer.Option("--precision", help="fp32, or bf16/fp16 mixed precision for the attack's forward/backward (the report states the PSNR difference to fp32).")] = "fp32",
-    *, loop: LoopOptions, **common: Any,
+    *, loop: LoopOptions, out_dir: Path, **common: Any,
 ) -> None:
     """Basic attack (I-FGSM, paper eq. 1-3): LR and SR PSNR per image and budget."""
     with progress_bar("attacking") as bar:
         report = sreval.attack(
-            model, data, alpha=alpha, steps=steps, reference=reference, quantize=quantize, out=out_dir,
-            save_images=save_images, batch=batch, progress=bar, method=method,
+            model, data, out=out_dir, batch=batch, progress=bar, method=method,
             loop=loop_options(method, loop, ensemble), queries=queries, precision=precision, sanity=sanity,
             defense=defense, **common)
     print_summary(report, ("psnr_lr", "psnr_sr", "psnr_hr"))
@@ -63,20 +55,17 @@ def attack(
     report_line(out_dir)
 
 
-@handle_errors
-@with_options(*ALL)
+@command(IMAGES, *ALL)
 def evaluate(
     model: ModelArg,
     data: DataOpt = "default",
-    out_dir: OutOpt = Path("runs/evaluate"),
-    save_images: SaveOpt = False,
     defense: Annotated[Optional[list[str]], typer.Option("--defense", help="resize or self-ensemble (repeatable): adds clean rows none+D through the defense.")] = None,
     runtime: Annotated[str, typer.Option("--runtime", help="auto (PyTorch conversion, onnxruntime where it cannot convert), torch or onnxruntime (no conversion).")] = "auto",
-    **common: Any,
+    *, out_dir: Path, **common: Any,
 ) -> None:
     """Clean SR quality against HR: PSNR (Y and RGB) and SSIM per image."""
     with progress_bar("evaluating") as bar:
-        report = sreval.evaluate(model, data, out=out_dir, save_images=save_images, progress=bar, runtime=runtime,
+        report = sreval.evaluate(model, data, out=out_dir, progress=bar, runtime=runtime,
                                  defense=defense, **common)
     print_summary(report, ("psnr_sr", "psnr_sr_rgb", "ssim_sr"))
     if report["config"].get("runtime") == "onnxruntime" and runtime == "auto":
@@ -85,8 +74,7 @@ def evaluate(
     report_line(out_dir)
 
 
-@handle_errors
-@with_options(CONVENTIONS)
+@command(CONVENTIONS, run_folder=False)
 def inspect(model: ModelArg, device: DeviceOpt = "auto", *, conventions: dict[str, Any]) -> None:
     """Show the detected conventions, scale, opset, parity and unsupported operators."""
     info = sreval.inspect(model, device=device, conventions=conventions)
@@ -122,27 +110,19 @@ def export(
 # ----------------------------------------------------------------------------- the rest of the paper
 
 
-@handle_errors
-@with_options(*ALL, LOOP)
+@command(gradient(PAPER_ALPHAS), IMAGES, *ALL, LOOP)
 def universal(
     model: ModelArg,
     data: DataOpt = "default",
-    alpha: AlphaOpt = PAPER_ALPHAS,
-    steps: StepsOpt = 50,
     crop: Annotated[Optional[int], typer.Option("--crop", help="LR side of the square centre crop (default: the largest fitting every image).")] = None,
     holdout: Annotated[Optional[float], typer.Option("--holdout", help="Fraction of images NOT used to fit the perturbation, measured apart (0..1).")] = None,
-    reference: RefOpt = "auto",
-    quantize: QuantOpt = True,
-    out_dir: OutOpt = Path("runs/universal"),
-    save_images: SaveOpt = False,
     batch: Annotated[Optional[int], typer.Option("--batch", help="Images per forward/backward (default: all).")] = None,
     loss: Annotated[str, typer.Option("--loss", help="paper (eq. 6: mean of the images' L2 norms) or official (the official code's mean of MSEs).")] = "paper",
-    **common: Any,
+    *, out_dir: Path, **common: Any,
 ) -> None:
     """Universal attack (eq. 5-7): one perturbation for all images; saved as .npy and PNG."""
     with progress_bar("fitting") as bar:
-        report = sreval.universal(model, data, alpha=alpha, steps=steps, crop=crop, holdout=holdout,
-                                  reference=reference, quantize=quantize, out=out_dir, save_images=save_images,
+        report = sreval.universal(model, data, crop=crop, holdout=holdout, out=out_dir,
                                   batch=batch, progress=bar, loss=loss, **common)
     keys = ("psnr_lr", "psnr_sr", "psnr_hr")
     table = Table(title=f"universal: {report['model']['name']}  (crop {report['universal']['crop']} LR px)")
@@ -155,24 +135,17 @@ def universal(
     report_line(out_dir)
 
 
-@handle_errors
-@with_options(*ALL, LOOP)
+@command(gradient(PAPER_ALPHAS), IMAGES, *ALL, LOOP)
 def partial(
     model: ModelArg,
     data: DataOpt = "default",
-    alpha: AlphaOpt = PAPER_ALPHAS,
-    steps: StepsOpt = 50,
-    reference: RefOpt = "auto",
-    quantize: QuantOpt = True,
-    out_dir: OutOpt = Path("runs/partial"),
-    save_images: SaveOpt = False,
     batch: BatchOpt = None,
-    **common: Any,
+    *, out_dir: Path, **common: Any,
 ) -> None:
     """Partial attack (eq. 8-10): attack the central half, measure outside; damage per distance ring."""
     with progress_bar("attacking") as bar:
-        report = sreval.partial(model, data, alpha=alpha, steps=steps, reference=reference, quantize=quantize,
-                                out=out_dir, save_images=save_images, batch=batch, progress=bar, **common)
+        report = sreval.partial(model, data, out=out_dir, batch=batch, progress=bar,
+                                **common)
     print_summary(report, ("psnr_lr", "psnr_sr"))
     for prof in report["permeation"]:
         rings = ", ".join(f"{d}:{m:.3g}" for d, m in list(zip(prof["distance_lr"], prof["mse_y"]))[:8])
@@ -180,23 +153,17 @@ def partial(
     report_line(out_dir)
 
 
-@handle_errors
-@with_options(RUN, CONVENTIONS, LOOP)
+@command(gradient("16/255", reference=False), IMAGES, RUN, CONVENTIONS, LOOP)
 def targeted(
     model: ModelArg,
     source: Annotated[Optional[Path], typer.Option("--source", help="Source HR image (default: foreman frame 0 of the assets).")] = None,
     target: Annotated[Optional[Path], typer.Option("--target", help="Target HR image, same size (default: foreman frame 1).")] = None,
-    alpha: AlphaOpt = "16/255",
-    steps: StepsOpt = 50,
-    quantize: QuantOpt = True,
-    out_dir: OutOpt = Path("runs/targeted"),
-    save_images: SaveOpt = False,
-    **common: Any,
+    *, out_dir: Path, **common: Any,
 ) -> None:
     """Targeted attack (eq. 11): make the SR output look like a target HR image."""
     with progress_bar("attacking") as bar:
-        report = sreval.targeted(model, source=source, target=target, alpha=alpha, steps=steps, quantize=quantize,
-                                 out=out_dir, save_images=save_images, progress=bar, **common)
+        report = sreval.targeted(model, source=source, target=target, out=out_dir,
+                                 progress=bar, **common)
     keys = ("psnr_target_hr", "psnr_source_hr", "psnr_lr", "psnr_lr_target")
     pair = report["targeted"]
     table = Table(title=f"targeted: {report['model']['name']}  ({pair['source']} -> {pair['target']})")
@@ -209,23 +176,16 @@ def targeted(
     report_line(out_dir)
 
 
-@handle_errors
-@with_options(*ALL, LOOP)
+@command(gradient("8/255"), *ALL, LOOP)
 def transfer(
     models: Annotated[list[str], typer.Argument(help="Two or more ONNX files or zoo names, all of one scale.", show_default=False)],
     data: DataOpt = "default",
-    alpha: AlphaOpt = "8/255",
-    steps: StepsOpt = 50,
-    reference: RefOpt = "auto",
-    quantize: QuantOpt = True,
-    out_dir: OutOpt = Path("runs/transfer"),
     batch: BatchOpt = None,
-    **common: Any,
+    *, out_dir: Path, **common: Any,
 ) -> None:
     """Transferability: examples made on each source model (rows) fed to each target (columns)."""
     with progress_bar("attacking") as bar:
-        report = sreval.transfer(models, data, alpha=alpha, steps=steps, reference=reference, quantize=quantize,
-                                 out=out_dir, batch=batch, progress=bar, **common)
+        report = sreval.transfer(models, data, out=out_dir, batch=batch, progress=bar, **common)
     names = report["transfer"]["models"]
     for block in report["transfer"]["matrix"]:
         table = Table(title=f"SR PSNR (dB), alpha {budget(block['alpha'])}: rows = source, columns = target")
@@ -243,25 +203,18 @@ def _signed(v: float | None) -> str:
     return "n/a (needs 3+ images with varying values)" if v is None else f"{v:+.3f}"
 
 
-@handle_errors
-@with_options(*ALL)
+@command(gradient("1/255"), *ALL)
 def index(
     model: ModelArg,
     data: DataOpt = "default",
-    alpha: AlphaOpt = "1/255",
     samples: Annotated[int, typer.Option("--samples", help="N_s random perturbations per image.")] = 1024,
     batch: Annotated[Optional[int], typer.Option("--batch", help="Perturbations per forward/backward (halved on out-of-memory).")] = 64,
-    steps: StepsOpt = 50,
-    reference: RefOpt = "auto",
-    quantize: QuantOpt = True,
     attack_report: Annotated[Optional[Path], typer.Option("--attack-report", help="Read the basic attack's SR PSNR from this report instead of running it.")] = None,
-    out_dir: OutOpt = Path("runs/index"),
-    **common: Any,
+    *, out_dir: Path, **common: Any,
 ) -> None:
     """Robustness index (sec. 5.2) per image, and its correlation with the basic attack's SR PSNR."""
     with progress_bar("sampling") as bar:
-        report = sreval.index(model, data, alpha=alpha, samples=samples, batch=batch, steps=steps,
-                              reference=reference, quantize=quantize, attack_report=attack_report, out=out_dir,
+        report = sreval.index(model, data, samples=samples, batch=batch, attack_report=attack_report, out=out_dir,
                               progress=bar, **common)
     table = Table(title=f"robustness index: {report['model']['name']}")
     for col in ("image", "index", "mean b_i", "SR PSNR (basic)"):
@@ -304,8 +257,7 @@ def parse_options(items: list[str]) -> dict[str, Any]:
     return options
 
 
-@handle_errors
-@with_options(DATA, CONVENTIONS)
+@command(IMAGES, DATA, CONVENTIONS)
 def run(
     name: Annotated[str, typer.Argument(help="A registered attack with an attack object (sreval attacks).", show_default=False)],
     model: ModelArg,
@@ -316,12 +268,10 @@ def run(
     quantize: Annotated[Optional[bool], typer.Option("--quantize/--no-quantize", help="Round the attacked LR to 8 bits (default: the attack object's own).")] = None,
     norm: Annotated[Optional[str], typer.Option("--norm", help="linf or l2 (default: the attack object's own).")] = None,
     restarts: Annotated[Optional[int], typer.Option("--restarts", min=1, help="Random restarts (default: the attack object's own).")] = None,
-    out_dir: OutOpt = Path("runs/run"),
-    save_images: SaveOpt = False,
     option: Annotated[Optional[list[str]], typer.Option("--option", help="KEY=VALUE for any field of the attack object (repeatable; values read as JSON, else text).")] = None,
     device: DeviceOpt = "auto",
     seed: Annotated[Optional[int], typer.Option("--seed", min=0, max=2**63 - 1, help="Random seed (default: the attack object's own).")] = None,
-    **common: Any,
+    *, out_dir: Path, **common: Any,
 ) -> None:
     """Any registered attack object over a dataset: LR and SR PSNR per image and budget. Its own
     defaults hold for every option not given."""
@@ -332,7 +282,7 @@ def run(
         raise ConfigError(f"{name}: {', '.join(twice)} given twice (as an option and in --option)")
     with progress_bar("attacking") as bar:
         report = sreval.run_attack(name, model, data, alpha=alpha, steps=steps, reference=reference,
-                                   quantize=quantize, out=out_dir, save_images=save_images, progress=bar,
+                                   quantize=quantize, out=out_dir, progress=bar,
                                    device=device, seed=seed, options={**given, **options}, **common)
     print_summary(report, ("psnr_lr", "psnr_sr", "psnr_hr"))
     print_evidence(report)

@@ -15,7 +15,7 @@ from rich.text import Text
 import sreval
 from sreval.cli.base import (
     RUN, AlphaOpt, DataOpt, DataRoot, DeviceOpt, NormOpt, OutOpt, QuantOpt, RefOpt, SeedOpt, StepsOpt,
-    budget, err, handle_errors, label, out, progress_bar, report_line, with_options,
+    budget, command, err, handle_errors, label, out, progress_bar, report_line,
 )
 from sreval.config import PAPER_ALPHAS, DemoConfig, parse_alpha
 from sreval.errors import ConfigError
@@ -28,8 +28,7 @@ def _fmt_db(v: Any) -> str:
     return f"{v:.2f}" if isinstance(v, float) else "inf" if v is None else str(v)
 
 
-@handle_errors
-@with_options(RUN)
+@command(RUN)
 def sweep(
     models: Annotated[str, typer.Option("--models", "-m", help="Comma-separated ONNX files or zoo names.", show_default=False)],
     data: Annotated[str, typer.Option("--data", "-d", help="Comma-separated dataset names (Set5, Set14, BSD100: under --data-root), folders, or 'default'.")] = "Set5",
@@ -38,7 +37,6 @@ def sweep(
     steps: StepsOpt = 50,
     reference: RefOpt = "auto",
     quantize: QuantOpt = True,
-    out_dir: OutOpt = Path("runs/sweep"),
     crop: Annotated[Optional[int], typer.Option("--crop", help="LR side of a centre crop of every image (HR cropped above it).")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Use the first N images only.")] = None,
     batch: Annotated[Optional[int], typer.Option("--batch", help="Budgets (universal: images) per forward/backward.")] = None,
@@ -49,7 +47,7 @@ def sweep(
     method: Annotated[str, typer.Option("--method", help="The gradient attack: ifgsm, pgd, apgd, mifgsm, or strongest (basic cells; the other attacks then use ifgsm).")] = "ifgsm",
     norm: NormOpt = "linf",
     data_root: DataRoot = None,
-    **common: Any,
+    *, out_dir: Path, **common: Any,
 ) -> None:
     """Run the grid models x datasets x attacks (all budgets per cell); finished cells are cached
     and an interrupted sweep resumes where it stopped."""
