@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from sreval.attacks.common import deliver, in_chunks, mse_to, objective, per_sample, straight_through
 from sreval.attacks.optim import Trace, optimize, sample_seeds
 from sreval.config import (
-    SHIFT, BasicConfig, Method, budget_list, check_precision, check_reference, check_steps, split_member,
+    SHIFT, BasicConfig, Method, budget_list, check_batch, check_precision, check_reference, check_steps, split_member,
 )
 from sreval.data import Sample
 from sreval.errors import ConfigError
@@ -109,11 +109,13 @@ class GradientAttack:
     seed: int = 0
     precision: str = "fp32"
     method: str = "ifgsm"
+    batch: int | None = None  # (image, budget) pairs per forward+backward; None: sized from memory
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
         budget_list(self.eps, self.norm)
         check_steps(self.steps)
+        check_batch(self.batch)
         if self.reference != "auto":
             check_reference(self.reference)
         self.as_method()
@@ -125,23 +127,37 @@ class GradientAttack:
     def budgets(self) -> list[float]:
         return budget_list(self.eps, self.norm)
 
-    def run(self, x: Tensor, hr: Tensor | None = None, ids: Sequence[int] | None = None) -> tuple[Tensor, Trace]:
-        """(attacked LR, budget-major; the loop's trace). `ids` name the images for their
-        random starts (default 0..N-1): image i's start never depends on its batch."""
+    def run(self, x: Tensor, hr: Tensor | None = None, ids: Sequence[int] | None = None,
+            on_pairs: Callable[[int], None] | None = None) -> tuple[Tensor, Trace]:
+        """(attacked LR, budget-major; the loop's trace): every budget of the same-size images
+        x (N, C, H, W) as (A*N, C, H, W), in batches of `batch` (image, budget) pairs, halved on
+        out-of-memory. `ids` name the images for their random starts (default 0..N-1): image
+        i's start never depends on its batch. `on_pairs(k)` is called after each step of k pairs.
+        This is the one driver of the gradient attacks: every job attacks through it."""
         n, k = x.shape[0], len(self.budgets)
         ids = list(range(n)) if ids is None else list(ids)
         reference = self.reference if self.reference != "auto" else ("hr" if hr is not None else "clean-sr")
         eps = torch.tensor(self.budgets, dtype=x.dtype).repeat_interleave(n)
         x0 = x.repeat(k, 1, 1, 1)
+        flat_hr = None if hr is None else hr.repeat(k, 1, 1, 1)
+        seeds = sample_seeds(self.seed, ids * k, eps.tolist())
         masks = self._masks(x)
-        xs, trace = attack_flat(
-            self.model, x0, eps, None if hr is None else hr.repeat(k, 1, 1, 1), self.steps, reference,
-            seeds=sample_seeds(self.seed, ids * k, eps.tolist()), method=self.as_method(),
-            quantize=self.quantize, precision=self.precision, descend=self._descend, **masks,
-        )
+        traces: list[Trace] = []
+
+        def chunk(sl: slice) -> Tensor:
+            size = len(range(*sl.indices(n * k)))
+            tick = None if on_pairs is None else (lambda _done, _total: on_pairs(size))
+            xs, trace = attack_flat(
+                self.model, x0[sl], eps[sl], None if flat_hr is None else flat_hr[sl], self.steps, reference,
+                seeds=seeds[sl], method=self.as_method(), quantize=self.quantize, precision=self.precision,
+                descend=self._descend, on_step=tick, **masks)
+            traces.append(trace)  # after success only: a chunk halved on out-of-memory is redone
+            return xs
+
+        xs = in_chunks(chunk, n * k, self.batch or auto_batch(self.model, x, n * k))
         if self.quantize:
             xs = delivered(xs, x0, per_sample(eps, n * k, x0), self.norm, masks.get("mask"))
-        return xs, trace
+        return xs, Trace.cat(traces)
 
     _descend = False  # the targeted attack descends towards its target
 
@@ -207,35 +223,18 @@ def attack_image(
     image_ids: Sequence[int] | None = None, member: str | None = None,
     on_pairs: Callable[[int], None] | None = None,
 ) -> tuple[Tensor, Trace]:
-    """Every budget of the same-size images x0 (N, C, H, W), budget-major (A*N, C, H, W), in
-    batches of `cfg.batch` (image, budget) pairs, halved on out-of-memory; delivered as 8-bit
-    images where cfg.quantize. `member` picks one method of the 'strongest' ensemble."""
+    """The attack object a job's configuration describes (`member` picks one method of the
+    'strongest' ensemble; its '@reference' overrides `reference`), run on the same-size images
+    x0: every budget, budget-major, delivered as 8-bit images where cfg.quantize."""
     name = member or cfg.method
     if name == "strongest":
         raise ConfigError("the strongest ensemble is measured per image: use run_basic (sreval attack)")
     method = cfg.loop_method(name)
-    reference = split_member(name)[1] or reference
-    n, k = x0.shape[0], len(cfg.alphas)
-    ids = list(image_ids) if image_ids is not None else list(range(n))
-    flat_x0 = x0.repeat(k, 1, 1, 1)
-    flat_hr = hr.repeat(k, 1, 1, 1) if hr is not None else None
-    eps = torch.tensor(cfg.alphas, dtype=x0.dtype).repeat_interleave(n)
-    seeds = sample_seeds(cfg.seed, ids * k, eps.tolist())
-    traces: list[Trace] = []
-
-    def run(sl: slice) -> Tensor:
-        size = len(range(*sl.indices(n * k)))
-        tick = None if on_pairs is None else (lambda _done, _total: on_pairs(size))
-        x, trace = attack_flat(model, flat_x0[sl], eps[sl], None if flat_hr is None else flat_hr[sl],
-                               cfg.steps, reference, seeds=seeds[sl], method=method, quantize=cfg.quantize,
-                               precision=cfg.precision, on_step=tick)
-        traces.append(trace)  # after success only: a chunk halved on out-of-memory is redone
-        return x
-
-    x = in_chunks(run, n * k, cfg.batch or auto_batch(model, x0, n * k))
-    if cfg.quantize:
-        x = deliver(x, flat_x0, per_sample(eps, n * k, x), cfg.norm)
-    return x, Trace.cat(traces)
+    attack = GradientAttack(model, eps=cfg.alphas, steps=cfg.steps, reference=split_member(name)[1] or reference,
+                            quantize=cfg.quantize, quantize_aware=method.quantize_aware, norm=cfg.norm,
+                            restarts=method.restarts, seed=cfg.seed, precision=cfg.precision, method=method.name,
+                            batch=cfg.batch)
+    return attack.run(x0, hr, ids=image_ids, on_pairs=on_pairs)
 
 
 def shift_attack(model: nn.Module, x0: Tensor, cfg: BasicConfig) -> tuple[Tensor, Trace]:

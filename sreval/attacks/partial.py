@@ -19,7 +19,6 @@ from torch import Tensor, nn
 
 from sreval.attacks.basic import GradientAttack
 from sreval.config import BasicConfig
-from sreval.attacks.common import in_chunks
 from sreval.data import Sample
 from sreval.errors import ConfigError, DataError
 from sreval.evaluation import ImageSaver, Progress, Row, measure, measure_hr, super_resolve, to_image, to_tensor
@@ -170,21 +169,14 @@ def run_partial(
 
 def _attack(model: nn.Module, x0: Tensor, hr: Tensor | None, cfg: BasicConfig, reference: str,
             scale: int, image_id: int) -> tuple[Tensor, list[Row]]:
-    """All budgets of one image in chunks of cfg.batch (halved on out-of-memory), delivered;
-    with the loop's evidence per budget."""
+    """All budgets of one image (in batches of cfg.batch), delivered; the loop's evidence per budget."""
     if cfg.method == "strongest":
         raise ConfigError("the strongest ensemble is for the basic attack (sreval attack)")
-    evidence: list[Row] = []
-
-    def run(sl: slice) -> Tensor:
-        attack = PartialIFGSM(model, list(cfg.alphas[sl]), cfg.steps, reference, cfg.quantize, cfg.quantize_aware,
-                              cfg.norm, cfg.loop_method(cfg.method).restarts, cfg.seed, cfg.precision, cfg.method,
-                              scale=scale)
-        x, trace = attack.run(x0, hr, ids=[image_id])
-        evidence.extend(trace.rows())
-        return x
-
-    return in_chunks(run, len(cfg.alphas), cfg.batch), evidence
+    attack = PartialIFGSM(model, list(cfg.alphas), cfg.steps, reference, cfg.quantize, cfg.quantize_aware,
+                          cfg.norm, cfg.loop_method(cfg.method).restarts, cfg.seed, cfg.precision, cfg.method,
+                          cfg.batch, scale=scale)
+    x, trace = attack.run(x0, hr, ids=[image_id])
+    return x, trace.rows()
 
 
 __all__ = ["PartialIFGSM", "PartialResult", "run_partial", "central_mask", "hr_mask", "mask_bounds",

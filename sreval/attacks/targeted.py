@@ -15,7 +15,6 @@ import torch
 from torch import Tensor, nn
 
 from sreval.attacks.basic import GradientAttack
-from sreval.attacks.common import in_chunks
 from sreval.config import check_batch, check_steps, parse_alpha
 from sreval.data import Sample, assets_dir, load_dataset
 from sreval.errors import DataError
@@ -54,7 +53,7 @@ class TargetedConfig:
     def attack(self, model: nn.Module, alphas: Sequence[float]) -> TargetedIFGSM:
         restarts = self.restarts if self.method in ("pgd", "apgd") else 1
         return TargetedIFGSM(model, list(alphas), self.steps, "hr", self.quantize, self.quantize_aware, self.norm,
-                             restarts, self.seed, method=self.method)
+                             restarts, self.seed, method=self.method, batch=self.batch)
 
 
 @dataclass(frozen=True, eq=False)
@@ -131,14 +130,8 @@ def run_targeted(
         raise DataError(f"SR output is {sr0.shape[-1]}x{sr0.shape[-2]} but the target HR is "
                         f"{target.shape[-1]}x{target.shape[-2]}")
 
-    evidence: list[Row] = []
-
-    def run(sl: slice) -> Tensor:
-        x, trace = cfg.attack(model, cfg.alphas[sl]).run(x0, target)
-        evidence.extend(trace.rows(sign=-1.0))  # the loss descended: MSE to the target
-        return x
-
-    xs = in_chunks(run, len(cfg.alphas), cfg.batch)
+    xs, trace = cfg.attack(model, cfg.alphas).run(x0, target)
+    evidence = trace.rows(sign=-1.0)  # the loss descended: MSE to the target
     rows: list[Row] = []
     for i, (alpha, x) in enumerate(zip(cfg.alphas, xs)):
         sr = super_resolve(model, x[None])
