@@ -31,6 +31,7 @@ from sreval.attacks.square import NOTE as SQUARE_NOTE, SquareConfig, choose_meth
 from sreval.attacks.targeted import TargetedConfig, foreman_frames, load_pair, require_file, run_targeted
 from sreval.attacks.universal import UniversalConfig, amplified, run_universal
 from sreval.config import PAPER_ALPHAS, BasicConfig, LoopOptions, check_steps, parse_alpha, parse_defenses
+from sreval.conventions import Overrides
 from sreval.convert import unsupported_ops
 from sreval.data import Sample
 from sreval.defenses import evaluate_defended, run_defended_attack
@@ -54,13 +55,13 @@ if TYPE_CHECKING:  # the typed **options of every job (PEP 692)
 def load_model(model: str | Path, *, device: str = "auto", **conventions: Any) -> LoadedModel:
     """An ONNX file or zoo name as an `nn.Module` on RGB NCHW [0, 1]: conventions resolved,
     the onnx2torch conversion checked against onnxruntime (a ParityError where they differ)."""
-    return LoadedModel(zoo.open_model(model, device=device, check=False, **conventions))
+    return LoadedModel(zoo.open_model(model, device=device, check=False, overrides=Overrides.of(conventions)))
 
 
 # ----------------------------------------------------------------------------- inspect, evaluate
 
 
-def inspect(model: str | Path, *, device: str = "auto", conventions: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def inspect(model: str | Path, *, device: str = "auto", conventions: Overrides | Mapping[str, Any] | None = None) -> dict[str, Any]:
     """`sreval inspect`: what sreval makes of a model file, without running an attack."""
     m = as_model(model, device, conventions, check=False)
     info: dict[str, Any] = {

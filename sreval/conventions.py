@@ -146,6 +146,40 @@ class Conventions:
         return d
 
 
+@dataclass(frozen=True)
+class Overrides:
+    """What a user fixed of a model's conventions (the CLI's --scale, --range, ... and
+    --input-value; the API's keywords): None where not given, so that the file's metadata, its
+    shapes or detection decide. The resolver (`sreval.resolve`) validates the values. `inputs`
+    are values for a model's non-image inputs (NAME -> VALUE), bound into the graph."""
+
+    scale: int | None = None
+    range: float | None = None
+    color: str | None = None
+    layout: str | None = None
+    preupsampled: bool | None = None
+    output: int | None = None
+    inputs: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        inputs = self.inputs.items() if isinstance(self.inputs, Mapping) else self.inputs
+        object.__setattr__(self, "inputs", tuple((str(k), str(v)) for k, v in inputs))
+
+    @classmethod
+    def of(cls, value: Overrides | Mapping[str, Any] | None) -> Overrides:
+        """An Overrides from itself, a mapping of field names (None values: not given) or None."""
+        if value is None or isinstance(value, Overrides):
+            return value or cls()
+        unknown = sorted(set(value) - set(FIELDS) - {"inputs"})
+        if unknown:
+            raise ConfigError(f"unknown convention option(s): {', '.join(unknown)}")
+        return cls(**{k: v for k, v in value.items() if v is not None})
+
+    def given(self) -> dict[str, Any]:
+        """The convention fields that were set."""
+        return {k: getattr(self, k) for k in FIELDS if getattr(self, k) is not None}
+
+
 def channels_of(color: str) -> int:
     return 1 if color in ("y", "yfull") else 3
 
@@ -162,5 +196,5 @@ def has_sreval_metadata(metadata: Mapping[str, str]) -> bool:
     return any(k.startswith(PREFIX) for k in metadata)
 
 
-__all__ = ["COLORS", "LAYOUTS", "DTYPES", "FIELDS", "Meta", "COMPUTED_KEYS", "PARSERS", "Conventions",
+__all__ = ["COLORS", "LAYOUTS", "DTYPES", "FIELDS", "Meta", "COMPUTED_KEYS", "PARSERS", "Conventions", "Overrides",
            "channels_of", "to_metadata", "has_sreval_metadata", "parse_bool"]

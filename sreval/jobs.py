@@ -14,6 +14,7 @@ import torch
 from sreval import zoo
 from sreval.attacks.evidence import evidence
 from sreval.config import LoopOptions
+from sreval.conventions import Overrides
 from sreval.data import Sample, load_dataset
 from sreval.evaluation import ImageSaver, Progress, Row, measure, measure_hr, super_resolve
 from sreval.files import atomic_write
@@ -21,15 +22,14 @@ from sreval.model import SRModel, LoadedModel
 from sreval.report import Report, data_info, environment, metric_conventions, model_info, write_report
 
 
-def as_model(model: Any, device: str, conventions: Mapping[str, Any] | None, check: bool = True) -> SRModel:
-    """The SRModel behind a MODEL argument; with `check`, its parity verified."""
+def as_model(model: Any, device: str, conventions: Overrides | Mapping[str, Any] | None,
+             check: bool = True) -> SRModel:
+    """The SRModel behind a MODEL argument (a path, a zoo name, or a model already opened);
+    with `check`, its parity verified."""
     if isinstance(model, LoadedModel):
         return model.source
-    if isinstance(model, SRModel):
-        opened = model
-    else:
-        given = {k: v for k, v in (conventions or {}).items() if v is not None}
-        opened = zoo.open_model(model, device=device, check=False, **given)
+    opened = model if isinstance(model, SRModel) else zoo.open_model(model, device=device, check=False,
+                                                                     overrides=Overrides.of(conventions))
     if check:
         opened.check_parity()
     return opened
@@ -73,7 +73,7 @@ class JobOptions(TypedDict, total=False):
     limit: int | None  # the first N images only
     device: str  # auto, cpu or cuda
     progress: Progress | None  # called with (done, total) as the work advances
-    conventions: Mapping[str, Any] | None  # overrides of the model's conventions (scale, range, color, ...)
+    conventions: Overrides | Mapping[str, Any] | None  # what the user fixed of the model's conventions
 
 
 DEVICE = "auto"  # run_job's default device, for the jobs that open a model before it
@@ -106,7 +106,7 @@ class Run:
 def run_job(
     kind: str, model: Any, data: str | Path | None, job: Callable[[Run], JobResult], *, seed: int = 0,
     out: Path | None = None, save_images: bool = False, data_root: Path | None = None, limit: int | None = None,
-    device: str = DEVICE, progress: Progress | None = None, conventions: Mapping[str, Any] | None = None,
+    device: str = DEVICE, progress: Progress | None = None, conventions: Overrides | Mapping[str, Any] | None = None,
     parity: bool = True, command: str | None = None,
 ) -> Report:
     """Every job's skeleton: seed, open the model (a list: several, of one scale), check its

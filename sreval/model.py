@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from sreval import detect, parity
-from sreval.conventions import FIELDS, Conventions, Meta, has_sreval_metadata
+from sreval.conventions import Conventions, Meta, Overrides, has_sreval_metadata
 from sreval.convert import to_torch
 from sreval.errors import ConfigError, ModelError, ParityError, UnsupportedOperatorError
 from sreval.onnxfile import bind_inputs, dims, image_input, read_onnx
@@ -45,8 +45,8 @@ class SRModel:
     process).
     """
 
-    def __init__(self, path: str | Path, *, device: str = "auto", detect_conventions: bool | None = None,
-                 channels_last: bool | None = None, **overrides: Any):
+    def __init__(self, path: str | Path, *, device: str = "auto", overrides: Overrides | None = None,
+                 detect_conventions: bool | None = None, channels_last: bool | None = None, **fields: Any):
         self.path = Path(path)
         # channels_last (NHWC) convolutions: faster with cuDNN, and measured on CPU too
         # (benchmarks/README.md); None = the default for the device.
@@ -58,14 +58,14 @@ class SRModel:
             (o.version for o in self.proto.opset_import if o.domain in ("", "ai.onnx")), default=0
         )
         # values for the model's non-image inputs (--input-value NAME=VALUE), bound into the graph
-        self.input_values = {str(k): str(v) for k, v in (overrides.pop("inputs", None) or {}).items()}
+        if overrides is not None and fields:
+            raise ConfigError("give a model's conventions as overrides= or as keywords, not both")
+        self.overrides = overrides if overrides is not None else Overrides.of(fields)
+        self.input_values = dict(self.overrides.inputs)
         self.proto = bind_inputs(self.proto, self.input_values, self.path.name)
         self.input = image_input(self.proto, self.path.name)
         self.input_dims = dims(self.input)
-        unknown = sorted(set(overrides) - set(FIELDS))
-        if unknown:
-            raise ConfigError(f"unknown convention option(s): {', '.join(unknown)}")
-        given = {k: v for k, v in overrides.items() if v is not None}
+        given = self.overrides.given()
         self.resolver = Resolver(self.path.name, self.proto, self.input, self.input_dims, self.metadata,
                                  self._session)
         self.sources = self.resolver.sources

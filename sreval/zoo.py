@@ -36,6 +36,7 @@ from sreval.exporters.common import export_onnx, load_weights, read_checkpoint
 from sreval.exporters import wheels
 from sreval.files import cache_dir, sha256_file
 from sreval.graphstats import graph_stats
+from sreval.conventions import Overrides
 from sreval.model import SRModel
 
 MANIFEST_SCHEMA = "sreval.zoo/1"
@@ -173,11 +174,12 @@ def resolve_model_path(spec: str | Path) -> Path:
     return zoo_model_path(str(spec))
 
 
-def open_model(spec: str | Path, *, device: str = "auto", check: bool = True, **conventions: Any) -> SRModel:
+def open_model(spec: str | Path, *, device: str = "auto", check: bool = True,
+               overrides: Overrides | None = None) -> SRModel:
     """An `SRModel` by path or zoo name; with `check`, its conversion verified (parity).
-    `conventions` (scale, range, color, layout, preupsampled, output; None = not given)
-    override the file's metadata and what the probes find."""
-    model = SRModel(resolve_model_path(spec), device=device, **conventions)
+    `overrides` (scale, range, color, layout, preupsampled, output, inputs) override the
+    file's metadata and what the probes find."""
+    model = SRModel(resolve_model_path(spec), device=device, overrides=overrides)
     if check:
         model.check_parity()
     return model

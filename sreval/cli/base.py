@@ -21,11 +21,10 @@ from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-from rich.table import Table
 from rich.text import Text
 
 from sreval.config import STRONGEST, LoopOptions
+from sreval.conventions import Overrides
 from sreval.errors import ConfigError, SrevalError
 
 # Markup and emoji codes are off: paths, image and model names and messages come from users and
@@ -96,6 +95,8 @@ def handle_errors(fn: F) -> F:
 @contextmanager
 def progress_bar(text: str) -> Iterator[Callable[[int, int], None]]:
     """A progress callback for the library: a bar with ETA on stderr, silent when not a TTY."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
     bar = Progress(TextColumn(text), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                    console=err, transient=True, disable=not err.is_terminal)
     task = bar.add_task(text, total=None)
@@ -148,11 +149,9 @@ def input_values(items: list[str]) -> dict[str, str]:
 
 
 def _conventions(scale: Any, range_: Any, color: Any, layout: Any, preupsampled: Any, output: Any,
-                 input_value: list[str] | None) -> dict[str, Any]:
-    conv = dict(scale=scale, range=range_, color=color, layout=layout, preupsampled=preupsampled, output=output)
-    if input_value:
-        conv["inputs"] = input_values(input_value)
-    return {"conventions": conv}
+                 input_value: list[str] | None) -> dict[str, Overrides]:
+    return {"conventions": Overrides(scale=scale, range=range_, color=color, layout=layout, preupsampled=preupsampled,
+                                     output=output, inputs=tuple(input_values(input_value or []).items()))}
 
 
 CONVENTIONS = OptionGroup((
@@ -262,8 +261,15 @@ def budget(alpha: float) -> str:
     return f"{alpha * 255:g}/255"
 
 
+def new_table(**options: Any) -> Any:
+    """A rich Table (its module is imported when a command prints one, not when the CLI starts)."""
+    from rich.table import Table
+
+    return Table(**options)
+
+
 def print_summary(report: dict[str, Any], keys: tuple[str, ...]) -> None:
-    table = Table(title=f"{report['command']}: {report['model']['name'] if report.get('model') else ''}")
+    table = new_table(title=f"{report['command']}: {report['model']['name'] if report.get('model') else ''}")
     for k in ("attack", "alpha", "n") + keys:
         table.add_column(k, justify="right")
     for s in report["summary"]:

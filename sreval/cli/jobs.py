@@ -9,16 +9,16 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 import sreval
 from sreval.cli.base import (
     CONVENTIONS, DATA, IMAGES, LOOP, LOOP_NO_METHOD, RUN, AlphaOpt, BatchOpt, DataOpt, DeviceOpt, ModelArg, budget,
-    command, fmt, gradient, handle_errors, label, loop_options, out, print_evidence, print_summary, progress_bar,
-    report_line,
+    command, fmt, gradient, handle_errors, label, loop_options, new_table, out, print_evidence, print_summary,
+    progress_bar, report_line,
 )
 from sreval.config import PAPER_ALPHAS, LoopOptions
+from sreval.conventions import Overrides
 from sreval.errors import ConfigError
 from sreval.registry import ATTACKS
 
@@ -75,10 +75,10 @@ def evaluate(
 
 
 @command(CONVENTIONS, run_folder=False)
-def inspect(model: ModelArg, device: DeviceOpt = "auto", *, conventions: dict[str, Any]) -> None:
+def inspect(model: ModelArg, device: DeviceOpt = "auto", *, conventions: Overrides) -> None:
     """Show the detected conventions, scale, opset, parity and unsupported operators."""
     info = sreval.inspect(model, device=device, conventions=conventions)
-    table = Table(show_header=False, title=f"sreval inspect: {info['path']}")
+    table = new_table(show_header=False, title=f"sreval inspect: {info['path']}")
     for k, v in info.items():
         table.add_row(k, v if isinstance(v, str) else repr(v))
     out.print(table)
@@ -125,7 +125,7 @@ def universal(
         report = sreval.universal(model, data, crop=crop, holdout=holdout, out=out_dir,
                                   batch=batch, progress=bar, loss=loss, **common)
     keys = ("psnr_lr", "psnr_sr", "psnr_hr")
-    table = Table(title=f"universal: {report['model']['name']}  (crop {report['universal']['crop']} LR px)")
+    table = new_table(title=f"universal: {report['model']['name']}  (crop {report['universal']['crop']} LR px)")
     for col in ("alpha", "images", "n") + keys:
         table.add_column(col, justify="right")
     for s in report["summary"]:
@@ -166,7 +166,7 @@ def targeted(
                                  progress=bar, **common)
     keys = ("psnr_target_hr", "psnr_source_hr", "psnr_lr", "psnr_lr_target")
     pair = report["targeted"]
-    table = Table(title=f"targeted: {report['model']['name']}  ({pair['source']} -> {pair['target']})")
+    table = new_table(title=f"targeted: {report['model']['name']}  ({pair['source']} -> {pair['target']})")
     for k in ("alpha",) + keys:
         table.add_column(k, justify="right")
     table.add_row("clean", *[fmt(pair["clean"].get(k)) for k in keys])
@@ -188,7 +188,7 @@ def transfer(
         report = sreval.transfer(models, data, out=out_dir, batch=batch, progress=bar, **common)
     names = report["transfer"]["models"]
     for block in report["transfer"]["matrix"]:
-        table = Table(title=f"SR PSNR (dB), alpha {budget(block['alpha'])}: rows = source, columns = target")
+        table = new_table(title=f"SR PSNR (dB), alpha {budget(block['alpha'])}: rows = source, columns = target")
         table.add_column("source \\ target")
         for n in names:
             table.add_column(n, justify="right")
@@ -216,7 +216,7 @@ def index(
     with progress_bar("sampling") as bar:
         report = sreval.index(model, data, samples=samples, batch=batch, attack_report=attack_report, out=out_dir,
                               progress=bar, **common)
-    table = Table(title=f"robustness index: {report['model']['name']}")
+    table = new_table(title=f"robustness index: {report['model']['name']}")
     for col in ("image", "index", "mean b_i", "SR PSNR (basic)"):
         table.add_column(col, justify="right")
     for r in report["results"]:
@@ -235,7 +235,7 @@ def index(
 @handle_errors
 def attacks() -> None:
     """The attack registry: every name `sreval run` and `sreval sweep --attacks` take."""
-    table = Table(title="sreval attacks")
+    table = new_table(title="sreval attacks")
     for col in ("name", "what", "command", "attack object"):
         table.add_column(col)
     for name, e in ATTACKS.items():

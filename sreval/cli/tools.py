@@ -9,13 +9,12 @@ from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.table import Table
 from rich.text import Text
 
 import sreval
 from sreval.cli.base import (
-    RUN, AlphaOpt, DataOpt, DataRoot, DeviceOpt, NormOpt, OutOpt, QuantOpt, RefOpt, SeedOpt, StepsOpt,
-    budget, command, err, handle_errors, label, out, progress_bar, report_line,
+    RUN, AlphaOpt, DataOpt, DataRoot, DeviceOpt, NormOpt, OutOpt, QuantOpt, RefOpt, SeedOpt, StepsOpt, budget,
+    command, err, handle_errors, label, new_table, out, progress_bar, report_line,
 )
 from sreval.config import PAPER_ALPHAS, DemoConfig, parse_alpha
 from sreval.errors import ConfigError
@@ -59,7 +58,7 @@ def sweep(
                               **common)
     cells = report["sweep"]["cells"]
     done = [c.get("outcome") for c in cells]
-    table = Table(title=f"sweep: {len(cells)} cells ({done.count('done')} computed, {done.count('cached')} cached)")
+    table = new_table(title=f"sweep: {len(cells)} cells ({done.count('done')} computed, {done.count('cached')} cached)")
     for col in ("attack", "model", "dataset", "status"):
         table.add_column(col)
     for c in cells:
@@ -134,7 +133,7 @@ def demo(
                      steps=steps, alphas=tuple(parse_alpha(alpha)), seed=seed)
     with progress_bar("demo") as bar:
         result = run_demo(cfg, out_dir, device=device, progress=bar)
-    table = Table(title=f"basic attack, {limit} embedded photo(s), {crop}x{crop} LR crops, T = {steps}")
+    table = new_table(title=f"basic attack, {limit} embedded photo(s), {crop}x{crop} LR crops, T = {steps}")
     table.add_column("model", no_wrap=True)
     for col in ("alpha", "LR PSNR", "SR PSNR", "SR vs HR", "clean SR vs HR"):
         table.add_column(col, justify="right")
@@ -160,7 +159,7 @@ def zoo_list() -> None:
     """Every manifest entry: built or not, weights available or not, Table 1 facts."""
     from sreval import zoo
 
-    table = Table(title="sreval model zoo")
+    table = new_table(title="sreval model zoo")
     for col in ("name", "arch", "scale", "built", "weights", "Table 1 (params / conv / GAN)", "weights source"):
         table.add_column(col)
     for e in zoo.manifest().values():
@@ -202,7 +201,7 @@ def zoo_verify(
     from sreval import zoo
 
     verdicts = zoo.verify(names, data, tol=tol, data_root=data_root, device=device)
-    table = Table(title=f"zoo verify on {data} (tolerance {tol} dB)")
+    table = new_table(title=f"zoo verify on {data} (tolerance {tol} dB)")
     for col in ("name", "PSNR (Y)", "expected", "parity", "status"):
         table.add_column(col)
     for v in verdicts:
@@ -230,7 +229,7 @@ def zoo_table(
     if as_json:
         out.print_json(json.dumps([r.as_dict() for r in rows]))
         return
-    table = Table(title="Table 1: parameters and convolutional layers (x4 graph)")
+    table = new_table(title="Table 1: parameters and convolutional layers (x4 graph)")
     for col in ("name", "params", "x4-graph params", "checkpoint params", "conv layers", "GAN", "paper", "match"):
         table.add_column(col)
     for r in rows:
