@@ -17,7 +17,7 @@ from sreval.config import BasicConfig, check_batch, parse_alpha
 from sreval.attacks.common import in_chunks
 from sreval.data import Sample
 from sreval.errors import ConfigError, DataError
-from sreval.evaluation import ImageSaver, Progress, Row, measure, measure_hr, super_resolve, to_tensor
+from sreval.evaluation import ImageSaver, Progress, Row, images, measure, measure_hr, super_resolve
 
 # ----------------------------------------------------------------------------- transferability
 
@@ -63,16 +63,12 @@ def run_transfer(
     reference = cfg.reference_for(samples)
     names = list(models)
     rows: list[Row] = []
-    for i, s in enumerate(samples):
-        x0 = to_tensor(s.lr, device)
-        hr = to_tensor(s.hr, device) if s.hr is not None else None
+    for _, s, x0, hr in images(samples, device, progress):
         clean = {t: super_resolve(m, x0) for t, m in models.items()}
         for src in names:
             xs, _ = attack_image(models[src], x0, hr, cfg, reference)
             for alpha, x in zip(cfg.alphas, xs):
                 rows += _transfer_rows(s, src, alpha, x[None], x0, models, clean, scale, saver)
-        if progress:
-            progress(i + 1, len(samples))
     return TransferResult(rows, names, reference, {a: transfer_matrix(rows, names, a) for a in cfg.alphas})
 
 
@@ -173,13 +169,11 @@ def run_index(
 ) -> list[Row]:
     """One row per image: robustness_index = max_i b_i, with the mean and spread of b_i."""
     rows: list[Row] = []
-    for k, s in enumerate(samples):
-        b = gradient_norms(model, to_tensor(s.lr, device), cfg, k).cpu().double().numpy()
+    for k, s, x0, _ in images(samples, device, progress):
+        b = gradient_norms(model, x0, cfg, k).cpu().double().numpy()
         rows.append({"image": s.name, "attack": "index", "alpha": cfg.alpha,
                      "robustness_index": float(b.max()), "b_mean": float(b.mean()),
                      "b_std": float(b.std()), "samples": cfg.samples})
-        if progress:
-            progress(k + 1, len(samples))
     return rows
 
 

@@ -37,7 +37,7 @@ from sreval.data import Sample
 from sreval.defenses import evaluate_defended, run_defended_attack
 from sreval.detect import propose
 from sreval.errors import ConfigError, SrevalError, UnsupportedOperatorError
-from sreval.evaluation import Row, evaluate_clean, to_tensor
+from sreval.evaluation import Row, evaluate_clean, images
 from sreval.files import check_writable_dir
 from sreval.io import encode_image
 from sreval.jobs import DEVICE, JobOptions, JobResult, Run, as_model, measure_rows, rows_evidence, run_job, with_method
@@ -437,13 +437,9 @@ def run_attack(
         net = r.model.torch()
         attack_object = cls(net, eps=alphas, **kwargs)
         rows: list[Row] = []
-        for i, s in enumerate(r.samples):
-            x0 = to_tensor(s.lr, r.model.device)
-            hr = to_tensor(s.hr, r.model.device) if s.hr is not None else None
+        for i, s, x0, hr in images(r.samples, r.model.device, r.progress):
             xs, trace = attack_object.run(x0, hr, ids=[i])
             rows += measure_rows(net, s, x0, xs, trace, name, alphas, r.scale, r.saver)
-            if r.progress:
-                r.progress(i + 1, len(r.samples))
         settings = {f.name: getattr(attack_object, f.name) for f in fields(attack_object)
                     if f.name not in ("model", "eps")}
         return JobResult(rows, {"attack": name, "alphas": alphas, **settings, "options": dict(options or {})},

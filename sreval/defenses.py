@@ -20,9 +20,9 @@ from sreval.config import DEFENSE_NAMES, BasicConfig
 from sreval.attacks.optim import Trace
 from sreval.data import Sample
 from sreval.errors import ConfigError, DataError
-from sreval.evaluation import ImageSaver, Progress, Row, measure, measure_hr, super_resolve, to_image, to_tensor
+from sreval.evaluation import ImageSaver, Progress, Row, evaluate_clean, images, measure, measure_hr, super_resolve, to_image
 from sreval.io import imresize_torch
-from sreval.metrics import psnr, ssim
+from sreval.metrics import psnr
 
 
 class ResizeDefense(nn.Module):
@@ -115,9 +115,7 @@ def run_defended_attack(
     reference = cfg.reference_for(samples)
     guards = {d: defend(model, d) for d in defenses}
     rows: list[Row] = []
-    for i, s in enumerate(samples):
-        x0 = to_tensor(s.lr, device)
-        hr = to_tensor(s.hr, device) if s.hr is not None else None
+    for _, s, x0, hr in images(samples, device, progress):
         bare_sr0 = super_resolve(model, x0)
         xs, trace = attack_image(model, x0, hr, cfg, reference)
         rows += _with(trace, _attack_rows(s.name, "basic", cfg.alphas, xs, x0, s.hr, model, bare_sr0, scale, saver))
@@ -126,8 +124,6 @@ def run_defended_attack(
             adaptive, trace = attack_image(guarded, x0, hr, cfg, reference)
             rows += _with(trace, _attack_rows(s.name, f"basic+{d}-adaptive", cfg.alphas, adaptive, x0, s.hr,
                                               guarded, bare_sr0, scale, saver))
-        if progress:
-            progress(i + 1, len(samples))
     return rows
 
 
@@ -149,26 +145,7 @@ def evaluate_defended(
     """Clean SR quality against HR of the bare model ('none') and through each defense
     ('none+D'): what a defense costs when nobody attacks."""
     evaluators = {"none": model} | {f"none+{d}": defend(model, d) for d in defenses}
-    rows: list[Row] = []
-    for i, s in enumerate(samples):
-        if s.hr is None:
-            raise DataError(f"{s.name}: no HR image to evaluate against (LR-only dataset)")
-        x0 = to_tensor(s.lr, device)
-        for attack, m in evaluators.items():
-            out = to_image(sr := super_resolve(m, x0))
-            if out.shape != s.hr.shape:
-                raise DataError(f"{s.name}: SR output is {out.shape[1]}x{out.shape[0]} but HR is "
-                                f"{s.hr.shape[1]}x{s.hr.shape[0]}")
-            rows.append({
-                "image": s.name, "attack": attack, "alpha": 0.0,
-                "psnr_sr": psnr(out, s.hr, y=True, shave=scale),
-                "psnr_sr_rgb": psnr(out, s.hr, y=False, shave=scale),
-                "ssim_sr": ssim(out, s.hr, shave=scale),
-            })
-            saver(f"{s.name}_{attack}", sr=sr)
-        if progress:
-            progress(i + 1, len(samples))
-    return rows
+    return evaluate_clean(evaluators, samples, scale, device=device, progress=progress, saver=saver)
 
 
 __all__ = ["DEFENSES", "ResizeDefense", "SelfEnsemble", "defend",

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -18,14 +17,27 @@ from sreval.data import Sample
 from sreval.errors import DataError, ModelError
 from sreval.io import quantize, write_image
 from sreval.metrics import psnr, ssim
+from sreval.report import Row
 
 Progress = Callable[[int, int], None]  # (done, total)
-Row = dict[str, Any]
 
 
 def to_tensor(img: np.ndarray, device: torch.device | str = "cpu") -> Tensor:
     """HWC numpy in [0, 1] -> (1, 3, H, W) float32."""
     return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float()[None].to(device)
+
+
+def images(samples: Sequence[Sample], device: torch.device | str, progress: Progress | None = None, *,
+           need_hr: bool = False) -> Iterator[tuple[int, Sample, Tensor, Tensor | None]]:
+    """The one loop over a dataset: each sample as (index, sample, LR, HR or None), the images
+    as (1, C, H, W) tensors on the device; `progress(done, total)` after each image. With
+    `need_hr`, an LR-only sample is one line of error."""
+    for i, s in enumerate(samples):
+        if need_hr and s.hr is None:
+            raise DataError(f"{s.name}: no HR image to evaluate against (LR-only dataset)")
+        yield i, s, to_tensor(s.lr, device), (to_tensor(s.hr, device) if s.hr is not None else None)
+        if progress:
+            progress(i + 1, len(samples))
 
 
 def to_image(x: Tensor) -> np.ndarray:
@@ -110,7 +122,7 @@ def image_file_name(name: str, kind: str) -> str:
 
 
 def evaluate_clean(
-    model: nn.Module,
+    model: nn.Module | Mapping[str, nn.Module],
     samples: Sequence[Sample],
     scale: int,
     *,
@@ -118,25 +130,22 @@ def evaluate_clean(
     progress: Progress | None = None,
     saver: ImageSaver = ImageSaver(None),
 ) -> list[Row]:
-    """Clean SR quality against HR (PSNR Y/RGB, SSIM Y), one row per image, attack 'none'."""
+    """Clean SR quality against HR (PSNR Y/RGB, SSIM Y), one row per image, attack 'none'; or,
+    for a mapping {attack label: model} (a model through its defenses), one row per image and
+    label, images saved under image_label."""
+    models = model if isinstance(model, Mapping) else {"none": model}
     rows: list[Row] = []
-    for i, s in enumerate(samples):
-        if s.hr is None:
-            raise DataError(f"{s.name}: no HR image to evaluate against (LR-only dataset)")
-        sr = super_resolve(model, to_tensor(s.lr, device))
-        out = to_image(sr)
-        if out.shape != s.hr.shape:
-            raise DataError(
-                f"{s.name}: SR output is {out.shape[1]}x{out.shape[0]} but HR is "
-                f"{s.hr.shape[1]}x{s.hr.shape[0]}"
-            )
-        rows.append({
-            "image": s.name, "attack": "none", "alpha": 0.0,
-            "psnr_sr": psnr(out, s.hr, y=True, shave=scale),
-            "psnr_sr_rgb": psnr(out, s.hr, y=False, shave=scale),
-            "ssim_sr": ssim(out, s.hr, shave=scale),
-        })
-        saver(s.name, sr=sr)
-        if progress:
-            progress(i + 1, len(samples))
+    for _, s, x0, _ in images(samples, device, progress, need_hr=True):
+        for attack, m in models.items():
+            out = to_image(sr := super_resolve(m, x0))
+            if out.shape != s.hr.shape:
+                raise DataError(f"{s.name}: SR output is {out.shape[1]}x{out.shape[0]} but HR is "
+                                f"{s.hr.shape[1]}x{s.hr.shape[0]}")
+            rows.append({
+                "image": s.name, "attack": attack, "alpha": 0.0,
+                "psnr_sr": psnr(out, s.hr, y=True, shave=scale),
+                "psnr_sr_rgb": psnr(out, s.hr, y=False, shave=scale),
+                "ssim_sr": ssim(out, s.hr, shave=scale),
+            })
+            saver(s.name if model is not models else f"{s.name}_{attack}", sr=sr)
     return rows

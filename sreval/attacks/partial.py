@@ -21,7 +21,7 @@ from sreval.attacks.basic import GradientAttack
 from sreval.config import BasicConfig
 from sreval.data import Sample
 from sreval.errors import ConfigError, DataError
-from sreval.evaluation import ImageSaver, Progress, Row, measure, measure_hr, super_resolve, to_image, to_tensor
+from sreval.evaluation import ImageSaver, Progress, Row, images, measure, measure_hr, super_resolve, to_image
 from sreval.io import rgb_to_y
 from sreval.metrics import psnr
 
@@ -141,9 +141,7 @@ def run_partial(
     reference = cfg.reference_for(samples)
     rows: list[Row] = []
     profiles: dict[float, list[dict[str, list]]] = {a: [] for a in cfg.alphas}
-    for i, s in enumerate(samples):
-        x0 = to_tensor(s.lr, device)
-        hr = to_tensor(s.hr, device) if s.hr is not None else None
+    for i, s, x0, hr in images(samples, device, progress):
         h, w = s.lr.shape[:2]
         inside = hr_mask(central_mask(h, w), scale)[0, 0].numpy() > 0.5
         rings = ring_distance(h, w, scale)
@@ -162,8 +160,6 @@ def run_partial(
                 "permeation": prof, "method": cfg.loop_method(cfg.method).label, **ev,
             })
             saver(f"{s.name}_a{alpha * 255:g}", lr=x, sr=sr)
-        if progress:
-            progress(i + 1, len(samples))
     return PartialResult(rows, reference, {a: mean_profile(p) for a, p in profiles.items()})
 
 

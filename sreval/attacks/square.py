@@ -30,7 +30,7 @@ from sreval.config import ATTACK_METHODS, parse_alpha
 from sreval.attacks.common import deliver, per_sample
 from sreval.data import Sample
 from sreval.errors import ConfigError, ModelError, UnsupportedOperatorError
-from sreval.evaluation import ImageSaver, Progress, Row, measure, measure_hr, super_resolve, to_tensor
+from sreval.evaluation import ImageSaver, Progress, Row, images, measure, measure_hr, super_resolve
 from sreval.model import ConversionError
 
 METHODS = ATTACK_METHODS + ("square", "auto")  # the gradient attacks, the gradient-free one, or auto
@@ -110,8 +110,7 @@ def run_square(
     gen = torch.Generator().manual_seed(cfg.seed)
     k = len(cfg.alphas)
     rows: list[Row] = []
-    for i, s in enumerate(samples):
-        x0 = to_tensor(s.lr, device)
+    for _, s, x0, _ in images(samples, device, progress):
         sr0 = super_resolve(model, x0)
         batch = x0.expand(k, -1, -1, -1)
         eps = per_sample(list(cfg.alphas), k, batch)
@@ -126,8 +125,6 @@ def run_square(
             })
             saver(f"{s.name}_a{alpha * 255:g}", lr=x, sr=sr)
         saver(s.name, sr_clean=sr0)
-        if progress:
-            progress(i + 1, len(samples))
     return rows
 
 
