@@ -4,13 +4,13 @@ onnxruntime core.
 The adapter is three pieces around a core (the onnx2torch module or an onnxruntime session
 behind `OrtCore`), so both run through the very same code:
 
-* `Adapter`: RGB in and out; colour (`rgb`, `bgr`, a Y model with its chroma upscaled by MATLAB
-  bicubic) and the pre-upsampling of VDSR-style models;
+* `Adapter`: RGB in and out; colour (a `ColorSpace` of `COLOR_SPACES`: `rgb`, `bgr`, a Y model
+  with its chroma upscaled by MATLAB bicubic) and the pre-upsampling of VDSR-style models;
 * `Tiled`: a model with a fixed input height/width gets overlapping tiles of that size whose
   outputs are blended with linear ramps (an image smaller than a tile is edge-padded);
 * `FixedBatch`: a model with a fixed batch size gets the batch in slices of that size;
-* `Native`: one run of the core in its range, layout and dtype, and the output it gives at
-  the target scale.
+* `Native`: one run of the core in its range (a `ValueRange`), layout and dtype, and the output
+  it gives at the target scale.
 
 Differentiable end to end: gradients of the attacks flow through all of them into the core.
 """
@@ -51,6 +51,68 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+# --------------------------------------------------------------------------- colour spaces and value ranges
+
+
+class ColorSpace:
+    """A model's colour convention: what it is fed from RGB (`to_model`: the input, and what
+    is kept aside to rebuild RGB) and the RGB made from its output (`from_model`). This one is
+    RGB itself."""
+
+    channels = 3
+
+    def to_model(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        return x, None
+
+    def from_model(self, out: Tensor, kept: Tensor | None) -> Tensor:
+        return out
+
+
+class BGR(ColorSpace):
+    def to_model(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        return x.flip(1), None
+
+    def from_model(self, out: Tensor, kept: Tensor | None) -> Tensor:
+        return out.flip(1)
+
+
+class Luma(ColorSpace):
+    """One channel, the Y of a YCbCr flavour (`sreval.io.to_ycc`); the chroma of the input is
+    upscaled with MATLAB bicubic to the output's size and the three go back to RGB."""
+
+    channels = 1
+
+    def __init__(self, flavour: str):
+        self.flavour = flavour
+
+    def to_model(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        ycc = to_ycc(x, self.flavour)
+        return ycc[:, :1], ycc[:, 1:]
+
+    def from_model(self, out: Tensor, kept: Tensor | None) -> Tensor:
+        assert kept is not None
+        chroma = imresize_torch(kept, size=(int(out.shape[-2]), int(out.shape[-1])))
+        return from_ycc(torch.cat([out, chroma], dim=1), self.flavour)
+
+
+# Every colour convention a model may have (its name in `Conventions.color`, `--color`, the
+# `sreval.color` metadata): a new one is a class above and a line here, and its name in COLORS.
+COLOR_SPACES: dict[str, ColorSpace] = {"rgb": ColorSpace(), "bgr": BGR(), "y": Luma("y"), "yfull": Luma("yfull")}
+
+
+class ValueRange:
+    """The values a model reads and writes for images in [0, 1]: [0, top]."""
+
+    def __init__(self, top: float):
+        self.top = top
+
+    def to_model(self, x: Tensor) -> Tensor:
+        return x * self.top
+
+    def from_model(self, out: Tensor) -> Tensor:
+        return out / self.top
+
+
 # --------------------------------------------------------------------------- the adapter
 
 
@@ -66,10 +128,11 @@ class Native(nn.Module):
         self.conv = conv
         self.compute_dtype = TORCH_DTYPES[compute_dtype or conv.dtype]
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.range = ValueRange(conv.range)
 
     def forward(self, x: Tensor) -> Tensor:
         c = self.conv
-        inp = x * c.range
+        inp = self.range.to_model(x)
         if c.layout == "nhwc":
             inp = inp.permute(0, 2, 3, 1)
         out = self.core(inp.to(self.compute_dtype).contiguous(memory_format=self.memory_format))
@@ -82,7 +145,7 @@ class Native(nn.Module):
             raise ModelError(f"model output has rank {out.ndim}, expected an image")
         if c.out_layout == "nhwc":
             out = out.permute(0, 3, 1, 2)
-        return out / c.range
+        return self.range.from_model(out)
 
 
 class FixedBatch(nn.Module):
@@ -219,15 +282,11 @@ class Adapter(nn.Module):
         c = self.conv
         if x.ndim != 4 or x.shape[1] != 3:
             raise ConfigError(f"model input must be RGB (N, 3, H, W), got {tuple(x.shape)}")
-        ycc = to_ycc(x, c.color) if c.channels == 1 else None
-        inp = ycc[:, :1] if ycc is not None else (x.flip(1) if c.color == "bgr" else x)
+        space = COLOR_SPACES[c.color]
+        inp, kept = space.to_model(x)
         if c.preupsampled:
             inp = imresize_torch(inp, scale=c.scale)
-        out = self.run(inp)
-        if ycc is not None:
-            chroma = imresize_torch(ycc[:, 1:], size=(int(out.shape[-2]), int(out.shape[-1])))
-            return from_ycc(torch.cat([out, chroma], dim=1), c.color)
-        return out.flip(1) if c.color == "bgr" else out
+        return space.from_model(self.run(inp), kept)
 
 
 # --------------------------------------------------------------------------- onnxruntime
@@ -349,6 +408,6 @@ def first_line(e: BaseException, limit: int = 300) -> str:
     return (text.splitlines()[0] if text else type(e).__name__)[:limit]
 
 
-__all__ = ["Adapter", "Native", "FixedBatch", "Tiled", "OrtCore", "ProbeTimeout", "run_session", "run_time_limit",
+__all__ = ["ColorSpace", "BGR", "Luma", "COLOR_SPACES", "ValueRange", "Adapter", "Native", "FixedBatch", "Tiled", "OrtCore", "ProbeTimeout", "run_session", "run_time_limit",
            "open_session", "resolve_device", "padding_to_fit", "tile_starts", "tile_overlap", "ramp", "first_line",
            "TORCH_DTYPES", "NUMPY_DTYPES", "PROTO_LIMIT", "probe_seconds"]

@@ -22,7 +22,7 @@ from sreval.data import load_dataset
 from sreval.io import imresize, quantize, rgb_to_ycbcr, write_image, ycbcr_to_rgb
 from sreval.commands import evaluate
 from sreval.metrics import psnr
-from sreval.conventions import Conventions
+from sreval.conventions import Conventions, channels_of
 from sreval.model import SRModel
 from sreval.runtime import ramp, tile_starts
 from tests.tiny import Scaled
@@ -390,3 +390,12 @@ def test_override_that_contradicts_the_shape_is_refused(tmp_path: Path) -> None:
         SRModel(p, device="cpu", scale=3)
     with pytest.raises(Exception, match="unknown convention"):
         SRModel(p, device="cpu", colour="rgb")
+
+
+def test_every_colour_convention_has_its_colour_space() -> None:
+    """The light list of names (validation, --help) and the adapter's colour spaces agree."""
+    from sreval.conventions import COLORS
+    from sreval.runtime import COLOR_SPACES
+
+    assert tuple(COLOR_SPACES) == COLORS
+    assert all(COLOR_SPACES[c].channels == channels_of(c) for c in COLORS)
