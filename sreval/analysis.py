@@ -114,12 +114,13 @@ def matrix_csv(names: Sequence[str], matrix: Mapping[float, list[list[float | No
 
 @dataclass(frozen=True)
 class IndexConfig:
-    """N_s random perturbations in [-alpha, alpha]; `batch` of them per forward/backward
-    (None: auto, as the attacks: 1 on CPU, where batching buys nothing, else what fits)."""
+    """N_s random perturbations in [-alpha, alpha]; `batch` of them per forward/backward (halved
+    on out-of-memory; None: auto, as the attacks: 1 on CPU, where batching buys nothing, else
+    what fits). The default, 64, is `sreval index`'s."""
 
     alpha: float = 1 / 255
     samples: int = 1024
-    batch: int | None = None
+    batch: int | None = 64  # perturbations per forward+backward (halved on out-of-memory)
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -4,6 +4,7 @@ the attack registry read by the CLI, the sweep and the report (every entry teste
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import inspect as pyinspect
 import json
@@ -246,3 +247,24 @@ def test_a_new_attack_is_one_file_and_one_registry_line(fgsm: str, tiny: Path, d
     assert fgsm_rows and fgsm_rows.keys() == basic.keys()
     assert runner.invoke(app, ["report", str(tmp_path / "s")]).exit_code == 0
     assert "one-step FGSM" in (tmp_path / "s" / "report.html").read_text()
+
+
+# each public job function and the configuration dataclass it builds: the defaults they share
+CONFIGS = [(sreval.attack, "sreval.config:BasicConfig"), (sreval.partial, "sreval.config:BasicConfig"),
+           (sreval.transfer, "sreval.config:BasicConfig"), (sreval.universal, "sreval.attacks.universal:UniversalConfig"),
+           (sreval.targeted, "sreval.attacks.targeted:TargetedConfig"), (sreval.index, "sreval.analysis:IndexConfig"),
+           (sreval.attack, "sreval.attacks.square:SquareConfig"), (sreval.sweep, "sreval.config:SweepConfig")]
+
+
+@pytest.mark.parametrize(("fn", "config"), CONFIGS, ids=lambda v: getattr(v, "__name__", str(v)))
+def test_job_functions_have_their_configurations_defaults(fn: Any, config: str) -> None:
+    """CLI -> function (test_cli_defaults_are_the_library_defaults) -> the job's Config: a
+    default can drift at no link of the chain."""
+    cls = AttackEntry("", attack=config).attack_class()
+    lib = _defaults(fn)
+    own = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+    shared = sorted(set(own) & set(lib) - {"alphas", "alpha"})
+    assert len(shared) >= 3, shared
+    as_given = {k: tuple(lib[k].split(",")) if isinstance(lib[k], str) and isinstance(own[k], tuple) else lib[k]
+                for k in shared}  # a list as text: 'resize,self-ensemble'
+    assert as_given == {k: own[k] for k in shared}
