@@ -12,7 +12,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from sreval.cli import jobs, tools
+from sreval.cli import jobs, tools  # defining their commands registers them
+from sreval.cli.base import COMMANDS
 
 app = typer.Typer(
     name="sreval",
@@ -35,11 +36,13 @@ def global_options(
         os.environ["SREVAL_TIME_LIMIT"] = str(time_limit)
 
 
-for command in (jobs.attack, jobs.evaluate, jobs.inspect, jobs.export, jobs.universal, jobs.partial, jobs.targeted,
-                jobs.transfer, jobs.index, jobs.attacks, jobs.run, tools.sweep, tools.report, tools.check, tools.demo):
+for command in COMMANDS:  # the job commands (sreval.cli.jobs), then the others (sreval.cli.tools)
     app.command(command.__name__)(command)
 app.add_typer(tools.zoo_app, name="zoo")
 
 
 def main() -> None:  # pragma: no cover - console entry point
     app()
+
+
+__all__ = ["app", "main", "jobs", "tools"]

@@ -220,13 +220,18 @@ def with_options(*groups: OptionGroup) -> Callable[[F], F]:
     return decorate
 
 
+COMMANDS: list[Callable[..., Any]] = []  # every command, in the order defined; the app registers them
+
+
 def command(*groups: OptionGroup, run_folder: bool = True) -> Callable[[F], F]:
-    """A CLI command: its errors as one line (handle_errors), the groups' options, and
-    `--out RUN_DIR` with the default runs/<command>."""
+    """A CLI command `sreval <function name>`: its errors as one line (handle_errors), the
+    groups' options, and (with `run_folder`) `--out RUN_DIR` with the default runs/<command>."""
 
     def decorate(fn: F) -> F:
         out_dir = (_passed(_param("out_dir", OutOpt, Path("runs") / fn.__name__)),) if run_folder else ()
-        return handle_errors(with_options(*out_dir, *groups)(fn))
+        made = handle_errors(with_options(*out_dir, *groups)(fn))
+        COMMANDS.append(made)
+        return made
 
     return decorate
 

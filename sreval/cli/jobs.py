@@ -14,7 +14,7 @@ from rich.text import Text
 import sreval
 from sreval.cli.base import (
     CONVENTIONS, DATA, IMAGES, LOOP, LOOP_NO_METHOD, RUN, AlphaOpt, BatchOpt, DataOpt, DeviceOpt, ModelArg, budget,
-    command, fmt, gradient, handle_errors, label, loop_options, new_table, out, print_evidence, print_summary,
+    command, fmt, gradient, label, loop_options, new_table, out, print_evidence, print_summary,
     progress_bar, report_line,
 )
 from sreval.config import PAPER_ALPHAS, LoopOptions
@@ -86,7 +86,7 @@ def inspect(model: ModelArg, device: DeviceOpt = "auto", *, conventions: Overrid
         raise typer.Exit(1)
 
 
-@handle_errors
+@command(run_folder=False)
 def export(
     model: Annotated[str, typer.Argument(help="A PyTorch checkpoint: .pth, .pt, .ckpt or .safetensors.", show_default=False)],
     out_file: Annotated[Path, typer.Option("--out", "-o", help="The ONNX file to write.", show_default=False)],
@@ -232,7 +232,7 @@ def index(
 # ----------------------------------------------------------------------------- any registered attack
 
 
-@handle_errors
+@command(run_folder=False)
 def attacks() -> None:
     """The attack registry: every name `sreval run` and `sreval sweep --attacks` take."""
     table = new_table(title="sreval attacks")

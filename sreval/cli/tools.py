@@ -13,15 +13,12 @@ from rich.text import Text
 
 import sreval
 from sreval.cli.base import (
-    RUN, AlphaOpt, DataOpt, DataRoot, DeviceOpt, NormOpt, OutOpt, QuantOpt, RefOpt, SeedOpt, StepsOpt, budget,
+    RUN, AlphaOpt, DataOpt, DataRoot, DeviceOpt, NormOpt, QuantOpt, RefOpt, SeedOpt, StepsOpt, budget,
     command, err, handle_errors, label, new_table, out, progress_bar, report_line,
 )
 from sreval.config import PAPER_ALPHAS, DemoConfig, parse_alpha
 from sreval.errors import ConfigError
 from sreval.registry import ATTACKS
-
-DEMO_OUT = Path("runs/demo")
-
 
 def _fmt_db(v: Any) -> str:
     return f"{v:.2f}" if isinstance(v, float) else "inf" if v is None else str(v)
@@ -70,7 +67,7 @@ def sweep(
     out.print(f"render it: sreval report {out_dir}", soft_wrap=True)
 
 
-@handle_errors
+@command(run_folder=False)
 def report(
     run_dir: Annotated[Path, typer.Argument(help="A sweep folder or any job's output folder.", show_default=False)],
     html: Annotated[Optional[Path], typer.Option("--html", help="HTML file to write (default RUN_DIR/report.html).")] = None,
@@ -86,7 +83,7 @@ def report(
     say.print(f"markdown: {rendered.markdown}", soft_wrap=True)
 
 
-@handle_errors
+@command(run_folder=False)
 def check(
     run_dir: Annotated[Path, typer.Argument(help="A sweep folder or any job's output folder.", show_default=False)],
     golden: Annotated[Path, typer.Option("--golden", help="Golden file (JSON, schema sreval.golden/1).", show_default=False)],
@@ -114,9 +111,8 @@ def check(
     out.print(summary_line(result))
 
 
-@handle_errors
+@command()
 def demo(
-    out_dir: OutOpt = DEMO_OUT,
     models: Annotated[str, typer.Option("--models", "-m", help="Comma-separated zoo names or ONNX files.")] = ",".join(DemoConfig.models),
     limit: Annotated[int, typer.Option("--limit", min=1, help="Embedded photos used.")] = DemoConfig.limit,
     crop: Annotated[int, typer.Option("--crop", min=1, help="LR side of the centre crop of each photo.")] = DemoConfig.crop,
@@ -124,6 +120,7 @@ def demo(
     alpha: AlphaOpt = ",".join(budget(a) for a in DemoConfig.alphas),
     device: DeviceOpt = "auto",
     seed: SeedOpt = DemoConfig.seed,
+    *, out_dir: Path,
 ) -> None:
     """The main job, offline: build the zoo models a fresh machine can build, attack the embedded
     photos at a few budgets, render the HTML report, print a short table."""
