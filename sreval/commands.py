@@ -1,12 +1,12 @@
 """The public API: one function per CLI command, each returning the report the CLI writes
-(report.json + results.csv, written only when given `out=`), with the CLI's defaults; and
-`ATTACKS`, the one registry of what a sweep cell can run, read by the CLI, the sweep and the
-HTML report.
+(report.json + results.csv, written only when given `out=`), with the CLI's defaults. Each job
+is one `sreval.jobs.run_job` call around its own computation.
 
 `model` is an ONNX file, a zoo name (built on first use where that needs no download), or a
-model from `load_model`. `conventions` (scale, range, color, layout, preupsampled, output)
-override what the file's metadata and the probes say. `progress(done, total)` is called as
-the work advances.
+model from `load_model`. Every job also takes the shared options of `sreval.jobs.JobOptions`:
+`out`, `save_images`, `data_root`, `limit`, `device`, `progress` (called with (done, total) as
+the work advances) and `conventions` (scale, range, color, layout, preupsampled, output,
+inputs: what the file's metadata and the probes would otherwise decide).
 """
 
 from __future__ import annotations

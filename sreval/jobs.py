@@ -18,7 +18,7 @@ from sreval.conventions import Overrides
 from sreval.data import Sample, load_dataset
 from sreval.evaluation import ImageSaver, Progress, Row, measure, measure_hr, super_resolve
 from sreval.files import atomic_write
-from sreval.model import SRModel, LoadedModel
+from sreval.model import LoadedModel, SRModel
 from sreval.report import Report, data_info, environment, metric_conventions, model_info, write_report
 
 
@@ -36,6 +36,7 @@ def as_model(model: Any, device: str, conventions: Overrides | Mapping[str, Any]
 
 
 def with_method(loop: LoopOptions | None, method: str | None = None) -> LoopOptions:
+    """The shared loop's options (default: the paper's I-FGSM), with `method` where given."""
     loop = loop or LoopOptions()
     return replace(loop, method=method) if method else loop
 
