@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from sreval import zoo
-from sreval.config import DemoConfig
+from sreval.config import DemoConfig, SweepConfig
 from sreval.findings import Finding, findings
 from sreval.htmlreport import render_report
+from sreval.report import Report
 from sreval.runview import load_run
-from sreval.sweeps import Progress, SweepConfig, SweepResult, run_sweep
+from sreval.sweeps import Progress, SweepResult, run_sweep
 
 DEMO_MODELS = DemoConfig.models
 DEFAULT_OUT = Path("runs/demo")
@@ -55,7 +56,7 @@ def ensure_built(models: Sequence[str]) -> list[str]:
     return built
 
 
-def summary_table(report: dict[str, Any]) -> list[dict[str, Any]]:
+def summary_table(report: Report) -> list[dict[str, Any]]:
     """One line per (model, budget): the basic attack's mean PSNRs and the clean SR PSNR vs HR."""
     clean = {s.get("model"): s.get("psnr_sr") for s in report["summary"] if s["attack"] == "none"}
     return [{"model": s.get("model"), "alpha": s["alpha"], "psnr_lr": s.get("psnr_lr"), "psnr_sr": s.get("psnr_sr"),

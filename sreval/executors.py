@@ -57,7 +57,7 @@ def _saving(cfg: SweepConfig) -> bool:
     return cfg.keep_images > 0
 
 
-def _targeted_cell(cfg: SweepConfig, cell: "Cell", common: dict[str, Any]) -> dict[str, Any]:
+def _targeted_cell(cfg: SweepConfig, cell: "Cell", common: dict[str, Any]) -> Report:
     source, target = cell.data
     return targeted(cell.models[0].spec, source=source, target=target, alpha=list(cfg.alphas), steps=cfg.steps,
                     quantize=cfg.quantize, save_images=_saving(cfg), loop=cfg.loop("targeted"),
@@ -120,7 +120,7 @@ class RunOptions:
 
 
 def run_cell(cell: Cell, cfg: SweepConfig, out_dir: Path, opts: RunOptions,
-             progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+             progress: Callable[[int, int], None] | None = None) -> Report:
     """Run one cell's job into out_dir (a staging folder); returns its report with a 'cell'
     section. Checks the job saw the very model the key was made for."""
     common = dict(out=out_dir, data_root=Path(opts.data_root) if opts.data_root else None,
@@ -136,7 +136,7 @@ def run_cell(cell: Cell, cfg: SweepConfig, out_dir: Path, opts: RunOptions,
     return report
 
 
-def _check_identity(cell: Cell, report: dict[str, Any]) -> None:
+def _check_identity(cell: Cell, report: Report) -> None:
     model = report.get("model") or {}
     seen = [m.get("sha256") for m in model.get("models", [model])]
     want = [m.sha256 for m in cell.models]
@@ -145,7 +145,7 @@ def _check_identity(cell: Cell, report: dict[str, Any]) -> None:
                          f"(sha256 {', '.join(str(s)[:12] for s in seen)}); the file changed during the sweep?")
 
 
-def _prune_images(folder: Path, report: dict[str, Any], keep: int) -> None:
+def _prune_images(folder: Path, report: Report, keep: int) -> None:
     """Keep the PNGs of the first `keep` images only: a sweep over BSD100 would otherwise
     store thousands of images that no figure shows."""
     if not folder.is_dir():
@@ -225,7 +225,7 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0][:300] if text else ""
 
 
-def _remote_cell(cell: Cell, cfg: SweepConfig, opts: RunOptions) -> dict[str, Any]:
+def _remote_cell(cell: Cell, cfg: SweepConfig, opts: RunOptions) -> Report:
     """A Ray task: the cell in a local scratch folder, returned as bytes (or its error)."""
     with tempfile.TemporaryDirectory(prefix="sreval-cell-") as tmp:
         try:

@@ -34,6 +34,7 @@ from sreval.graphstats import graph_stats
 from sreval.io import read_image, write_image
 from sreval.model import SRModel
 from sreval.registry import attack_entry
+from sreval.report import Report
 from sreval.zoo import resolve_model_path
 
 PAPER_ALPHAS = tuple(parse_alpha(PAPER_BUDGETS))  # as floats
@@ -74,7 +75,7 @@ class Cell:
     def scale(self) -> int:
         return self.models[0].scale
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> Report:
         return {"key": self.key, "attack": self.attack, "model": self.model,
                 "models": [asdict(m) for m in self.models], "dataset": self.dataset, "data_id": self.data_id,
                 "config": self.config, "dir": f"{CELLS}/{self.key}"}
@@ -244,7 +245,7 @@ def _data_identity(spec: str, data_root: Path | None) -> str:
 @dataclass(frozen=True)
 class SweepResult:
     run_dir: Path
-    report: dict[str, Any]
+    report: Report
     outcomes: list[Outcome]
     repaired: list[str] = field(default_factory=list)  # damaged cells found and recomputed
 
@@ -308,7 +309,7 @@ def sweep(
     index_samples: int = 1024, defenses: Sequence[str] | str = "resize,self-ensemble", keep_images: int = 1,
     executor: str = "local", method: str = "ifgsm", norm: str = "linf", data_root: Path | None = None,
     device: str = "auto", seed: int = 0, progress: Callable[[float, float], None] | None = None,
-) -> dict[str, Any]:
+) -> Report:
     """`sreval sweep`: every (attack, model, dataset) cell with all budgets, cached cell by cell
     in `out` (without `out`, in a temporary folder that is removed afterwards); returns the
     merged report. The cells' outcomes are `sreval.sweeps.run_sweep`'s."""
