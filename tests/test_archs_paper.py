@@ -273,6 +273,7 @@ def test_eusr_depth_to_space_is_tensorflow_order() -> None:
 # ----------------------------------------------------------------------------- Table 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", PAPER)
 def test_table1_counts_from_exported_graph(name: str, exported: Callable[[str], Path]) -> None:
     table_params, table_convs, exact, checkpoint = TABLE1[name]

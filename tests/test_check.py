@@ -137,6 +137,7 @@ def test_bad_inputs_one_line(tiny_run: Path, tmp_path: Path) -> None:
         check_run(tmp_path / "missing", tmp_path / "g.json")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("golden", sorted(GOLDEN_RUNS))
 def test_zoo_golden_set5(assets: Path, tmp_path: Path, golden: str, ncnn_wheels: None) -> None:
     """CI: small sweeps of the real-weight zoo models on Set5 against the committed golden files.

@@ -20,6 +20,8 @@ from sreval.cli import app
 from tests.spandrel_cases import BUILD, NOT_SR, SMALL, UNSUPPORTED
 from tests.test_cli import make_dataset
 
+pytestmark = pytest.mark.slow  # real exports / real weights / a fresh venv: not in the fast lane
+
 runner = CliRunner()
 
 

@@ -760,6 +760,7 @@ def exported(
     return _export(tiny_sr, request.param.startswith("dynamo"), str(path))
 
 
+@pytest.mark.slow
 def test_exported_graph_has_the_known_trouble(exported: onnx.ModelProto) -> None:
     """The exports really contain what the repairs are for (else the test proves less)."""
     opset = {o.domain or "": o.version for o in exported.opset_import}[""]

@@ -30,6 +30,8 @@ from tests.spandrel_cases import EXPORT_SIDE, ONNX_CASES, differentiable
 from tests.test_checkpoints import _spandrel
 from tests.test_conventions import direct_sr
 
+pytestmark = pytest.mark.slow  # real exports / real weights / a fresh venv: not in the fast lane
+
 EVAL_TOL = 0.01  # dB, against a raw onnxruntime session
 ATTACK_TOL = 0.1  # dB, against the same attack on the native module
 ALONE, BATCHED = "4/255", "2/255,8/255"

@@ -282,6 +282,7 @@ def test_png_declaring_a_huge_size_with_no_data(tmp_path: Path, work: Path, tiny
 # ----------------------------------------------------------------------------- the real entry point
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["loop_forever", "constant_of_shape_1e12"])
 def test_subprocess_entry_point(case: str, tmp_path: Path, tiny: Path, data: Path) -> None:
     work = tmp_path / "work"

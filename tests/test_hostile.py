@@ -332,6 +332,7 @@ def test_a_time_limit_stops_a_model_that_hangs_on_real_images(tmp_path: Path,
     assert time.perf_counter() - t < 30
 
 
+@pytest.mark.slow
 def test_ctrl_c_ends_a_run_inside_onnxruntime(tmp_path: Path) -> None:
     model = _loops_on_large_inputs(tmp_path / "m.onnx")
     data = dataset(tmp_path / "set", hw=(200, 200))

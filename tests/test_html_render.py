@@ -63,6 +63,7 @@ def images_in(html: str) -> list[np.ndarray]:
     return out
 
 
+@pytest.mark.slow
 def test_full_run_every_section(full_run: Path) -> None:
     r = render_report(full_run)
     assert r.sections == ["overview", "findings", "clean", "fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8",
@@ -98,6 +99,7 @@ def test_missing_data_means_missing_sections(world: dict[str, Path], tmp_path: P
         assert f"<h2>{absent}" not in html
 
 
+@pytest.mark.slow
 def test_interrupted_sweep_renders_what_is_done(world: dict[str, Path], full_run: Path, tmp_path: Path) -> None:
     run = tmp_path / "partial"
     shutil.copytree(full_run, run)
@@ -121,6 +123,7 @@ def test_single_job_folder(world: dict[str, Path], tmp_path: Path) -> None:
     assert r.sections[:4] == ["overview", "findings", "fig1", "fig2"]
 
 
+@pytest.mark.slow
 def test_cli_report(full_run: Path, tmp_path: Path) -> None:
     res = runner.invoke(app, ["report", str(full_run), "--html", str(tmp_path / "r.html"), "--markdown", str(tmp_path / "r.md")])
     assert res.exit_code == 0, res.output
@@ -176,6 +179,7 @@ PROBE = ("<script>window.addEventListener('load', () => {document.body.setAttrib
          "Array.from(document.images).map(i => i.complete ? i.naturalWidth : -1).join(','));});</script>")
 
 
+@pytest.mark.slow
 def test_chromium_renders_the_report(full_run: Path, tmp_path: Path) -> None:
     chromium()
     r = render_report(full_run)

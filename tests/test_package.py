@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # real exports / real weights / a fresh venv: not in the fast lane
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

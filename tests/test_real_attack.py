@@ -11,6 +11,8 @@ from typer.testing import CliRunner
 from sreval.cli import app
 from sreval.data import assets_dir
 
+pytestmark = pytest.mark.slow  # real exports / real weights / a fresh venv: not in the fast lane
+
 
 @pytest.fixture(scope="module")
 def carn_m_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -71,6 +71,7 @@ def test_fsrcnn_y_only(models: dict[str, Path], tmp_path: Path) -> None:
     assert abs(_set5_psnr(rep) - REFERENCE["fsrcnn"]) <= 0.1
 
 
+@pytest.mark.slow
 def test_vdsr_preupsampled_through_the_cli(models: dict[str, Path], tmp_path: Path) -> None:
     r = CliRunner().invoke(app, ["evaluate", str(models["vdsr"]), "--data", "Set5", "--out", str(tmp_path),
                                  "--device", "cpu", "--runtime", "onnxruntime", "--scale", "4",

@@ -238,6 +238,7 @@ def _ray():  # type: ignore[no-untyped-def]
     return ray
 
 
+@pytest.mark.slow
 def test_ray_executor(world: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ray = _ray()
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
@@ -273,6 +274,7 @@ def _wait_for_a_cell(proc: "subprocess.Popen[bytes]", run_dir: Path, timeout: fl
     pytest.fail(f"no cell finished in {timeout} s (exit code {proc.poll()})")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGKILL"])
 def test_stopped_process_resumes(tmp_path: Path, sig: str) -> None:
     """Ctrl-C (SIGINT) and a hard kill (as a crash or power loss leaves it) of `sreval sweep`:

@@ -57,6 +57,7 @@ def test_manifest_entries_are_buildable_descriptions() -> None:
         assert entries[name].expected("Set5") is not None, f"{name}: no measured Set5 PSNR"
 
 
+@pytest.mark.slow
 def test_table1_from_exported_graphs(in_zoo: Path) -> None:
     r = runner.invoke(app, ["zoo", "table", "--json"])
     assert r.exit_code == 0, r.output
@@ -106,6 +107,7 @@ def test_sha256_mismatch_is_refused(in_zoo: Path, tmp_path: Path, monkeypatch: p
         zoo.find_weights(bad, download=fake_download)
 
 
+@pytest.mark.slow
 def test_build_and_verify_real_weights_on_set5(in_zoo: Path, assets: Path, ncnn_wheels: None) -> None:
     """What CI proves in every run: the offline real-weight entries build, pass parity, and
     reproduce their recorded clean Set5 PSNR within 0.05 dB."""
