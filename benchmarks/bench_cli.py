@@ -13,17 +13,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
 import time
 
 HEAVY = ("torch", "torchvision", "onnx", "onnxruntime", "onnx2torch", "spandrel", "matplotlib", "cv2", "numpy")
+# the installed console script, as users run it (else the module)
+SREVAL = [shutil.which("sreval")] if shutil.which("sreval") else [sys.executable, "-m", "sreval.cli"]
 COMMANDS = {
     "python -c pass": [sys.executable, "-c", "pass"],
-    "sreval --help": [sys.executable, "-m", "sreval.cli", "--help"],
-    "sreval attack --help": [sys.executable, "-m", "sreval.cli", "attack", "--help"],
-    "sreval attacks": [sys.executable, "-m", "sreval.cli", "attacks"],
+    "sreval --help": [*SREVAL, "--help"],
+    "sreval attack --help": [*SREVAL, "attack", "--help"],
+    "sreval attacks": [*SREVAL, "attacks"],
 }
 
 

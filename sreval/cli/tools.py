@@ -147,7 +147,7 @@ def demo(
 
 # ----------------------------------------------------------------------------- zoo
 
-zoo_app = typer.Typer(help="The model zoo: list, build, verify, Table 1.", no_args_is_help=True)
+zoo_app = typer.Typer(help="The model zoo: list, build, verify, Table 1.", no_args_is_help=True, rich_markup_mode=None)
 
 
 @zoo_app.command("list")
