@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from sreval.errors import ConfigError, DataError
+from sreval.files import assets_dir
 from sreval.io import imresize, read_image
 
 __all__ = ["LR_MADE_MARKER", "Sample", "load_dataset", "assets_dir", "crop_center", "downscale", "IMAGE_SUFFIXES"]
@@ -58,11 +59,6 @@ class Sample:
     lr: np.ndarray
     hr: np.ndarray | None
     lr_made: bool = False
-
-
-def assets_dir() -> Path:
-    """The shared assets folder: env SREVAL_ASSETS, else ../shared/assets (relative to CWD)."""
-    return Path(os.environ.get("SREVAL_ASSETS") or "../shared/assets").expanduser().absolute()
 
 
 def crop_center(img: ArrayOrTensor, h: int, w: int) -> ArrayOrTensor:

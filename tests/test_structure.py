@@ -127,7 +127,7 @@ def test_only_sreval_is_a_top_level_package() -> None:
 def test_the_cli_imports_no_heavy_module() -> None:
     """`sreval --help` answers at once: importing the CLI (and the `sreval` package, whose
     names resolve on first use) loads none of torch, onnxruntime, spandrel, matplotlib, ..."""
-    script = ("import sys, sreval.cli, sreval\n"
+    script = ("import sys, sreval.cli, sreval, sreval.manifest\n"
               f"print(','.join(m for m in {HEAVY!r} if m in sys.modules))\n")
     r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]

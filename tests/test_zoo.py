@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from sreval import zoo
+from sreval import manifest, zoo
 from sreval.cli import app
 
 runner = CliRunner()
@@ -95,7 +95,7 @@ def test_weights_that_are_not_here_are_refused_clearly(in_zoo: Path, tmp_path: P
 
 def test_sha256_mismatch_is_refused(in_zoo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     e = zoo.entry("carn-m")
-    bad = zoo.Entry(**{**e.__dict__, "weights": zoo.Weights(kind="url", url="https://example.invalid/carn_m.pth",
+    bad = manifest.Entry(**{**e.__dict__, "weights": manifest.Weights(kind="url", url="https://example.invalid/carn_m.pth",
                                                            sha256="0" * 64)})
     monkeypatch.setenv("SREVAL_CACHE", str(tmp_path))
 
@@ -125,19 +125,19 @@ def test_build_and_verify_real_weights_on_set5(in_zoo: Path, assets: Path, ncnn_
 
 
 def test_verify_flags_a_regression(in_zoo: Path, assets: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    manifest = json.loads(zoo.manifest_path().read_text())
-    for m in manifest["models"]:
+    raw = json.loads(manifest.manifest_path().read_text())
+    for m in raw["models"]:
         if m["name"] == "bicubic":
             m["psnr"]["measured"]["Set5"] = 30.0  # a deliberately wrong expectation
-    (in_zoo / "private.json").write_text(json.dumps(manifest))
+    (in_zoo / "private.json").write_text(json.dumps(raw))
     monkeypatch.setenv("SREVAL_MANIFEST", str(in_zoo / "private.json"))  # a private manifest
-    zoo._manifest.cache_clear()
+    manifest._manifest.cache_clear()
     try:
         assert runner.invoke(app, ["zoo", "build", "bicubic"]).exit_code == 0
         r = runner.invoke(app, ["zoo", "verify", "bicubic", "--data", "Set5"])
         assert r.exit_code == 1 and "regression" in r.output and "bicubic" in r.output
     finally:
-        zoo._manifest.cache_clear()
+        manifest._manifest.cache_clear()
 
 
 def test_unbuilt_zoo_models_are_built_on_first_use(tmp_path: Path, assets: Path,

@@ -18,6 +18,7 @@ from sreval.cli.base import (
 )
 from sreval.config import PAPER_ALPHAS, DemoConfig, parse_alpha
 from sreval.errors import ConfigError
+from sreval.manifest import manifest, weights_available
 from sreval.registry import ATTACKS
 
 def _fmt_db(v: Any) -> str:
@@ -154,16 +155,14 @@ zoo_app = typer.Typer(help="The model zoo: list, build, verify, Table 1.", no_ar
 @handle_errors
 def zoo_list() -> None:
     """Every manifest entry: built or not, weights available or not, Table 1 facts."""
-    from sreval import zoo
-
     table = new_table(title="sreval model zoo")
     for col in ("name", "arch", "scale", "built", "weights", "Table 1 (params / conv / GAN)", "weights source"):
         table.add_column(col)
-    for e in zoo.manifest().values():
+    for e in manifest().values():
         t1 = e.table1
         facts = f"{t1['params']} / {t1['conv_layers']} / {'yes' if t1['gan'] else 'no'}" if t1 else "-"
         table.add_row(e.name, e.arch, f"x{e.scale}", "yes" if e.built else "no",
-                      "yes" if zoo.weights_available(e) else "no", facts, e.weights.describe())
+                      "yes" if weights_available(e) else "no", facts, e.weights.describe())
     out.print(table)
 
 
