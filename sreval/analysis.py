@@ -3,6 +3,8 @@ robustness index (sec. 5.2) with its correlation to the basic attack's SR PSNR."
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -13,10 +15,11 @@ import torch
 from torch import Tensor, nn
 
 from sreval.attacks.basic import attack_image, auto_batch
-from sreval.config import BasicConfig, check_batch, parse_alpha
 from sreval.attacks.common import in_chunks
+from sreval.config import BasicConfig, check_batch, parse_alpha
 from sreval.data import Sample
 from sreval.errors import ConfigError, DataError
+from sreval.report import csv_cell
 from sreval.evaluation import ImageSaver, Progress, Row, images, measure, measure_hr, super_resolve
 
 # ----------------------------------------------------------------------------- transferability
@@ -100,13 +103,15 @@ def transfer_matrix(rows: Sequence[Row], names: Sequence[str], alpha: float) -> 
 
 
 def matrix_csv(names: Sequence[str], matrix: Mapping[float, list[list[float | None]]]) -> str:
-    """One block per budget: alpha, source, then one column per target model."""
-    lines = ["alpha,source," + ",".join(names)]
+    """One block per budget: alpha, source, then one column per target model (SR PSNR, dB, 4
+    decimals; empty where infinite). Model names are quoted text, neutralised as results.csv's."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC)
+    w.writerow([csv_cell(c) for c in ("alpha", "source", *names)])
     for alpha, m in matrix.items():
         for src, row in zip(names, m):
-            cells = ["" if v is None else f"{v:.4f}" for v in row]
-            lines.append(f"{alpha:.6g},{src}," + ",".join(cells))
-    return "\n".join(lines) + "\n"
+            w.writerow([float(f"{alpha:.6g}"), csv_cell(src), *("" if v is None else round(v, 4) for v in row)])
+    return buf.getvalue()
 
 
 # ----------------------------------------------------------------------------- robustness index

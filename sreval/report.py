@@ -277,16 +277,34 @@ def summarize(rows: Sequence[Row]) -> list[SummaryRow]:
     return out  # type: ignore[return-value]
 
 
+# A cell starting with one of these is a formula to a spreadsheet (CSV injection): it is written
+# with a leading apostrophe, as spreadsheets expect for text.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A value as results.csv holds it: text neutralised where a spreadsheet would run it,
+    non-finite numbers (an unchanged image's PSNR) empty."""
+    if isinstance(value, str) and value.startswith(FORMULA_START):
+        return "'" + value
+    if isinstance(value, float) and not math.isfinite(value):
+        return ""
+    return value
+
+
 def rows_csv(rows: Iterable[Row]) -> str:
+    """The rows' scalar fields as CSV: every text field quoted (so a comma, quote, CR or
+    newline in an image name stays inside its cell), numbers bare, formulas neutralised."""
     rows = list(rows)
     keys: list[str] = []
     for r in rows:
         keys += [k for k, v in r.items() if k not in keys and not isinstance(v, (dict, list))]
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore", lineterminator="\n",
+                       quoting=csv.QUOTE_NONNUMERIC)
     w.writeheader()
     for r in rows:
-        w.writerow({k: ("" if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()})
+        w.writerow({k: csv_cell(v) for k, v in r.items() if k in keys})
     return buf.getvalue()
 
 

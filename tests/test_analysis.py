@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 
 import numpy as np
@@ -135,8 +137,8 @@ def test_transfer_matrix_has_white_box_diagonal(model: nn.Module) -> None:
     assert m[0][0] < m[1][0] and m[1][1] < m[0][1]
     assert {r["white_box"] for r in res.rows if r["source"] == r["target"]} == {True}
     assert m == transfer_matrix(res.rows, ["m1", "m2"], 8 / 255)
-    csv = matrix_csv(["m1", "m2"], res.matrix).splitlines()
-    assert csv[0] == "alpha,source,m1,m2" and csv[1].split(",")[1] == "m1" and len(csv) == 3
+    lines = list(csv.reader(io.StringIO(matrix_csv(["m1", "m2"], res.matrix)), quoting=csv.QUOTE_NONNUMERIC))
+    assert lines[0] == ["alpha", "source", "m1", "m2"] and lines[1][1] == "m1" and len(lines) == 3
 
 
 def test_transfer_scale_and_names() -> None:

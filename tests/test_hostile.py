@@ -435,3 +435,28 @@ def test_progress_moves_with_every_attack_step() -> None:
               progress=lambda done, total: seen.append((done, total)))
     assert seen[0] == (0, 8) and seen[-1] == (8, 8)
     assert [d for d, _ in seen] == sorted(d for d, _ in seen) and len(seen) == 5
+
+
+# ----------------------------------------------------------------------------- results.csv
+
+
+@pytest.mark.parametrize("name", ["a\rb", "line\nbreak", 'quo"te,comma', "=HYPERLINK(\"http://x\")", "+1", "-2",
+                                  "@SUM(A1)", "\tTAB"])
+def test_results_csv_reads_back_as_the_report(name: str) -> None:
+    """Every text cell quoted (a CR in an image name once made 4 rows read back as 5), cells a
+    spreadsheet would run as a formula written with a leading apostrophe."""
+    import csv
+    import io as _io
+
+    from sreval.report import rows_csv
+
+    rows = [{"image": name, "attack": "basic", "alpha": 8 / 255, "psnr_sr": 30.5, "psnr_lr": float("inf")},
+            {"image": "plain", "attack": "basic", "alpha": 2 / 255, "psnr_sr": -1.25, "psnr_lr": 40.0}]
+    text = rows_csv(rows)
+    back = list(csv.reader(_io.StringIO(text), quoting=csv.QUOTE_NONNUMERIC))
+    assert len(back) == 3 and back[0] == ["image", "attack", "alpha", "psnr_sr", "psnr_lr"]
+    got = back[1][0]
+    assert got == ("'" + name if name[0] in "=+-@\t\r" else name)
+    assert got.lstrip("'") == name if got.startswith("'") else got == name
+    assert back[1][1:4] == ["basic", 8 / 255, 30.5] and back[1][4] == ""  # an unchanged image: inf -> empty
+    assert back[2] == ["plain", "basic", 2 / 255, -1.25, 40.0]  # numbers stay numbers, negative ones too
