@@ -39,6 +39,14 @@ class CellView:
     folder: Path  # where its images and files are
     data: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+    root: Path | None = None  # the run folder: no file outside it is read (default: `folder`)
+
+    def file(self, *parts: str | Path) -> Path | None:
+        """A file of this cell, or None where the path (from the run's JSON: a cell's folder, a
+        file or image name) would leave the run folder: a report embeds nothing from elsewhere."""
+        root = (self.root or self.folder).resolve()
+        path = self.folder.joinpath(*parts).resolve()
+        return path if path.is_relative_to(root) else None
 
     @property
     def alphas(self) -> list[float]:
@@ -93,7 +101,8 @@ def _sweep_view(run_dir: Path, report: Report) -> RunView:
     for r in report.get("results", []):
         rows_by_cell.setdefault(r.get("cell", ""), []).append(r)
     cells = [CellView(e["attack"], e["model"], e["dataset"], rows_by_cell.get(e["key"], []),
-                      e.get("sections") or {}, run_dir / e["dir"], e.get("data") or {}, e.get("config") or {})
+                      e.get("sections") or {}, run_dir / str(e["dir"]), e.get("data") or {}, e.get("config") or {},
+                      run_dir)
              for e in entries if e.get("status") == "done"]
     missing = [f"{e['attack']} / {e['model']} / {e['dataset']}" for e in entries if e.get("status") != "done"]
     conv = report.get("conventions") or {}

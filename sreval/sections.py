@@ -52,9 +52,10 @@ def fmt(v: Any, digits: int = 2) -> str:
     return str(v)
 
 
-def read_png(path: Path) -> np.ndarray | None:
+def read_png(path: Path | None) -> np.ndarray | None:
+    """An image of the run (None: there is none, or it is not readable)."""
     try:
-        return read_image(path) if path.is_file() else None
+        return read_image(path) if path is not None and path.is_file() else None
     except DataError:
         return None
 
@@ -147,14 +148,14 @@ def _basic(run: RunView) -> Section | None:
 
 
 def _grid_row(c: CellView, alpha: float) -> list[F.Tile | None] | None:
-    name, img = c.first_image, c.folder / "images"
+    name = c.first_image
     if name is None:
         return None
     t = tag(alpha)
     files = [("LR (clean)", image_file_name(name, "lr_clean")),
              (f"LR (attacked, {F.budget_label(alpha)})", image_file_name(f"{name}_{t}", "lr")),
              ("SR (clean)", image_file_name(name, "sr_clean")), ("SR (attacked)", image_file_name(f"{name}_{t}", "sr"))]
-    tiles = [(title, read_png(img / f)) for title, f in files]
+    tiles = [(title, read_png(c.file("images", f))) for title, f in files]
     if tiles[1][1] is None or tiles[3][1] is None:
         return None
     return [F.Tile(title, im) if im is not None else None for title, im in tiles]
@@ -255,10 +256,10 @@ def _universal_images(run: RunView) -> Section | None:
         alpha = nearest(sorted(perts), UNIVERSAL_SHOWCASE)
         if alpha is None:
             continue
-        pert = read_png(c.folder / perts[alpha]["png"])
+        pert = read_png(c.file(str(perts[alpha]["png"])))
         name, t = c.first_image, tag(alpha)
-        lr = read_png(c.folder / "images" / image_file_name(f"{name}_{t}", "lr"))
-        sr = read_png(c.folder / "images" / image_file_name(f"{name}_{t}", "sr"))
+        lr = read_png(c.file("images", image_file_name(f"{name}_{t}", "lr")))
+        sr = read_png(c.file("images", image_file_name(f"{name}_{t}", "sr")))
         if pert is None:
             continue
         rows.append((f"{c.model}\n{c.dataset}", [F.Tile(f"perturbation ({F.budget_label(alpha)}, amplified)", pert),
@@ -302,8 +303,8 @@ def _partial_images(run: RunView) -> Section | None:
         name = c.first_image
         if alpha is None or name is None:
             continue
-        t, img = tag(alpha), c.folder / "images"
-        lr, sr, sr0 = (read_png(img / f) for f in (image_file_name(f"{name}_{t}", "lr"),
+        t = tag(alpha)
+        lr, sr, sr0 = (read_png(c.file("images", f)) for f in (image_file_name(f"{name}_{t}", "lr"),
                                                     image_file_name(f"{name}_{t}", "sr"),
                                                     image_file_name(name, "sr_clean")))
         if lr is None or sr is None:
@@ -350,19 +351,16 @@ def _targeted(run: RunView) -> Section | None:
 
 
 def _targeted_tiles(c: CellView) -> tuple[str, list[F.Tile | None]] | None:
-    sec, img = c.sections["targeted"], c.folder / "images"
+    sec = c.sections["targeted"]
     alpha = nearest(c.alphas, TARGETED_SHOWCASE)
     src = sec.get("source")
     if alpha is None or not src:
         return None
     t = tag(alpha)
-    hr_src = read_png(Path(str(c.data.get("source", "")))) if c.data.get("source") else None
-    hr_tgt = read_png(Path(str(c.data.get("target", "")))) if c.data.get("target") else None
-    tiles = [("LR (attacked)", read_png(img / image_file_name(f"{src}_{t}", "lr"))),
-             ("LR (target)", read_png(img / image_file_name(src, "lr_target"))),
-             ("SR (clean)", read_png(img / image_file_name(src, "sr_clean"))),
-             (f"SR (attacked, {F.budget_label(alpha)})", read_png(img / image_file_name(f"{src}_{t}", "sr"))),
-             ("HR (original)", hr_src), ("HR (target)", hr_tgt)]
+    tiles = [(title, read_png(c.file("images", image_file_name(name, kind)))) for title, name, kind in (
+        ("LR (attacked)", f"{src}_{t}", "lr"), ("LR (target)", src, "lr_target"), ("SR (clean)", src, "sr_clean"),
+        (f"SR (attacked, {F.budget_label(alpha)})", f"{src}_{t}", "sr"), ("HR (original)", src, "hr"),
+        ("HR (target)", src, "hr_target"))]
     if tiles[3][1] is None:
         return None
     return c.model, [F.Tile(k, v) if v is not None else None for k, v in tiles]

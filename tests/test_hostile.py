@@ -460,3 +460,23 @@ def test_results_csv_reads_back_as_the_report(name: str) -> None:
     assert got.lstrip("'") == name if got.startswith("'") else got == name
     assert back[1][1:4] == ["basic", 8 / 255, 30.5] and back[1][4] == ""  # an unchanged image: inf -> empty
     assert back[2] == ["plain", "basic", 2 / 255, -1.25, 40.0]  # numbers stay numbers, negative ones too
+
+
+def test_a_report_embeds_no_file_from_outside_its_run_folder(tmp_path: Path, tiny: Path) -> None:
+    """Paths in a run's JSON (a cell's folder, a perturbation's file name) that leave the run
+    folder are not followed: `sreval report` embeds nothing from elsewhere on disk."""
+    data = dataset(tmp_path / "d", n=2)
+    run = tmp_path / "run"
+    r = runner.invoke(app, ["universal", str(tiny), "--data", str(data), "--alpha", "8/255", "--steps", "1",
+                            "--device", "cpu", "--save-images", "--out", str(run)])
+    assert r.exit_code == 0, r.output
+    assert runner.invoke(app, ["report", str(run)]).exit_code == 0
+    assert "fig6" in (run / "report.md").read_text()  # the perturbation figure, from files inside the run
+    write_image(tmp_path / "secret.png", np.full((8, 8, 3), 0.5, np.float32))
+    report = json.loads((run / "report.json").read_text())
+    for p in report["universal"]["perturbations"]:
+        p["png"] = "../secret.png"
+    (run / "report.json").write_text(json.dumps(report))
+    r = runner.invoke(app, ["report", str(run)])
+    assert r.exit_code == 0, r.output
+    assert "fig6" not in (run / "report.md").read_text()

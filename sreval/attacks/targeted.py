@@ -144,7 +144,9 @@ def run_targeted(
         saver(f"{pair.source.name}_a{alpha * 255:g}", lr=x, sr=sr)
         if progress:
             progress(i + 1, len(cfg.alphas))
-    saver(pair.source.name, sr_clean=sr0, lr_target=to_tensor(pair.target.lr))
+    # the HR pair too: a report shows only images inside its run folder
+    saver(pair.source.name, sr_clean=sr0, lr_target=to_tensor(pair.target.lr), hr=to_tensor(pair.source.hr),
+          hr_target=to_tensor(pair.target.hr))
     return TargetedResult(rows, closeness(x0, sr0, pair, scale))
 
 
