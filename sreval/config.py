@@ -43,9 +43,11 @@ ATTACK_METHODS = METHODS + ("strongest",)
 def parse_alpha(text: str | float | Sequence[str | float], norm: str = "linf") -> list[float]:
     """Budgets from '1/255,8/255', '0.0314' or a list of those. An l_inf budget bounds each
     pixel and must lie in (0, 1]; an l_2 budget bounds the norm of the whole LR perturbation
-    (in [0, 1] pixel units, all channels) and may be any positive number. Repeats are dropped."""
+    (in [0, 1] pixel units, all channels) and may be any positive number. Repeats are dropped:
+    budgets that agree to 1/255000 (the unit of their labels and random seeds) are one."""
     items = text.split(",") if isinstance(text, str) else list(text) if isinstance(text, Sequence) else [text]
     out: list[float] = []
+    seen: set[int] = set()  # budgets in 1/255000 units: '8/255' and '0.031372549' are one budget
     for item in items:
         s = str(item).strip()
         if not s:
@@ -59,7 +61,8 @@ def parse_alpha(text: str | float | Sequence[str | float], norm: str = "linf") -
                 raise ConfigError(f"l2 budget {s} must be a positive number")
         elif not math.isfinite(value) or not 0 < value <= 1:
             raise ConfigError(f"budget {s} must lie in (0, 1] (image values are in [0, 1])")
-        if value not in out:
+        if round(value * 255000) not in seen:
+            seen.add(round(value * 255000))
             out.append(value)
     if not out:
         raise ConfigError("no budget given (--alpha)")

@@ -51,18 +51,22 @@ ArrayOrTensor = TypeVar("ArrayOrTensor", np.ndarray, torch.Tensor)
 # ---------------------------------------------------------------------------
 
 
-def env_number(name: str, kind: type[int] | type[float], unit: str) -> int | float | None:
-    """A positive number from the environment variable `name` (None when unset or empty); a
-    bad value is a one-line ConfigError naming the variable."""
+def env_number(name: str, kind: type[int] | type[float], unit: str, *,
+               infinite_is_none: bool = False) -> int | float | None:
+    """A positive number from the environment variable `name` (None when unset or empty; with
+    `infinite_is_none`, also for 'inf': no limit); a bad value is a one-line ConfigError naming
+    the variable."""
     text = os.environ.get(name, "").strip()
     if not text:
         return None
     try:
         value = kind(text)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise ConfigError(f"{name} must be a number of {unit}, got {text!r}") from None
+    if infinite_is_none and value == math.inf:
+        return None
     if not (math.isfinite(value) and value > 0):
-        raise ConfigError(f"{name} must be > 0 {unit}, got {text}")
+        raise ConfigError(f"{name} must be a finite number of {unit} > 0, got {text}")
     return value
 
 

@@ -331,8 +331,8 @@ def probe_seconds() -> float:
 def run_time_limit() -> float | None:
     """The per-run limit of every onnxruntime call on an image (seconds; SREVAL_TIME_LIMIT or
     `sreval --time-limit`; none by default): a model that loops on large inputs passes every
-    probe and would then hang."""
-    return env_number("SREVAL_TIME_LIMIT", float, "seconds")
+    probe and would then hang. 'inf' is no limit."""
+    return env_number("SREVAL_TIME_LIMIT", float, "seconds", infinite_is_none=True)
 
 
 def run_session(session: Any, names: list[str], feeds: dict[str, np.ndarray],

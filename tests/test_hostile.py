@@ -480,3 +480,41 @@ def test_a_report_embeds_no_file_from_outside_its_run_folder(tmp_path: Path, tin
     r = runner.invoke(app, ["report", str(run)])
     assert r.exit_code == 0, r.output
     assert "fig6" not in (run / "report.md").read_text()
+
+
+# ----------------------------------------------------------------------------- numbers at their limits
+
+
+def test_extreme_tolerances_and_numbers_in_golden_files(tmp_path: Path, tiny: Path) -> None:
+    """`check --tol 1e308` and a 400-digit integer in a golden file once overflowed into an
+    internal error: now a huge tolerance passes, a huge number is a regression in one line."""
+    out = tmp_path / "run"
+    assert run("evaluate", tiny, "--data", dataset(tmp_path / "set"), "--out", out, "--device", "cpu").exit_code == 0
+    golden = tmp_path / "g.json"
+    assert run("check", out, "--golden", golden, "--update").exit_code == 0
+    r = run("check", out, "--golden", golden, "--tol", "1e308")
+    assert r.exit_code == 0 and "Traceback" not in r.output, r.output
+    g = json.loads(golden.read_text())
+    cell = next(iter(g["cells"].values()))
+    next(iter(cell.values()))["ssim_sr"] = 10 ** 400
+    golden.write_text(json.dumps(g))
+    r = run("check", out, "--golden", golden, "--tol", "1e308")
+    assert r.exit_code == 1 and "regression" in r.output and "internal error" not in r.output, r.output
+
+
+def test_an_infinite_time_limit_is_no_limit(tmp_path: Path, tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SREVAL_TIME_LIMIT", "inf")
+    assert runtime.run_time_limit() is None
+    r = run("evaluate", tiny, "--data", dataset(tmp_path / "set"), "--device", "cpu", "--out", tmp_path / "o")
+    assert r.exit_code == 0, r.output
+    monkeypatch.setenv("SREVAL_TIME_LIMIT", "nan")
+    with pytest.raises(Exception, match="finite number of seconds"):
+        runtime.run_time_limit()
+
+
+def test_one_budget_written_two_ways_is_one_budget() -> None:
+    """'8/255' and '0.031372549' once became two budgets, both labelled 8/255."""
+    from sreval.config import parse_alpha
+
+    assert parse_alpha("8/255,0.031372549") == [8 / 255]
+    assert parse_alpha("1/255,2/255,0.00784313725") == [1 / 255, 2 / 255]
