@@ -518,3 +518,30 @@ def test_one_budget_written_two_ways_is_one_budget() -> None:
 
     assert parse_alpha("8/255,0.031372549") == [8 / 255]
     assert parse_alpha("1/255,2/255,0.00784313725") == [1 / 255, 2 / 255]
+
+
+@pytest.mark.parametrize("damage", [
+    lambda rep: rep.update(results=[1, 2]),
+    lambda rep: rep.update(data=[1]),
+    lambda rep: rep["results"][0].update(psnr_sr="high"),
+    lambda rep: rep.update(results="DEEP"),  # written below as an array deeper than the JSON reader goes
+], ids=["rows-not-objects", "data-not-an-object", "psnr-not-a-number", "very-deep"])
+def test_a_cell_damaged_inside_with_valid_checksums_is_recomputed(tmp_path: Path, tiny: Path, damage) -> None:
+    """A cached cell whose report.json is valid JSON of the wrong shape, with its checksums made
+    to match, once made every later sweep end in an internal error: it is read by the one
+    validating reader, counted as damaged and recomputed."""
+    from sreval.cells import CHECKSUMS
+    from sreval.files import sha256_file
+
+    data, out = dataset(tmp_path / "set", n=2), tmp_path / "sweep"
+    assert _sweep(out, data, tiny).exit_code == 0
+    (cell,) = (p for p in (out / "cells").iterdir() if p.is_dir())
+    rep = json.loads((cell / "report.json").read_text())
+    damage(rep)
+    (cell / "report.json").write_text(json.dumps(rep).replace('"DEEP"', "[" * 100000 + "]" * 100000))
+    sums = json.loads((cell / CHECKSUMS).read_text())
+    sums["files"]["report.json"] = sha256_file(cell / "report.json")
+    (cell / CHECKSUMS).write_text(json.dumps(sums))
+    r = _sweep(out, data, tiny)
+    assert r.exit_code == 0 and "1 computed, 0 cached" in r.output and "damaged cell" in r.output, r.output
+    assert runner.invoke(app, ["report", str(out)]).exit_code == 0
