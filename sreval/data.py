@@ -99,6 +99,8 @@ def load_dataset(
     path = resolve_path(spec, data_root)
     if path.is_file():
         return _load_single_file(path, scale, lr_only)
+    if not path.is_dir():  # a device, a FIFO, a socket: never read as data (/dev/zero never ends)
+        raise DataError(f"dataset {path}: not an image file or a folder")
     return _load_folder(path, scale, limit, lr_only)
 
 

@@ -545,3 +545,12 @@ def test_a_cell_damaged_inside_with_valid_checksums_is_recomputed(tmp_path: Path
     r = _sweep(out, data, tiny)
     assert r.exit_code == 0 and "1 computed, 0 cached" in r.output and "damaged cell" in r.output, r.output
     assert runner.invoke(app, ["report", str(out)]).exit_code == 0
+
+
+def test_special_files_as_data_are_one_line(tmp_path: Path, tiny: Path) -> None:
+    """--data /dev/zero or a FIFO was an internal error (NotADirectoryError); reading one would
+    never end."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    for spec in ("/dev/zero", fifo):
+        one_line_error(run("evaluate", tiny, "--data", spec, "--device", "cpu"), "not an image file or a folder")
