@@ -2,17 +2,20 @@
 state, no display, safe in threads and on headless machines).
 
 Every function takes plain data (model -> [(x, y)], a matrix, images as HxWx3 float arrays)
-and returns PNG bytes; what to draw from a run is decided in `sreval.htmlreport`.
+and returns PNG bytes; what to draw from a run is decided in `sreval.sections`. Texts are drawn as written (`as_written`).
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
+from matplotlib import rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -20,6 +23,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 Series = Mapping[str, Sequence[tuple[float, float]]]  # label -> [(x, y)], drawn as one line each
+D = TypeVar("D", bound=Callable[..., bytes])
 DPI = 100
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf")
@@ -28,6 +32,19 @@ MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
 
 def colour(i: int) -> str:
     return PALETTE[i % len(PALETTE)]
+
+
+def as_written(draw: D) -> D:
+    """A figure function whose texts are drawn as written: model, dataset and image names come
+    from files and users, and '$' in one must not start matplotlib's mathtext (a Text reads the
+    setting when it is made)."""
+
+    @functools.wraps(draw)
+    def wrapper(*args: Any, **kwargs: Any) -> bytes:
+        with rc_context({"text.parse_math": False}):
+            return draw(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def png(fig: Figure) -> bytes:
@@ -50,6 +67,7 @@ class Panel:
     series: Series
 
 
+@as_written
 def curves(panels: Sequence[Panel], *, order: Sequence[str] = (), columns: int | None = None,
            xlabel: str = "budget alpha (x/255)") -> bytes:
     """PSNR versus budget (Fig. 1, 5, 7): one panel per (metric, dataset), one line per model,
@@ -97,6 +115,7 @@ class SizePoint:
     gan: bool
 
 
+@as_written
 def size_scatter(points: Sequence[SizePoint], title: str) -> bytes:
     """Fig. 3: SR PSNR versus parameters and versus conv layers; blue = GAN-trained, red = not
     (the paper's colours). Models without parameters (bicubic) cannot sit on a log axis: they
@@ -123,6 +142,7 @@ def size_scatter(points: Sequence[SizePoint], title: str) -> bytes:
     return png(fig)
 
 
+@as_written
 def heatmap(names: Sequence[str], matrix: Sequence[Sequence[float | None]], title: str) -> bytes:
     """Fig. 4: SR PSNR of the target (columns) fed the source's (rows) adversarial inputs.
     Per target column, the lowest off-diagonal value is framed red and the highest blue (the
@@ -160,6 +180,7 @@ class Tile:
     box: tuple[int, int, int, int] | None = None  # (top, left, height, width) drawn in yellow
 
 
+@as_written
 def image_grid(rows: Sequence[tuple[str, Sequence[Tile | None]]], title: str = "",
                tile_inches: float = 2.2) -> bytes:
     """Fig. 2, 6, 8, 9: a row per model (label left), a column per image kind; nearest-neighbour
@@ -187,6 +208,7 @@ def image_grid(rows: Sequence[tuple[str, Sequence[Tile | None]]], title: str = "
     return png(fig)
 
 
+@as_written
 def index_scatter(points: Series, title: str) -> bytes:
     """Fig. 10: SR PSNR of the basic attack versus the robustness index, a point per image,
     a colour per model."""
@@ -207,6 +229,7 @@ def index_scatter(points: Series, title: str) -> bytes:
     return png(fig)
 
 
+@as_written
 def profile(series: Series, title: str) -> bytes:
     """The partial attack's permeation: MSE of Y outside the mask versus distance (LR pixels)."""
     fig = Figure(figsize=(6.2, 3.8))
@@ -227,6 +250,7 @@ def profile(series: Series, title: str) -> bytes:
     return png(fig)
 
 
+@as_written
 def loss_curves(panels: Sequence[Panel], title: str) -> bytes:
     """The attack's loss per iteration (evidence of convergence): one panel per model and
     dataset, one line per budget, each the mean over images of loss / final loss."""

@@ -554,3 +554,27 @@ def test_special_files_as_data_are_one_line(tmp_path: Path, tiny: Path) -> None:
     os.mkfifo(fifo)
     for spec in ("/dev/zero", fifo):
         one_line_error(run("evaluate", tiny, "--data", spec, "--device", "cpu"), "not an image file or a folder")
+
+
+# ----------------------------------------------------------------------------- text from data, printed
+
+
+def test_control_characters_in_names_never_reach_the_terminal(tmp_path: Path, tiny: Path) -> None:
+    """Terminal control sequences (clear screen, set the title) and a newline in image names
+    print escaped: one line per row, nothing the terminal would act on."""
+    names = ["clear\x1b[2Jscreen", "title\x1b]0;pwned\x07x", "two\nlines"]
+    data = dataset(tmp_path / "d", n=3, names=names)
+    r = run("index", tiny, "--data", data, "--samples", "2", "--steps", "1", "--device", "cpu", "--out", tmp_path / "o")
+    assert r.exit_code == 0, r.output  # the index table prints every image's name
+    assert not any(c in r.output for c in ("\x1b", "\x07")), repr(r.output)
+    assert "two\nlines" not in r.output and "two\\nlines" in r.output.replace("\n", "")
+
+
+def test_dollar_signs_in_names_are_drawn_as_written(tmp_path: Path) -> None:
+    """'$...$' in a model or dataset name was parsed as matplotlib mathtext: `sreval report` died
+    (or drew Greek letters). Every figure's text is now drawn as written."""
+    from sreval import figures as F
+
+    for name in ("$\\alpha$", "a$b", "$\\notacommand$", "\\$x$"):
+        png = F.curves([F.Panel(f"set {name}", "SR PSNR", {name: [(1 / 255, 30.0), (8 / 255, 20.0)]})])
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"

@@ -12,6 +12,7 @@ import functools
 import inspect
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,17 +28,45 @@ from sreval.config import STRONGEST, LoopOptions
 from sreval.conventions import Overrides
 from sreval.errors import ConfigError, SrevalError
 
-# Markup and emoji codes are off: paths, image and model names and messages come from users and
-# files, and "[/x]" in one must print as itself (not raise MarkupError or vanish). Our own
-# labels get their colour from Text styles (label()).
-out = Console(markup=False, emoji=False, highlight=False)
-err = Console(stderr=True, markup=False, emoji=False, highlight=False)
 F = TypeVar("F", bound=Callable[..., Any])
+# C0 and C1 control characters and DEL: in a name from a file they would clear the screen, set the
+# title, move the cursor or forge an output line (a newline).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def plain(text: str) -> str:
+    """Text from data as it may reach a terminal: control characters and newlines escaped
+    (\\x1b, \\n), everything else as it is."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+class PlainConsole(Console):
+    """A console that prints text from data as plain text. Markup and emoji codes are off (a
+    "[/x]" in a path prints as itself); control characters are escaped (`plain`). Our own
+    labels get their colour from Text styles (`label`)."""
+
+    def __init__(self, **options: Any):
+        super().__init__(markup=False, emoji=False, highlight=False, **options)
+
+    def print(self, *objects: Any, **options: Any) -> None:
+        super().print(*(plain(o) if isinstance(o, str) else _plain_text(o) for o in objects), **options)
+
+
+def _plain_text(obj: Any) -> Any:
+    if isinstance(obj, Text):
+        clean = obj.copy()
+        clean.plain = plain(obj.plain)  # same length where nothing is escaped: styles stay on their spans
+        return clean if len(clean.plain) == len(obj.plain) else Text(plain(obj.plain), style=obj.style)
+    return obj
+
+
+out = PlainConsole()
+err = PlainConsole(stderr=True)
 
 
 def label(tag: str, style: str, rest: object = "") -> Text:
     """'tag' in colour, then plain text."""
-    return Text.assemble((tag, style), " " if rest != "" else "", str(rest))
+    return Text.assemble((tag, style), " " if rest != "" else "", plain(str(rest)))
 
 
 class _Notes(logging.Handler):
@@ -267,10 +296,15 @@ def budget(alpha: float) -> str:
 
 
 def new_table(**options: Any) -> Any:
-    """A rich Table (its module is imported when a command prints one, not when the CLI starts)."""
+    """A rich Table whose cells from data print as plain text (`plain`); its module is imported
+    when a command prints one, not when the CLI starts."""
     from rich.table import Table
 
-    return Table(**options)
+    class PlainTable(Table):
+        def add_row(self, *cells: Any, **kwargs: Any) -> None:
+            super().add_row(*(plain(c) if isinstance(c, str) else _plain_text(c) for c in cells), **kwargs)
+
+    return PlainTable(**{k: plain(v) if k == "title" and isinstance(v, str) else v for k, v in options.items()})
 
 
 def print_summary(report: dict[str, Any], keys: tuple[str, ...]) -> None:
