@@ -578,3 +578,16 @@ def test_dollar_signs_in_names_are_drawn_as_written(tmp_path: Path) -> None:
     for name in ("$\\alpha$", "a$b", "$\\notacommand$", "\\$x$"):
         png = F.curves([F.Panel(f"set {name}", "SR PSNR", {name: [(1 / 255, 30.0), (8 / 255, 20.0)]})])
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_python_warnings_are_one_plain_line(tmp_path: Path, tiny: Path) -> None:
+    """A warning of the library (an alpha channel dropped) was printed raw with sreval's file,
+    line and source line; now it is one 'warning:' line."""
+    import cv2
+
+    (tmp_path / "d" / "HR").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "d" / "HR" / "a.png"), np.full((24, 20, 4), 128, np.uint8))
+    r = run("evaluate", tiny, "--data", tmp_path / "d", "--device", "cpu", "--out", tmp_path / "o")
+    assert r.exit_code == 0, r.output
+    lines = [line for line in r.output.splitlines() if "alpha channel dropped" in line]
+    assert len(lines) == 1 and lines[0].startswith("warning: ") and ".py:" not in r.output, r.output

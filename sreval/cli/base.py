@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -93,13 +94,21 @@ def _quiet_opencv() -> None:
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
+def _warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """A Python warning as one plain 'warning:' line (not Python's file, line and source line)."""
+    err.print(label("warning:", "yellow", message), soft_wrap=True)
+
+
 def handle_errors(fn: F) -> F:
-    """Turn library errors into one line + exit code; keep tracebacks for SREVAL_DEBUG=1."""
+    """Turn library errors into one line + exit code; keep tracebacks for SREVAL_DEBUG=1.
+    Library notes and Python warnings become one plain line each on stderr."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         _quiet_opencv()
         _show_library_notes()
+        warnings.showwarning = _warning_line
         try:
             return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort):
