@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import os
 import stat
@@ -170,21 +171,11 @@ def check_writable_dir(folder: Path) -> None:
         pass
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 @contextlib.contextmanager
 def claim_run_dir(folder: Path) -> Iterator[Path]:
     """Check `folder` (check_writable_dir), then hold its lock while the run writes into it.
-    Another live run holding it is a one-line refusal; a lock left by a dead process is taken
-    over."""
+    Another live run holding it is a one-line refusal; the lock of a run that died is free (the
+    kernel released it)."""
     folder = Path(folder)
     made = [p for p in [folder, *folder.parents] if not os.path.lexists(p)]
     try:
@@ -203,33 +194,55 @@ def claim_run_dir(folder: Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def _locked(folder: Path) -> Iterator[None]:
+    """Hold `folder`'s lock: an exclusive `flock` on its lock file, which the kernel releases
+    when the holder dies, so a crashed run's lock needs no takeover (a takeover by pid was a
+    race: two restarting runs could each remove the other's fresh lock and both write). A nested
+    job of this same run (a sweep's cell) finds its own pid there and goes on."""
     lock = folder / LOCK
-    for _ in range(2):
+    for _ in range(100):
         try:
-            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            break
-        except FileExistsError:
-            try:
-                pid = int(lock.read_text().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid and pid != os.getpid() and _alive(pid):
-                raise DataError(f"{folder} is in use by another sreval run (process {pid}); "
-                                f"choose another --out or wait for it") from None
-            if pid == os.getpid():  # a nested job of this same run (e.g. a sweep's cell)
-                yield
-                return
-            lock.unlink(missing_ok=True)  # stale: its process is gone
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise DataError(f"cannot lock {folder}: {_why(exc)}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            pid = _pid_in(fd)
+            os.close(fd)
+            if pid == os.getpid():  # a nested job of this same run
+                yield
+                return
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise DataError(f"{folder} is in use by another sreval run (process {pid or 'unknown'}); "
+                                f"choose another --out or wait for it") from None
+            raise DataError(f"cannot lock {folder}: {_why(exc)}") from None
+        if _same_file(fd, lock):
+            break
+        os.close(fd)  # the holder removed the file as we waited for it: lock the new one
     else:
-        raise DataError(f"cannot lock {folder}: {errno.errorcode.get(errno.EEXIST)}")
+        raise DataError(f"cannot lock {folder}: its lock file keeps changing")
     try:
+        os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
-        os.close(fd)
         yield
     finally:
-        lock.unlink(missing_ok=True)
+        lock.unlink(missing_ok=True)  # while still holding it: a waiter then sees another file
+        os.close(fd)
+
+
+def _pid_in(fd: int) -> int:
+    try:
+        return int(os.pread(fd, 32, 0).decode().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        here, there = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
 __all__ = ["atomic_write", "atomic_write_many", "check_target", "check_writable_dir", "claim_run_dir", "STDOUT"]

@@ -249,19 +249,54 @@ def test_unwritable_out_is_found_before_any_work(tmp_path: Path, tiny: Path, mon
     assert not (tmp_path / "full").exists()  # and a failed run leaves no folder behind
 
 
-def test_a_folder_in_use_is_refused_and_a_stale_lock_taken_over(tmp_path: Path) -> None:
+HOLD = ("import sys, time; from pathlib import Path; from sreval.files import claim_run_dir\n"
+        "with claim_run_dir(Path(sys.argv[1])):\n"
+        "    print('held', flush=True); time.sleep(float(sys.argv[2]))\n")
+
+
+def test_a_folder_in_use_is_refused_and_a_dead_runs_lock_is_free(tmp_path: Path) -> None:
     out = tmp_path / "run"
     out.mkdir()
-    (out / ".sreval.lock").write_text(str(os.getppid()))  # a live process holds it
-    with pytest.raises(DataError, match=f"in use by another sreval run \\(process {os.getppid()}\\)"):
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out), "60"], stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == b"held"
+        with pytest.raises(DataError, match=f"in use by another sreval run \\(process {holder.pid}\\)"):
+            with claim_run_dir(out):
+                pass
+        holder.kill()  # a crash: its lock file stays, with its pid, but the kernel released the lock
+        holder.wait()
+        assert (out / ".sreval.lock").read_text() == str(holder.pid)
         with claim_run_dir(out):
-            pass
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    (out / ".sreval.lock").write_text(str(dead.pid))
-    with claim_run_dir(out):
-        assert (out / ".sreval.lock").read_text() == str(os.getpid())
-    assert not (out / ".sreval.lock").exists()
+            assert (out / ".sreval.lock").read_text() == str(os.getpid())
+            with claim_run_dir(out):  # a nested job of this same run
+                pass
+        assert not (out / ".sreval.lock").exists()
+    finally:
+        holder.kill()
+
+
+def test_runs_restarting_together_never_share_a_folder(tmp_path: Path) -> None:
+    """Six runs restarted at once on a folder whose holder died: at most one holds it at any
+    time (the pid takeover let two of them in, 2-3 of 20 trials)."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".sreval.lock").write_text("999999999")  # left by a run that died
+    script = ("import os, sys, time; from pathlib import Path; from sreval.files import claim_run_dir\n"
+              "from sreval.errors import DataError\n"
+              "out = Path(sys.argv[1]); time.sleep(max(0.0, float(sys.argv[2]) - time.time()))\n"
+              "try:\n"
+              "    with claim_run_dir(out):\n"
+              "        mine = out / f'holder-{os.getpid()}'; mine.write_text('')\n"
+              "        time.sleep(0.3)\n"
+              "        print(len(list(out.glob('holder-*'))), flush=True); mine.unlink()\n"
+              "except DataError:\n"
+              "    print('refused', flush=True)\n")
+    start = time.time() + 2.0
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(out), str(start)], stdout=subprocess.PIPE)
+             for _ in range(6)]
+    said = [p.communicate(timeout=60)[0].decode().strip() for p in procs]
+    held = [s for s in said if s != "refused"]
+    assert held and all(s == "1" for s in held), said  # whoever held it held it alone
 
 
 def test_images_of_an_earlier_run_never_leak(tmp_path: Path, tiny: Path) -> None:
