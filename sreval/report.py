@@ -415,7 +415,3 @@ def model_info(model: SRModel, parity: Any = None) -> dict[str, Any]:
     if parity is not None:
         info["parity"] = {"max_diff": parity.max_diff, "tol": parity.tol, "grad_l1": parity.grad_l1}
     return info
-
-
-if __name__ == "__main__":  # regenerate the shipped schema: python -m sreval.report > sreval/report.schema.json
-    print(json.dumps(report_schema(), indent=2))

@@ -22,9 +22,9 @@ from sreval.data import load_dataset
 from sreval.io import imresize, quantize, rgb_to_ycbcr, write_image, ycbcr_to_rgb
 from sreval.commands import evaluate
 from sreval.metrics import psnr
-from sreval.conventions import Conventions, channels_of
+from sreval.conventions import COLORS, Conventions, channels_of
 from sreval.model import SRModel
-from sreval.runtime import ramp, tile_starts
+from sreval.runtime import COLOR_SPACES, ramp, tile_starts
 from tests.tiny import Scaled
 
 PSNR_TOL = 0.02  # dB: torch vs onnxruntime differ by < 1e-4, a few 8-bit roundings at most
@@ -394,8 +394,5 @@ def test_override_that_contradicts_the_shape_is_refused(tmp_path: Path) -> None:
 
 def test_every_colour_convention_has_its_colour_space() -> None:
     """The light list of names (validation, --help) and the adapter's colour spaces agree."""
-    from sreval.conventions import COLORS
-    from sreval.runtime import COLOR_SPACES
-
     assert tuple(COLOR_SPACES) == COLORS
     assert all(COLOR_SPACES[c].channels == channels_of(c) for c in COLORS)

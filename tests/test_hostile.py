@@ -4,6 +4,8 @@ only: no test here allocates more than a few MB."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import signal
@@ -12,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import onnx
 import pytest
@@ -19,11 +22,15 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
+from sreval import figures as F
 from sreval import runtime
+from sreval.cells import CHECKSUMS
+from sreval.config import parse_alpha
 from sreval.cli import app
 from sreval.errors import DataError, ModelError
-from sreval.files import atomic_write, atomic_write_many, check_target, claim_run_dir
+from sreval.files import atomic_write, atomic_write_many, check_target, claim_run_dir, sha256_file
 from sreval.io import read_image, write_image
+from sreval.report import rows_csv
 from tests.test_fuzz import _png, _resize, _save, _scales, identity_loop_body
 from tests.tiny import TinySR, export
 
@@ -480,15 +487,10 @@ def test_progress_moves_with_every_attack_step() -> None:
 def test_results_csv_reads_back_as_the_report(name: str) -> None:
     """Every text cell quoted (a CR in an image name once made 4 rows read back as 5), cells a
     spreadsheet would run as a formula written with a leading apostrophe."""
-    import csv
-    import io as _io
-
-    from sreval.report import rows_csv
-
     rows = [{"image": name, "attack": "basic", "alpha": 8 / 255, "psnr_sr": 30.5, "psnr_lr": float("inf")},
             {"image": "plain", "attack": "basic", "alpha": 2 / 255, "psnr_sr": -1.25, "psnr_lr": 40.0}]
     text = rows_csv(rows)
-    back = list(csv.reader(_io.StringIO(text), quoting=csv.QUOTE_NONNUMERIC))
+    back = list(csv.reader(io.StringIO(text), quoting=csv.QUOTE_NONNUMERIC))
     assert len(back) == 3 and back[0] == ["image", "attack", "alpha", "psnr_sr", "psnr_lr"]
     got = back[1][0]
     assert got == ("'" + name if name[0] in "=+-@\t\r" else name)
@@ -549,8 +551,6 @@ def test_an_infinite_time_limit_is_no_limit(tmp_path: Path, tiny: Path, monkeypa
 
 def test_one_budget_written_two_ways_is_one_budget() -> None:
     """'8/255' and '0.031372549' once became two budgets, both labelled 8/255."""
-    from sreval.config import parse_alpha
-
     assert parse_alpha("8/255,0.031372549") == [8 / 255]
     assert parse_alpha("1/255,2/255,0.00784313725") == [1 / 255, 2 / 255]
 
@@ -565,9 +565,6 @@ def test_a_cell_damaged_inside_with_valid_checksums_is_recomputed(tmp_path: Path
     """A cached cell whose report.json is valid JSON of the wrong shape, with its checksums made
     to match, once made every later sweep end in an internal error: it is read by the one
     validating reader, counted as damaged and recomputed."""
-    from sreval.cells import CHECKSUMS
-    from sreval.files import sha256_file
-
     data, out = dataset(tmp_path / "set", n=2), tmp_path / "sweep"
     assert _sweep(out, data, tiny).exit_code == 0
     (cell,) = (p for p in (out / "cells").iterdir() if p.is_dir())
@@ -608,8 +605,6 @@ def test_control_characters_in_names_never_reach_the_terminal(tmp_path: Path, ti
 def test_dollar_signs_in_names_are_drawn_as_written(tmp_path: Path) -> None:
     """'$...$' in a model or dataset name was parsed as matplotlib mathtext: `sreval report` died
     (or drew Greek letters). Every figure's text is now drawn as written."""
-    from sreval import figures as F
-
     for name in ("$\\alpha$", "a$b", "$\\notacommand$", "\\$x$"):
         png = F.curves([F.Panel(f"set {name}", "SR PSNR", {name: [(1 / 255, 30.0), (8 / 255, 20.0)]})])
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
@@ -618,8 +613,6 @@ def test_dollar_signs_in_names_are_drawn_as_written(tmp_path: Path) -> None:
 def test_python_warnings_are_one_plain_line(tmp_path: Path, tiny: Path) -> None:
     """A warning of the library (an alpha channel dropped) was printed raw with sreval's file,
     line and source line; now it is one 'warning:' line."""
-    import cv2
-
     (tmp_path / "d" / "HR").mkdir(parents=True)
     cv2.imwrite(str(tmp_path / "d" / "HR" / "a.png"), np.full((24, 20, 4), 128, np.uint8))
     r = run("evaluate", tiny, "--data", tmp_path / "d", "--device", "cpu", "--out", tmp_path / "o")

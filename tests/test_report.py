@@ -4,6 +4,7 @@ every report is validated when written and when read, and a damaged one is one l
 from __future__ import annotations
 
 import json
+import os
 from importlib import resources
 from pathlib import Path
 
@@ -22,8 +23,11 @@ def _shipped() -> dict:
 
 
 def test_the_shipped_schema_is_the_typed_report() -> None:
-    """Regenerate with `python -m sreval.report > sreval/report.schema.json` after changing the
-    TypedDicts of sreval/report.py."""
+    """After changing the TypedDicts of sreval/report.py, regenerate the shipped file in the same
+    commit: `SREVAL_UPDATE_SCHEMA=1 python -m pytest tests/test_report.py -k shipped`."""
+    if os.environ.get("SREVAL_UPDATE_SCHEMA"):
+        (Path(__file__).parent.parent / "sreval" / "report.schema.json").write_text(
+            json.dumps(report_schema(), indent=2) + "\n")
     assert _shipped() == report_schema()
     jsonschema.Draft202012Validator.check_schema(_shipped())
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from sreval.attacks.basic import GradientAttack, attack_image, run_basic
+from sreval.cli.base import print_evidence
 from sreval.config import ATTACK_METHODS, BasicConfig, METHODS, Method, NORMS, parse_alpha
 from sreval.attacks.common import deliver, mse_to, objective, per_sample
 from sreval.attacks.evidence import evidence, from_rows
@@ -292,8 +293,6 @@ def test_cli_methods_record_evidence(onnx_model: "object", dataset: "object", tm
 
 def test_cli_warns_on_a_failed_check(capsys: pytest.CaptureFixture[str]) -> None:
     """A failed check is one plain-text warning line (an image named like markup stays as is)."""
-    from sreval.cli.base import print_evidence
-
     report = {"evidence": {"checks": [{"name": "gradient", "ok": False, "detail": "zero gradient: [/x] at 4/255"},
                                       {"name": "loss_rises", "ok": True, "detail": "fine"}]}}
     print_evidence(report)
