@@ -26,7 +26,7 @@ import onnx
 import torch
 from torch import Tensor, nn
 
-from sreval import parity
+from sreval import memory, parity
 from sreval.conventions import COMPUTED_KEYS, Meta, channels_of, to_metadata
 from sreval.convert.graph import bypass_initializer_identities
 from sreval.errors import ModelError
@@ -83,33 +83,62 @@ def strip_prefix(prefix: str) -> Callable[[StateDict], StateDict]:
     return fix
 
 
-def read_checkpoint(path: str | Path) -> StateDict:
+def read_checkpoint(path: str | Path, data: bytes | None = None) -> StateDict:
     """Load a checkpoint as plain data (`weights_only=True`) and find its state dict.
 
     Accepts a bare state dict or the usual wrappers (`state_dict`, `params_ema`, `params`,
     `model`). A file that needs arbitrary unpickling (a whole pickled model) is refused with an
-    explanation instead of being executed.
+    explanation instead of being executed. `data`: the file's bytes where the caller has read
+    them already. What the file declares (its size, its zip records' sizes, its tensors' shapes)
+    is checked against the memory budget before it is allocated.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ModelError(f"checkpoint not found: {path}")
+    if data is None:
+        data = memory.read_limited(path, "checkpoint")
+    _check_records(path.name, data)
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise ModelError(
             f"{path.name}: refusing to unpickle: the checkpoint stores Python objects, not only "
             f"tensors (a whole pickled model?), and loading it would run code from the file; "
             f"extract its state_dict in a trusted environment first ({str(e).splitlines()[0]})"
         ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, io.UnsupportedOperation) as e:
-        raise ModelError(f"{path.name}: not a readable PyTorch checkpoint ({e})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, io.UnsupportedOperation, ValueError) as e:
+        raise ModelError(f"{path.name}: not a readable PyTorch checkpoint ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     for key in ("params_ema", "params", "state_dict", "model"):
         if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
             obj = obj[key]
             break
     if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
         raise ModelError(f"{path.name}: no state dict of tensors found in the checkpoint")
-    return {str(k): v for k, v in obj.items()}
+    return check_tensors(path.name, {str(k): v for k, v in obj.items()})
+
+
+def _check_records(name: str, data: bytes) -> None:
+    """A zip checkpoint's records, by the sizes they declare, against the memory budget (a
+    deflated record of a few MB may inflate to GBs)."""
+    buf = io.BytesIO(data)
+    if not zipfile.is_zipfile(buf):
+        return
+    try:
+        with zipfile.ZipFile(buf) as z:
+            total = sum(i.file_size for i in z.infolist())
+    except (zipfile.BadZipFile, ValueError, OSError) as e:
+        raise ModelError(f"{name}: not a readable PyTorch checkpoint ({e})") from None
+    memory.require(total, f"{name}: the checkpoint's zip records (by their declared sizes)")
+
+
+def check_tensors(name: str, sd: StateDict) -> StateDict:
+    """Dense tensors only, whose declared sizes (shape x element size, what a contiguous copy
+    takes: a value viewed as 20000 x 20000 with zero strides is 1.6 GB) fit the memory budget."""
+    for k, t in sd.items():
+        if t.layout != torch.strided:
+            raise ModelError(f"{name}: tensor {k!r} is stored as {str(t.layout).removeprefix('torch.')}; "
+                             f"sreval reads dense tensors only")
+    memory.require(sum(t.numel() * t.element_size() for t in sd.values()),
+                   f"{name}: the checkpoint's tensors (by their declared shapes)")
+    return sd
 
 
 def load_weights(module: nn.Module, spec: ArchSpec, state_dict: StateDict, source: str) -> None:

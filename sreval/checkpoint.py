@@ -30,6 +30,7 @@ import sys
 import uuid
 import warnings
 from collections.abc import Callable
+from unittest import mock
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -39,11 +40,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from sreval import parity
+from sreval import memory, parity
 from sreval.conventions import Meta, to_metadata
 from sreval.convert.graph import bypass_initializer_identities
-from sreval.errors import ConfigError, ModelError
-from sreval.exporters.common import StateDict, read_checkpoint, trace_to_onnx, write_model
+from sreval.errors import ConfigError, ModelError, SrevalError
+from sreval.exporters.common import StateDict, check_tensors, read_checkpoint, trace_to_onnx, write_model
+from sreval.memory import read_limited
 from sreval.files import atomic_write, cache_dir, sha256_file
 from sreval.graphstats import graph_stats
 from sreval.cells import code_version
@@ -81,18 +83,19 @@ def _spandrel() -> Any:
     return spandrel
 
 
-def read_state_dict(path: Path) -> StateDict:
-    """The checkpoint's tensors, read as data only."""
-    if not path.is_file():
-        raise ModelError(f"checkpoint not found: {path}")
+def read_state_dict(path: Path, data: bytes | None = None) -> StateDict:
+    """The checkpoint's tensors, read as data only (`data`: its bytes, where already read),
+    with what it declares checked against the memory budget before it is allocated."""
+    if data is None:
+        data = read_limited(path, "checkpoint")
     if path.suffix.lower() != ".safetensors":
-        return read_checkpoint(path)
+        return read_checkpoint(path, data)
     _spandrel()  # safetensors comes with the checkpoints extra
     from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors.torch import load
 
     try:
-        return dict(load_file(str(path), device="cpu"))
+        return check_tensors(path.name, dict(load(data)))
     except (SafetensorError, OSError, ValueError) as e:
         raise ModelError(f"{path.name}: not a readable safetensors file ({first_line(e)})") from None
 
@@ -109,14 +112,21 @@ def state_dict_digest(sd: StateDict) -> str:
 
 
 def describe(path: Path, sd: StateDict) -> Any:
-    """spandrel's descriptor of an SR checkpoint; one ModelError line for anything else."""
+    """spandrel's descriptor of an SR checkpoint; one ModelError line for anything else. The
+    architecture is first built on the meta device (no memory), and built for real only when
+    its parameters fit the memory budget: a small state dict can declare a huge network."""
     spandrel = _spandrel()
     try:
+        need = _network_bytes(spandrel, sd)
+        if need is not None:
+            memory.require(need, f"{path.name}: the network this checkpoint describes")
         desc = spandrel.ModelLoader("cpu").load_from_state_dict(sd)
     except spandrel.UnsupportedModelError:
         keys = ", ".join(sorted(sd)[:3])
         raise ModelError(f"{path.name}: spandrel does not recognise this checkpoint's architecture "
                          f"({len(sd)} tensors, keys such as {keys})") from None
+    except SrevalError:
+        raise
     except Exception as e:  # a recognised layout whose shapes do not fit its architecture
         raise ModelError(f"{path.name}: spandrel cannot build the model from this checkpoint: {first_line(e)}") from None
     arch = desc.architecture.name
@@ -130,6 +140,23 @@ def describe(path: Path, sd: StateDict) -> Any:
         raise ModelError(f"{path.name}: {arch} takes {desc.input_channels} and gives {desc.output_channels} "
                          f"channels; sreval attacks RGB or Y models")
     return desc
+
+
+def _network_bytes(spandrel: Any, sd: StateDict) -> int | None:
+    """The bytes of the parameters and buffers of the network spandrel builds from `sd`,
+    measured on the meta device (nothing allocated); None where an architecture cannot be
+    built there (the real build then decides)."""
+    try:
+        # shapes only: the state dict is not loaded (a small one may declare what it cannot fill)
+        with warnings.catch_warnings(), torch.device("meta"), \
+                mock.patch.object(nn.Module, "load_state_dict", lambda *a, **k: None):
+            warnings.simplefilter("ignore")
+            net = spandrel.MAIN_REGISTRY.load(sd).model
+    except spandrel.UnsupportedModelError:
+        raise
+    except Exception:  # noqa: BLE001 - data-dependent construction on meta tensors
+        return None
+    return sum(t.numel() * t.element_size() for t in [*net.parameters(), *net.buffers()])
 
 
 class Padded(nn.Module):
@@ -196,9 +223,11 @@ def _at_fixed_size(net: Padded) -> nn.Module:
     return Padded(net.net, net.scale, 1, 1, net.call).eval()
 
 
-def export(path: Path, target: Path) -> Exported:
-    """Export a checkpoint to a verified ONNX file at `target` (written atomically)."""
-    sd = read_state_dict(path)
+def export(source: Path, target: Path, shown: str | None = None) -> Exported:
+    """Export a checkpoint to a verified ONNX file at `target` (written atomically); `shown`:
+    the checkpoint's own file name where `source` is a private copy of its bytes."""
+    path = source.with_name(shown) if shown else source
+    sd = read_state_dict(path, read_limited(source, "checkpoint"))
     desc = describe(path, sd)
     net = wrapped(desc)
     arch = desc.architecture.name
@@ -234,38 +263,60 @@ def _metadata(proto: onnx.ModelProto, path: Path, sd: StateDict, desc: Any, expo
     return meta
 
 
-def export_isolated(path: Path, target: Path, sd: StateDict | None = None,
+def export_isolated(path: Path, target: Path, data: bytes | None = None,
                     on_start: Callable[[], None] | None = None) -> Exported:
     """`export` in a child process: an exporter that crashes (torch's TorchScript exporter
-    segfaults on some graphs, GRL's among them) ends in one error line, not in a dead sreval.
-    The checks that need no export (an unknown or non-SR checkpoint) run here first, then
-    `on_start`; `sd` is the checkpoint's state dict where the caller has read it already."""
-    desc = describe(path, read_state_dict(path) if sd is None else sd)
+    segfaults on some graphs, GRL's among them) or runs out of memory ends in one error line
+    naming the cause, not in a dead sreval. The child exports a private copy of exactly the
+    bytes read here (`data`, where the caller has read them), so a checkpoint rewritten
+    meanwhile cannot swap its weights in. The checks that need no export (an unknown or non-SR
+    checkpoint, one over the memory budget) run here first, then `on_start`."""
+    if target.is_symlink() or (target.exists() and not target.is_file()):
+        raise ConfigError(f"{target}: exists and is not a regular file; the export is written only as a new file "
+                          f"or over a regular one")
+    data = read_limited(path, "checkpoint") if data is None else data
+    desc = describe(path, read_state_dict(path, data))
     if on_start is not None:
         on_start()
-    result = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.json")
+    tag = uuid.uuid4().hex[:12]
+    source, result = (target.with_name(f".{target.name}.{tag}{ext}") for ext in (f".src{path.suffix}", ".json"))
+    code = "import sys; from sreval.checkpoint import _child; sys.exit(_child(sys.argv[1:]))"
     try:
-        r = subprocess.run([sys.executable, "-m", "sreval.checkpoint", str(path), str(target), str(result)],
+        source.write_bytes(data)
+        r = subprocess.run([sys.executable, "-c", code, str(source), str(target), str(result), path.name],
                            capture_output=True, text=True, env={**os.environ, "PYTHONFAULTHANDLER": ""})
-        if r.returncode < 0:
-            raise ModelError(f"{path.name}: {desc.architecture.name} cannot be exported to ONNX: the exporter "
-                             f"crashed ({signal.Signals(-r.returncode).name})")
-        answer = json.loads(result.read_text()) if result.is_file() else {"error": first_line(Exception(r.stderr))}
+        answer = json.loads(result.read_text()) if result.is_file() else {"error": _child_failure(path, desc, r)}
+    except OSError as e:
+        raise ModelError(f"{path.name}: cannot export into {target.parent}: {e.strerror or e}") from None
     finally:
+        source.unlink(missing_ok=True)
         result.unlink(missing_ok=True)
     if "error" in answer:
         raise ModelError(answer["error"])
     return Exported(**{**answer, "path": Path(answer["path"]), "tried": tuple(answer["tried"])})
 
 
+def _child_failure(path: Path, desc: Any, r: subprocess.CompletedProcess[str]) -> str:
+    """Why an export child left no answer: the signal that ended it, else the last line of
+    what it printed (a traceback's last line names the exception)."""
+    what = f"{path.name}: {desc.architecture.name} cannot be exported to ONNX"
+    if r.returncode < 0:
+        sig = signal.Signals(-r.returncode).name
+        return f"{what}: the exporter " + ("was killed (SIGKILL: out of memory?)" if sig == "SIGKILL" else f"crashed ({sig})")
+    lines = [ln.strip() for ln in r.stderr.splitlines() if ln.strip()]
+    return f"{what}: the export process failed (exit {r.returncode}): {lines[-1][:300] if lines else 'no message'}"
+
+
 def _child(argv: list[str]) -> int:
-    """python -m sreval.checkpoint CHECKPOINT TARGET RESULT: the export, its outcome as JSON."""
-    path, target, result = (Path(a) for a in argv)
+    """The export child: SOURCE TARGET RESULT NAME -> the export's outcome as JSON in RESULT."""
+    source, target, result = (Path(a) for a in argv[:3])
     try:
-        done = export(path, target)
+        done = export(source, target, argv[3])
         answer: dict[str, Any] = {**asdict(done), "path": str(done.path)}
     except ModelError as e:
         answer = {"error": str(e)}
+    except (Exception, MemoryError) as e:  # noqa: BLE001 - reported by its cause
+        answer = {"error": f"{argv[3]}: the export failed: {type(e).__name__}: {first_line(e)}"}
     result.write_text(json.dumps(answer))
     return 0
 
@@ -275,26 +326,51 @@ def _child(argv: list[str]) -> int:
 
 def cached_onnx(path: Path, on_export: Callable[[str], None] | None = None) -> Path:
     """The verified ONNX file of a checkpoint, exported once per state dict and sreval version
-    into the user cache (SREVAL_CACHE); a cached file whose SHA-256 is not the recorded one is
-    exported again."""
-    sd = read_state_dict(path)
-    key = f"{state_dict_digest(sd)[:24]}-{code_version().replace('+', '-')}"
+    into the user cache (SREVAL_CACHE). A cached file is used only when its SHA-256 is the
+    recorded one and the weights digest it carries is the key's; otherwise it is exported
+    again, and the new file is checked the same way before it is recorded."""
+    data = read_limited(path, "checkpoint")
+    weights = state_dict_digest(read_state_dict(path, data))
+    key = f"{weights[:24]}-{code_version().replace('+', '-')}"
     folder = cache_dir() / "checkpoints"
     onnx_path, record = folder / f"{key}.onnx", folder / f"{key}.json"
+    if _cached(onnx_path, record, weights):
+        return onnx_path
     try:
-        if onnx_path.is_file() and json.loads(record.read_text())["sha256"] == sha256_file(onnx_path):
-            return onnx_path
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # no record, or a damaged one: export again
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create the export cache {folder}: {e.strerror or e}") from None
     note = None if on_export is None else lambda: on_export(f"exporting {path.name} to ONNX (once; cached in {folder})")
-    done = export_isolated(path, onnx_path, sd, note)
-    atomic_write(record, json.dumps({**asdict(done), "path": str(done.path), "sha256": sha256_file(onnx_path)},
-                                    indent=1) + "\n")
+    done = export_isolated(path, onnx_path, data, note)
+    if _weights_of(onnx_path) != weights:
+        onnx_path.unlink(missing_ok=True)
+        raise ModelError(f"{path.name}: the export does not carry the weights read from the checkpoint")
+    atomic_write(record, json.dumps({**asdict(done), "path": str(done.path), "sha256": sha256_file(onnx_path),
+                                     "weights_sha256": weights}, indent=1) + "\n")
     return onnx_path
+
+
+def _cached(onnx_path: Path, record: Path, weights: str) -> bool:
+    """Whether the cache holds this state dict's verified export."""
+    try:
+        if not onnx_path.is_file() or onnx_path.is_symlink():
+            return False
+        meta = json.loads(record.read_text())
+        return (meta["sha256"] == sha256_file(onnx_path) and meta["weights_sha256"] == weights
+                and _weights_of(onnx_path) == weights)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False  # no record, or a damaged one: export again
+
+
+def _weights_of(onnx_path: Path) -> str | None:
+    """The weights digest an exported file carries in its metadata."""
+    try:
+        proto = onnx.load(str(onnx_path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - a damaged file carries nothing
+        return None
+    return next((p.value for p in proto.metadata_props if p.key == Meta.WEIGHTS_SHA256), None)
 
 
 __all__ = ["SUFFIXES", "EXPORTERS", "Exported", "is_checkpoint", "read_state_dict", "describe", "export",
            "export_isolated", "cached_onnx", "state_dict_digest"]
 
-if __name__ == "__main__":
-    sys.exit(_child(sys.argv[1:]))

@@ -26,6 +26,7 @@ from typing import TypeVar
 import numpy as np
 import torch
 
+from sreval import memory
 from sreval.errors import ConfigError, DataError
 from sreval.files import assets_dir
 from sreval.io import imresize, read_image
@@ -37,6 +38,7 @@ IMAGE_SUFFIXES = frozenset(
     {".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".ppm",
      ".pgm", ".pbm", ".pnm", ".jp2", ".ras", ".sr", ".gif", ".avif"}
 )
+RESIZE_BYTES_PER_PIXEL = 80
 EMBEDDED_NAMES = ("default", "embedded")
 # Colour photos inside scikit-image's wheel (public domain / CC0, see skimage/data/README).
 EMBEDDED_FILES = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg")
@@ -178,13 +180,16 @@ def _listed(folder: Path, limit: int | None) -> list[Path]:
 
 
 def _load_folder(folder: Path, scale: int, limit: int | None, lr_only: bool) -> list[Sample]:
+    """The images are held together for the run: what they take is counted against the memory
+    budget as they are read (from each header, before decoding)."""
     hr_dir, lr_dir = folder / "HR", _lr_dir(folder, scale)
+    ledger = memory.Ledger(f"dataset {folder} (its images, held together for the run)")
     if lr_only or (not hr_dir.is_dir() and lr_dir is not None):
         source = lr_dir if lr_dir is not None else folder
-        return [Sample(p.stem, read_image(p), None) for p in _listed(source, limit)]
+        return [Sample(p.stem, read_image(p, ledger), None) for p in _listed(source, limit)]
     if hr_dir.is_dir():
-        return _load_hr_lr(hr_dir, folder / "LR_bicubic" / f"X{scale}", scale, limit)
-    return [_pair_from_hr(p, scale, None) for p in _listed(folder, limit)]
+        return _load_hr_lr(hr_dir, folder / "LR_bicubic" / f"X{scale}", scale, limit, ledger)
+    return [_pair_from_hr(p, scale, None, ledger) for p in _listed(folder, limit)]
 
 
 def _lr_dir(folder: Path, scale: int) -> Path | None:
@@ -195,7 +200,7 @@ def _lr_dir(folder: Path, scale: int) -> Path | None:
     return None
 
 
-def _load_hr_lr(hr_dir: Path, lr_dir: Path, scale: int, limit: int | None) -> list[Sample]:
+def _load_hr_lr(hr_dir: Path, lr_dir: Path, scale: int, limit: int | None, ledger: memory.Ledger) -> list[Sample]:
     """EDSR layout: LR from `<stem>x<scale>.*` (or `<stem>.*`) when present, else made."""
     lr_files = {p.stem: p for p in _image_files(lr_dir)} if lr_dir.is_dir() else {}
     marked = (lr_dir / LR_MADE_MARKER).is_file()
@@ -204,7 +209,7 @@ def _load_hr_lr(hr_dir: Path, lr_dir: Path, scale: int, limit: int | None) -> li
         lr_path = lr_files.get(f"{hr_path.stem}x{scale}") or lr_files.get(hr_path.stem)
         if lr_path is None and lr_files:
             made.append(hr_path.stem)
-        sample = _pair_from_hr(hr_path, scale, lr_path)
+        sample = _pair_from_hr(hr_path, scale, lr_path, ledger)
         samples.append(replace(sample, lr_made=True) if marked else sample)
     if made:
         warnings.warn(
@@ -221,13 +226,19 @@ def _load_single_file(path: Path, scale: int, lr_only: bool) -> list[Sample]:
     return [_pair_from_hr(path, scale, None)]
 
 
-def _pair_from_hr(hr_path: Path, scale: int, lr_path: Path | None) -> Sample:
+def _pair_from_hr(hr_path: Path, scale: int, lr_path: Path | None, ledger: memory.Ledger | None = None) -> Sample:
     """HR cropped top-left to a multiple of scale; LR read (size-checked) or made."""
-    hr = _crop_to_multiple(read_image(hr_path), scale, hr_path)
+    hr = _crop_to_multiple(read_image(hr_path, ledger), scale, hr_path)
     want = (hr.shape[0] // scale, hr.shape[1] // scale)
     if lr_path is None:
+        # MATLAB-exact bicubic works in float64: about 80 bytes per HR pixel while it runs
+        need = RESIZE_BYTES_PER_PIXEL * hr.shape[0] * hr.shape[1]
+        if ledger is None:
+            memory.require(need, f"making the LR of {hr_path}")
+        else:
+            ledger.add(0, transient=need)
         return Sample(hr_path.stem, downscale(hr, scale), hr, lr_made=True)
-    lr = read_image(lr_path)
+    lr = read_image(lr_path, ledger)
     if lr.shape[:2] != want:
         raise DataError(
             f"{lr_path}: LR size {lr.shape[1]}x{lr.shape[0]} does not match HR {hr_path} "

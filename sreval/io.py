@@ -18,6 +18,8 @@ from typing import TypeVar
 # Decompression bombs: every image's header is read first (read_image_size) and an image
 # above max_pixels() is refused before anything is decoded. OpenCV's own limit (read once,
 # when cv2 is imported, from OPENCV_IO_MAX_IMAGE_PIXELS; default 2**30) is only a backstop.
+DECODE_BYTES_PER_PIXEL = 40  # peak of decoding and converting to float32 RGB
+HELD_BYTES_PER_PIXEL = 16  # a sample kept for the run: float32 RGB, and its LR when made here
 DEFAULT_MAX_PIXELS = 25_000_000  # 5000 x 5000; SREVAL_MAX_PIXELS or `sreval --max-pixels` raise it
 os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(1 << 28))
 
@@ -26,6 +28,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from sreval import memory
 from sreval.errors import ConfigError, DataError
 from sreval.files import atomic_write
 
@@ -92,13 +95,14 @@ def read_image_size(path: Path, raw: np.ndarray) -> tuple[int, int]:
         raise DataError(f"cannot read image {path}: unreadable header ({str(exc)[:120]})") from None
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def read_image(path: str | Path, ledger: memory.Ledger | None = None) -> np.ndarray:
     """Read an image file as float32 HxWx3 RGB in [0, 1].
 
     8-bit images are divided by 255, 16-bit ones by 65535; grayscale is replicated to RGB;
     an alpha channel is dropped with a warning. An image whose header declares more than
     max_pixels() pixels is refused before decoding (peak memory of a read: about 40 bytes
-    per pixel, so 1 GB at the default limit).
+    per pixel, so 1 GB at the default limit); that peak is checked against the memory budget,
+    with what `ledger` holds already (the dataset's earlier images) where one is given.
     """
     path = Path(path)
     raw = _read_bytes(path)
@@ -107,6 +111,10 @@ def read_image(path: str | Path) -> np.ndarray:
     if w * h > limit:
         raise DataError(f"cannot read image {path}: {w}x{h} is {w * h:,} pixels, above the limit of {limit:,} "
                         f"(raise it with --max-pixels or SREVAL_MAX_PIXELS)")
+    if ledger is None:
+        memory.require(DECODE_BYTES_PER_PIXEL * w * h, f"decoding image {path} ({w}x{h})")
+    else:
+        ledger.add(HELD_BYTES_PER_PIXEL * w * h, transient=DECODE_BYTES_PER_PIXEL * w * h)
     # np.fromfile + imdecode instead of cv2.imread: imread cannot open non-ASCII paths on
     # some platforms and gives no reason when it fails.
     try:

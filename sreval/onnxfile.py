@@ -6,6 +6,7 @@ find its image input and what the graph says about its layout.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import numpy as np
 import onnx
 import onnx.numpy_helper
 
+from sreval import memory
 from sreval.errors import ConfigError, ModelError
 from sreval.runtime import PROTO_LIMIT, first_line
 
@@ -29,7 +31,9 @@ def read_onnx(path: Path) -> tuple[onnx.ModelProto, str]:
     if not path.is_file():
         raise ModelError(f"not a file: {path}")
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as f:
+            memory.require(os.fstat(f.fileno()).st_size, f"{path.name}: reading the model file")
+            data = f.read()
     except OSError as e:
         raise ModelError(f"{path.name}: cannot read the file ({e.strerror or e})") from None
     if not data:
@@ -59,6 +63,7 @@ def load_external_data(model: onnx.ModelProto, path: Path, digest: Any) -> None:
     link on any component, a regular file, `offset` and `length` honoured. The bytes go into
     the tensor (the model is then self-contained) and into `digest`, with the location, so
     that editing a data file changes the model's identity."""
+    external = 0
     for t in sorted(_tensors(model), key=lambda t: t.name):
         if t.data_location != onnx.TensorProto.EXTERNAL:
             continue
@@ -71,18 +76,45 @@ def load_external_data(model: onnx.ModelProto, path: Path, digest: Any) -> None:
         target = _external_file(path, location)
         try:
             with open(target, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                want = _declared_bytes(t)
+                length = max(0, size - offset) if length is None else length
+                if offset < 0 or offset + length > size or (want is not None and length != want):
+                    raise ModelError(f"{path.name}: external data {location!r} holds {max(0, size - offset)} bytes at "
+                                     f"offset {offset}, tensor {t.name!r} needs {length if want is None else want}")
+                external += length
+                memory.require(external, f"{path.name}: reading its external data")
                 f.seek(offset)
-                raw = f.read() if length is None else f.read(length)
+                raw = f.read(length)
         except OSError as e:
             raise ModelError(f"{path.name}: cannot read external data {location!r}: {e.strerror or e}") from None
-        if length is not None and len(raw) != length:
-            raise ModelError(f"{path.name}: external data {location!r} holds {len(raw)} bytes at offset {offset}, "
-                             f"tensor {t.name!r} needs {length}")
+        if len(raw) != length:
+            raise ModelError(f"{path.name}: external data {location!r} changed while it was read")
         digest.update(f"{location}\0{offset}\0{len(raw)}\0".encode())
         digest.update(raw)
         t.raw_data = raw
         del t.external_data[:]
         t.data_location = onnx.TensorProto.DEFAULT
+
+
+_FOUR_BIT = {getattr(onnx.TensorProto, name) for name in ("INT4", "UINT4", "FLOAT4E2M1") if hasattr(onnx.TensorProto, name)}
+
+
+def _declared_bytes(t: onnx.TensorProto) -> int | None:
+    """The raw bytes a tensor of fixed-size elements declares (dims x element size); None for
+    strings and unknown types."""
+    try:
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize
+    except (KeyError, TypeError, ValueError):
+        return None
+    if t.data_type == onnx.TensorProto.STRING or any(d < 0 for d in t.dims):
+        return None
+    n = 1
+    for d in t.dims:
+        n *= d
+    if t.data_type in _FOUR_BIT:
+        return (n + 1) // 2
+    return n * itemsize
 
 
 def _external_file(path: Path, location: str) -> Path:
