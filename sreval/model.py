@@ -21,7 +21,8 @@ from sreval.errors import ConfigError, ModelError, ParityError, UnsupportedOpera
 from sreval.onnxfile import bind_inputs, dims, image_input, read_onnx
 from sreval.parity import Parity
 from sreval.resolve import PROBE_SIZE, Resolver
-from sreval.runtime import Adapter, OrtCore, first_line, open_session, probe_seconds, resolve_device
+from sreval.runtime import PROTO_LIMIT, Adapter, OrtCore, first_line, open_session, probe_seconds, resolve_device
+from sreval.trial import trial
 
 RUNTIMES = ("auto", "torch", "onnxruntime")
 CHANNELS_LAST_DEFAULT = True
@@ -104,6 +105,8 @@ class SRModel:
 
     def _session(self) -> Any:
         if "_sess" not in self.__dict__:
+            if self.proto.ByteSize() < PROTO_LIMIT:  # its first run, in a child under the memory budget
+                trial(self.proto.SerializeToString(), self.path.name, self.sha256, probe_seconds() + 15)
             self.__dict__["_sess"] = open_session(self.proto, self.path.name, self.device, self.path)
         return self.__dict__["_sess"]
 

@@ -1,0 +1,116 @@
+"""The first run of a model file, in a child process under the memory budget.
+
+A graph can allocate at run time far beyond what its file's size suggests (a ConstantOfShape
+to 3 x 16000 x 16000, a fixed 1024 x 1024 input with a x16 output), and onnxruntime can crash
+on a hostile graph (SIGFPE, SIGSEGV). Before sreval opens an onnxruntime session of a file in
+its own process, `trial` opens one in a child whose data segment may grow by the memory budget
+only (RLIMIT_DATA; plus ORT_OVERHEAD for onnxruntime itself), and runs it once on a small input (free axes 24, batch 1; a fixed shape as
+it is). The child needs only onnxruntime and numpy (about 0.3 s to start). A run over the
+budget, or a crash, ends in one line; any other failure is left to sreval's own probes, which
+say what is wrong with the model. One trial per file content and budget per process.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import signal
+import subprocess
+import sys
+from typing import Any
+
+import numpy as np
+
+from sreval import memory
+from sreval.errors import ModelError
+
+TRIAL_SIDE = 24
+ORT_OVERHEAD = 64 << 20  # onnxruntime's own session (arena, thread pool) on top of the budget
+_PASSED: set[tuple[str, int]] = set()
+_CODE = "import sys; from sreval.trial import _child; sys.exit(_child())"
+_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+           "tensor(uint8)": "uint8", "tensor(int8)": "int8", "tensor(uint16)": "uint16", "tensor(int32)": "int32",
+           "tensor(int64)": "int64", "tensor(bfloat16)": "float32"}
+
+
+def trial(model: bytes, name: str, digest: str, timeout: float) -> None:
+    """Run the serialized model once in a capped child; MemoryBudgetError when the run needs
+    more than the budget, ModelError when onnxruntime crashes, nothing otherwise."""
+    budget = memory.budget()
+    if (digest, budget) in _PASSED:
+        return
+    try:
+        r = subprocess.run([sys.executable, "-c", _CODE, str(budget)], input=model, capture_output=True,
+                           timeout=timeout, env={**os.environ, "PYTHONFAULTHANDLER": ""})
+    except subprocess.TimeoutExpired:
+        return  # a slow model: sreval's own probes have their time limit
+    answer = _answer(r.stdout)
+    if answer.get("outcome") == "memory" or (r.returncode < 0 and b"bad_alloc" in r.stderr):
+        raise memory.MemoryBudgetError(
+            f"{name}: running the model on a {answer.get('shape', 'small')} input needs more than the memory budget "
+            f"of {memory.human(budget)} (raise it with --max-memory or SREVAL_MAX_MEMORY)")
+    if r.returncode < 0:
+        sig = signal.Signals(-r.returncode).name
+        raise ModelError(f"{name}: onnxruntime crashed running the model ({sig})"
+                         + (": killed, out of memory?" if sig == "SIGKILL" else ""))
+    _PASSED.add((digest, budget))
+
+
+def _answer(stdout: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(stdout.decode().strip().splitlines()[-1])
+    except (ValueError, IndexError, UnicodeDecodeError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+class _Skip(Exception):
+    pass
+
+
+def _child() -> int:
+    """The child: argv[1] the budget in bytes, the model on stdin; one JSON line on stdout."""
+    import onnxruntime as ort
+
+    model, budget = sys.stdin.buffer.read(), int(sys.argv[1])
+    _cap(budget)
+    shape: list[int] = []
+    try:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 4
+        opts.intra_op_num_threads = 1
+        sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+        del model
+        feeds = {}
+        for i in sess.get_inputs():
+            shape = [d if isinstance(d, int) and d > 0 else (1 if k == 0 else TRIAL_SIDE) for k, d in enumerate(i.shape)]
+            if 8 * math.prod(shape) > budget:  # an input too large: sreval's own checks name it
+                raise _Skip
+            feeds[i.name] = np.random.default_rng(0).random(shape).astype(_DTYPES.get(i.type, "float32"))
+        sess.run(None, feeds)
+        outcome = "ok"
+    except _Skip:
+        outcome = "skipped"
+    except MemoryError:
+        outcome = "memory"
+    except Exception as e:  # noqa: BLE001 - onnxruntime's own exception types
+        text = str(e)
+        outcome = "memory" if ("allocat" in text.lower() or "bad_alloc" in text) else "error"
+    print(json.dumps({"outcome": outcome, "shape": "x".join(map(str, shape)) or "small"}), flush=True)
+    return 0
+
+
+def _cap(budget: int) -> None:
+    """Let the data segment grow by `budget` beyond what the interpreter holds now (and
+    onnxruntime's own overhead)."""
+    with open("/proc/self/status") as f:
+        held = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmData:"))
+    hard = resource.getrlimit(resource.RLIMIT_DATA)[1]
+    held += ORT_OVERHEAD
+    limit = held + budget if hard == resource.RLIM_INFINITY else min(held + budget, hard)
+    resource.setrlimit(resource.RLIMIT_DATA, (limit, hard))
+
+
+__all__ = ["trial", "TRIAL_SIDE"]
