@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
+import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -85,31 +86,45 @@ def measure_hr(sr: Tensor, hr: np.ndarray | None, scale: int) -> Row:
     return {"psnr_hr": psnr(out, hr, y=True, shave=scale), "ssim_hr": ssim(out, hr, shave=scale)}
 
 
-@dataclass(frozen=True)
 class ImageSaver:
-    """Writes attacked LR / SR images as PNG under one folder, or nothing when folder is None."""
+    """Writes attacked LR / SR images as PNG for a run folder, or nothing when `folder` is None.
 
-    folder: Path | None
+    The images are written into a staging folder beside RUN_DIR/images and replace it as one
+    unit when the run's report has landed (`commit`): a run that fails halfway (Ctrl-C, a full
+    disk, a model error) leaves the earlier run's report and images whole, and the images of
+    an earlier run never show up beside a new report (without `save`, they are removed at
+    commit)."""
 
-    @classmethod
-    def for_run(cls, out_dir: Path | None, save: bool) -> ImageSaver:
-        """The saver of a run folder: RUN_DIR/images when images are to be saved (nothing
-        without a run folder). The PNGs of an earlier run in that folder are removed either
-        way: they must never show up in this run's report as if they were its own."""
-        if out_dir is None:
-            return cls(None)
-        folder = Path(out_dir) / "images"
-        if folder.is_dir() and not folder.is_symlink():
-            for old in folder.glob("*.png"):
-                if old.is_file() and not old.is_symlink():
-                    old.unlink()
-        return cls(folder if save else None)
+    def __init__(self, out_dir: Path | None, save: bool = False):
+        self.out_dir = None if out_dir is None else Path(out_dir)
+        self.folder = None if self.out_dir is None or not save else self.out_dir / f".images.staging-{os.getpid()}"
+        if self.out_dir is not None and self.out_dir.is_dir():  # a crashed run's leftovers (the folder is locked)
+            for stale in [*self.out_dir.glob(".images.staging-*"), *self.out_dir.glob(".images.old-*")]:
+                if stale.is_dir() and not stale.is_symlink():
+                    shutil.rmtree(stale, ignore_errors=True)
 
     def __call__(self, name: str, **images: Tensor) -> None:
         if self.folder is None:
             return
         for kind, img in images.items():
             write_image(self.folder / image_file_name(name, kind), to_image(img))
+
+    def commit(self) -> None:
+        """Put this run's images in place of the earlier run's (after its report landed)."""
+        if self.out_dir is None:
+            return
+        final = self.out_dir / "images"
+        old = self.out_dir / f".images.old-{os.getpid()}"
+        if final.is_dir() and not final.is_symlink():
+            os.replace(final, old)
+            shutil.rmtree(old, ignore_errors=True)
+        if self.folder is not None and self.folder.is_dir():
+            os.replace(self.folder, final)
+
+    def discard(self) -> None:
+        """Drop this run's staged images (the run failed)."""
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def image_file_name(name: str, kind: str) -> str:

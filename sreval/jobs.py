@@ -4,6 +4,8 @@ The job functions of `sreval.commands` are each one `run_job` call with their ow
 
 from __future__ import annotations
 
+import functools
+
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -99,9 +101,10 @@ class Run:
     def scale(self) -> int:
         return self.model.conventions.scale
 
-    @property
+    @functools.cached_property
     def saver(self) -> ImageSaver:
-        return ImageSaver.for_run(self.out, self.save_images)
+        """The run's one image saver (its images are staged until the report lands)."""
+        return ImageSaver(self.out, self.save_images)
 
 
 def run_job(
@@ -119,8 +122,14 @@ def run_job(
         m.check_parity()
     scale = models[0].conventions.scale
     samples = load_dataset(data, scale, data_root=data_root, limit=limit) if data is not None else []
-    done = job(Run(models, samples, out, progress, save_images))
-    return write_job_report(out, kind, command or kind, models, data, samples, done, parity=parity)
+    run = Run(models, samples, out, progress, save_images)
+    try:
+        report = write_job_report(out, kind, command or kind, models, data, samples, job(run), parity=parity)
+    except BaseException:
+        run.saver.discard()
+        raise
+    run.saver.commit()
+    return report
 
 
 def write_job_report(out: Path | None, kind: str, command: str, models: list[SRModel], data: str | Path | None,

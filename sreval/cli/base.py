@@ -13,6 +13,7 @@ import inspect
 import logging
 import os
 import re
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -100,6 +101,21 @@ def _warning_line(message: Warning | str, category: type[Warning], filename: str
     err.print(label("warning:", "yellow", message), soft_wrap=True)
 
 
+def _catch_interrupts() -> None:
+    """Ctrl-C stops the command (KeyboardInterrupt: clean-up runs, one 'interrupted' line);
+    a second one, while it cleans up or exits (as `timeout` and job managers send), ends the
+    process at once and silently: the run folder's lock dies with it, staged files are
+    cleared by the next run."""
+    def first(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGINT, lambda *_: os._exit(130))
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGINT, first)
+    except ValueError:  # not the main thread (an embedding application): its own handling holds
+        pass
+
+
 def handle_errors(fn: F) -> F:
     """Turn library errors into one line + exit code; keep tracebacks for SREVAL_DEBUG=1.
     Library notes and Python warnings become one plain line each on stderr."""
@@ -109,6 +125,7 @@ def handle_errors(fn: F) -> F:
         _quiet_opencv()
         _show_library_notes()
         warnings.showwarning = _warning_line
+        _catch_interrupts()
         try:
             return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort):
