@@ -374,16 +374,23 @@ def test_a_time_limit_stops_a_model_that_hangs_on_real_images(tmp_path: Path,
     assert time.perf_counter() - t < 30
 
 
-@pytest.mark.slow
-def test_ctrl_c_ends_a_run_inside_onnxruntime(tmp_path: Path) -> None:
+def _hanging_run(tmp_path: Path) -> subprocess.Popen[str]:
+    """`sreval evaluate` inside an endless onnxruntime Loop (imports and probes done, on a loaded
+    2-core CI machine too)."""
     model = _loops_on_large_inputs(tmp_path / "m.onnx")
     data = dataset(tmp_path / "set", hw=(200, 200))
     env = {k: v for k, v in os.environ.items() if k not in ("SREVAL_TIME_LIMIT", "SREVAL_MAX_PIXELS")}
     proc = subprocess.Popen([sys.executable, "-m", "sreval.cli", "evaluate", str(model), "--data", str(data),
                              "--out", str(tmp_path / "o"), "--device", "cpu", "--runtime", "onnxruntime"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    time.sleep(15)  # imports and probes done (a loaded 2-core CI machine too), inside the endless Loop
+    time.sleep(15)
     assert proc.poll() is None
+    return proc
+
+
+@pytest.mark.slow
+def test_ctrl_c_ends_a_run_inside_onnxruntime(tmp_path: Path) -> None:
+    proc = _hanging_run(tmp_path)
     t = time.perf_counter()
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=30)
@@ -619,3 +626,265 @@ def test_python_warnings_are_one_plain_line(tmp_path: Path, tiny: Path) -> None:
     assert r.exit_code == 0, r.output
     lines = [line for line in r.output.splitlines() if "alpha channel dropped" in line]
     assert len(lines) == 1 and lines[0].startswith("warning: ") and ".py:" not in r.output, r.output
+
+
+# ----------------------------------------------------------------------------- 11. the memory budget
+# Each case runs the CLI in a child under an explicit cap on its data segment (RLIMIT_DATA: the
+# interpreter with torch holds about 1.1 GB of it), so that a regression fails the test with an
+# allocation error instead of taking the machine's memory. The budget is lowered where a small
+# file shows the mechanism as well as a large one.
+
+CAP = int(2.5 * (1 << 30))
+
+
+def capped(*args: object, budget: str | None = "256M", cap: int = CAP) -> subprocess.CompletedProcess[str]:
+    import resource
+
+    env = {k: v for k, v in os.environ.items() if k != "SREVAL_MAX_MEMORY"}
+    if budget is not None:
+        env["SREVAL_MAX_MEMORY"] = budget
+    return subprocess.run([sys.executable, "-m", "sreval.cli", *map(str, args)], env=env, capture_output=True,
+                          text=True, timeout=600, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_DATA, (cap, cap)))
+
+
+def refused_for_memory(r: subprocess.CompletedProcess[str], *needles: str) -> str:
+    text = (r.stdout + r.stderr).strip()
+    assert r.returncode == 1 and len(text.splitlines()) == 1 and "Traceback" not in text, text
+    for n in ("the memory budget", *needles):
+        assert n in text, text
+    return text
+
+
+@pytest.mark.slow
+def test_checkpoint_tensor_and_zip_bombs_are_refused_before_allocating(tmp_path: Path) -> None:
+    import zipfile
+
+    torch.save({"w": torch.zeros(1).expand(20000, 20000)}, tmp_path / "stride.pth")  # 1.6 GB as declared
+    refused_for_memory(capped("inspect", tmp_path / "stride.pth", budget=None), "tensors", "1.6 GB")
+    torch.save({"w": torch.zeros(100_000_000 // 4)}, tmp_path / "plain.pth")
+    with zipfile.ZipFile(tmp_path / "plain.pth") as zi, \
+            zipfile.ZipFile(tmp_path / "zip.pth", "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zo:
+        for info in zi.infolist():
+            zo.writestr(info.filename, zi.read(info.filename))
+    assert (tmp_path / "zip.pth").stat().st_size < 1_000_000
+    refused_for_memory(capped("inspect", tmp_path / "zip.pth", budget="64M"), "zip records")
+    torch.save({"w": torch.eye(3).to_sparse()}, tmp_path / "sparse.pth")
+    r = capped("inspect", tmp_path / "sparse.pth")
+    assert r.returncode == 1 and "stored as sparse_coo" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+@pytest.mark.slow
+def test_a_small_checkpoint_declaring_a_huge_network_is_refused_before_building_it(tmp_path: Path) -> None:
+    pytest.importorskip("spandrel")
+    # RealESRGAN Compact's layout: 4096 features and 1000 convolutions (604 GB) from 1.3 MB of tensors
+    sd = {"body.0.weight": torch.zeros(4096, 3, 3, 3), "body.0.bias": torch.zeros(4096), "body.1.weight": torch.zeros(4096)}
+    for i in range(1, 1001):
+        sd |= {f"body.{2 * i}.weight": torch.zeros(1), f"body.{2 * i}.bias": torch.zeros(1),
+               f"body.{2 * i + 1}.weight": torch.zeros(1)}
+    sd |= {"body.2002.weight": torch.zeros(48, 1, 3, 3), "body.2002.bias": torch.zeros(48)}
+    torch.save(sd, tmp_path / "huge.pth")
+    refused_for_memory(capped("inspect", tmp_path / "huge.pth", budget=None), "the network this checkpoint describes")
+
+
+@pytest.mark.slow
+def test_external_data_on_a_sparse_file_is_refused_before_reading(tmp_path: Path) -> None:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    with open(folder / "w.bin", "wb") as f:  # 4 GB, none of it on disk
+        f.truncate(4 << 30)
+    r = capped("inspect", _external_in_subgraph(folder, "w.bin"), budget=None)
+    text = (r.stdout + r.stderr).strip()
+    assert r.returncode == 1 and len(text.splitlines()) == 1, text
+    assert "holds 4294967296 bytes at offset 0, tensor 'w' needs 4" in text, text
+
+
+def test_external_data_counts_against_the_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sreval.memory import MemoryBudgetError
+    from sreval.model import SRModel
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "w.bin").write_bytes(np.array([1.0], np.float32).tobytes())
+    path = _external_in_subgraph(folder, "w.bin")
+    monkeypatch.setenv("SREVAL_MAX_MEMORY", "1M")
+    SRModel(path, device="cpu")
+    with open(folder / "m.onnx", "ab") as f:  # the file itself over the budget
+        f.truncate((2 << 20))
+    with pytest.raises(MemoryBudgetError, match="reading the model file"):
+        SRModel(path, device="cpu")
+
+
+@pytest.mark.slow
+def test_a_dataset_is_counted_as_it_is_read(tmp_path: Path, tiny: Path) -> None:
+    data = tmp_path / "big"
+    data.mkdir()
+    flat = np.full((1000, 1000, 3), 0.5, np.float32)  # 1 MP each, a few kB as PNG
+    for i in range(8):
+        write_image(data / f"img{i}.png", flat)
+    refused_for_memory(capped("evaluate", tiny, "--data", data, "--device", "cpu", "--out", tmp_path / "o",
+                              budget="64M"), "dataset", "held together")
+    r = capped("evaluate", tiny, "--data", data, "--limit", "2", "--device", "cpu", "--out", tmp_path / "o2",
+               budget="64M")
+    assert r.returncode == 0, r.stderr  # what fits is not refused
+
+
+def _constant_of_shape_bomb(path: Path) -> Path:
+    """3 x 16000 x 16000 floats (3.1 GB) made at run time by a 200-byte graph."""
+    shape = numpy_helper.from_array(np.array([1, 3, 16000, 16000], np.int64), "s")
+    nodes = [helper.make_node("ReduceMean", ["x"], ["r"], keepdims=1),
+             helper.make_node("ConstantOfShape", ["s"], ["c"], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [0.5])),
+             helper.make_node("Add", ["c", "r"], ["y"])]
+    graph = helper.make_graph(nodes, "bomb", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "h", "w"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 16000, 16000])], [shape])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return path
+
+
+def _fixed_x16(path: Path) -> Path:
+    """A fixed 1024 x 1024 input and a x16 output: 3.2 GB per run."""
+    graph = helper.make_graph([helper.make_node("Resize", ["x", "", "sc"], ["y"], mode="nearest")], "x16",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 1024, 1024])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 16384, 16384])],
+                              [numpy_helper.from_array(np.array([1, 1, 16, 16], np.float32), "sc")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    return path
+
+
+@pytest.mark.slow
+def test_graphs_that_allocate_at_run_time_are_stopped_in_a_capped_child(tmp_path: Path) -> None:
+    refused_for_memory(capped("inspect", _constant_of_shape_bomb(tmp_path / "cos.onnx"), budget=None),
+                       "running the model on a 1x3x24x24 input")
+    refused_for_memory(capped("evaluate", _fixed_x16(tmp_path / "x16.onnx"), "--data", "default", "--out",
+                              tmp_path / "o", budget=None), "1x3x1024x1024")
+
+
+def test_the_first_run_of_a_file_happens_in_a_capped_child(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sreval import trial
+    from sreval.memory import MemoryBudgetError
+    from sreval.model import SRModel
+
+    monkeypatch.setenv("SREVAL_MAX_MEMORY", "32M")
+    with pytest.raises(MemoryBudgetError, match="1x3x24x24 input needs more than the memory budget of 32 MB"):
+        SRModel(_constant_of_shape_bomb(tmp_path / "cos.onnx"), device="cpu")
+    model = export(TinySR(scale=2), tmp_path / "ok.onnx")
+    SRModel(model, device="cpu").check_parity()  # an ordinary model passes its trial under a small budget
+    assert any(d == SRModel(model, device="cpu").sha256 for d, _ in trial._PASSED)
+
+
+@pytest.mark.parametrize("text, size", [("800M", 800 * 10**6), ("1.5G", 1.5e9), ("2GiB", 2 << 30), ("1048576", 1 << 20), ("1M", 10**6)])
+def test_memory_sizes_are_read_with_their_units(text: str, size: float) -> None:
+    from sreval.memory import parse_size
+
+    assert parse_size(text) == int(size)
+
+
+@pytest.mark.parametrize("bad", ["12x", "-1G", "0.5", "inf", "nanG", ""])
+def test_a_bad_memory_budget_is_one_line(bad: str) -> None:
+    r = run("--max-memory", bad, "attacks")
+    assert r.exit_code == 2 and "--max-memory must be" in r.output, r.output
+
+
+def test_the_default_budget_is_a_share_of_available_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sreval import memory
+
+    monkeypatch.delenv("SREVAL_MAX_MEMORY", raising=False)
+    monkeypatch.setattr(memory, "available", lambda: 600 << 20)
+    assert memory.budget() == 300 << 20
+    monkeypatch.setattr(memory, "available", lambda: 64 << 30)
+    assert memory.budget() == memory.DEFAULT_CAP
+
+
+# ----------------------------------------------------------------------------- 12. no stale or mixed results
+
+
+def _compact(path: Path, seed: int) -> Path:
+    torch.manual_seed(seed)
+    sd = {"body.0.weight": torch.randn(4, 3, 3, 3), "body.0.bias": torch.randn(4), "body.1.weight": torch.rand(4),
+          "body.2.weight": torch.randn(12, 4, 3, 3) * 0.1, "body.2.bias": torch.randn(12) * 0.1}
+    torch.save(sd, path)
+    return path
+
+
+@pytest.mark.slow
+def test_the_export_cache_holds_the_weights_it_was_keyed_by(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("spandrel")
+    from sreval import checkpoint
+    from sreval.conventions import Meta
+
+    monkeypatch.setenv("SREVAL_CACHE", str(tmp_path / "cache"))
+    ckpt = _compact(tmp_path / "latest.pth", 0)
+    digest_a = checkpoint.state_dict_digest(checkpoint.read_state_dict(ckpt))
+
+    def weights(p: Path) -> str:
+        return next(m.value for m in onnx.load(str(p)).metadata_props if m.key == Meta.WEIGHTS_SHA256)
+
+    # a training job rewrites the checkpoint while the export starts: the export is of the bytes read
+    done = checkpoint.cached_onnx(ckpt, on_export=lambda _: _compact(ckpt, 1))
+    assert weights(done) == digest_a
+    digest_b = checkpoint.state_dict_digest(checkpoint.read_state_dict(ckpt))
+    assert digest_b != digest_a
+    # a file planted under B's key with A's weights (and a matching record) is not taken
+    planted = done.with_name(done.name.replace(digest_a[:24], digest_b[:24]))
+    planted.write_bytes(done.read_bytes())
+    record = json.loads(done.with_suffix(".json").read_text()) | {"sha256": sha256_file(planted),
+                                                                 "weights_sha256": digest_b}
+    planted.with_suffix(".json").write_text(json.dumps(record))
+    assert weights(checkpoint.cached_onnx(ckpt)) == digest_b
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["folder", "fifo", "symlink"])
+def test_export_to_a_special_target_is_one_line(tmp_path: Path, kind: str) -> None:
+    pytest.importorskip("spandrel")
+    target = tmp_path / "out.onnx"
+    if kind == "folder":
+        target.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(target)
+    else:
+        target.symlink_to(tmp_path / "elsewhere.onnx")
+    r = run("export", _compact(tmp_path / "c.pth", 0), "-o", target)
+    one_line_error(r, "is not a regular file")
+
+
+def test_a_failed_rerun_leaves_the_earlier_run_whole(tmp_path: Path, tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sreval.evaluation import ImageSaver
+
+    out = tmp_path / "run"
+    common = ("--alpha", "8/255", "--steps", "1", "--out", out, "--device", "cpu", "--save-images", "--no-sanity")
+    assert run("attack", tiny, "--data", dataset(tmp_path / "a", n=2), *common).exit_code == 0
+    report, images = (out / "report.json").read_bytes(), sorted(p.name for p in (out / "images").iterdir())
+    saved = ImageSaver.__call__
+
+    def second_image_fails(self: ImageSaver, name: str, **kw: torch.Tensor) -> None:
+        if name.startswith("img1"):
+            raise ModelError("the model failed halfway")
+        saved(self, name, **kw)
+
+    monkeypatch.setattr(ImageSaver, "__call__", second_image_fails)
+    r = run("attack", tiny, "--data", dataset(tmp_path / "b", n=2, hw=(20, 16)), *common)
+    one_line_error(r, "failed halfway")
+    assert (out / "report.json").read_bytes() == report
+    assert sorted(p.name for p in (out / "images").iterdir()) == images
+    assert [p.name for p in out.iterdir() if p.name.startswith(".images")] == []
+
+
+def test_every_image_of_a_run_command_is_kept(tmp_path: Path, tiny: Path) -> None:
+    out = tmp_path / "run"
+    r = run("run", "pgd", tiny, "--data", dataset(tmp_path / "a", n=3), "--alpha", "8/255", "--steps", "1",
+            "--out", out, "--device", "cpu", "--save-images")
+    assert r.exit_code == 0, r.output
+    assert {p.name.split("_")[0] for p in (out / "images").glob("*.png")} == {"img0", "img1", "img2"}
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_ends_the_process_silently(tmp_path: Path) -> None:
+    proc = _hanging_run(tmp_path)
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    # 130, or killed by SIGINT itself where it came after Python restored the default handler
+    # at its finalization (a shell shows 130 for both)
+    assert proc.returncode in (130, -signal.SIGINT) and "Traceback" not in out and "Exception ignored" not in out, out
+    assert out.strip() in ("interrupted", ""), out
