@@ -72,6 +72,7 @@ class SRModel:
         self.sources = self.resolver.sources
         self.detection: Any = None
         self.conversion_error: str | None = None
+        self.run_bytes: float | None = None  # an onnxruntime run's memory per input element (`sreval.trial`)
         self._parity: Parity | None = None
         self.conventions = self.resolver.resolve(given)
         if detect_conventions or (detect_conventions is None and not has_sreval_metadata(self.metadata)):
@@ -106,13 +107,14 @@ class SRModel:
     def _session(self) -> Any:
         if "_sess" not in self.__dict__:
             if self.proto.ByteSize() < PROTO_LIMIT:  # its first run, in a child under the memory budget
-                trial(self.proto.SerializeToString(), self.path.name, self.sha256, probe_seconds() + 15)
+                self.run_bytes = trial(self.proto.SerializeToString(), self.path.name, self.sha256, probe_seconds() + 15)
             self.__dict__["_sess"] = open_session(self.proto, self.path.name, self.device, self.path)
         return self.__dict__["_sess"]
 
     def ort(self, conventions: Conventions | None = None, time_limit: float | None = None) -> Adapter:
         """The onnxruntime reference behind the adapter (no gradients)."""
-        return Adapter(OrtCore(self._session(), time_limit), conventions or self.conventions)
+        session = self._session()
+        return Adapter(OrtCore(session, time_limit, self.run_bytes, self.path.name), conventions or self.conventions)
 
     def _converted(self) -> nn.Module:
         if "_core" not in self.__dict__:

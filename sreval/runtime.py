@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from sreval import memory
 from sreval.conventions import Conventions
 from sreval.errors import ConfigError, ModelError
 from sreval.io import env_number, from_ycc, imresize_torch, to_ycc
@@ -305,17 +306,22 @@ def _ort() -> Any:
 class OrtCore(nn.Module):
     """An onnxruntime session behind the nn.Module interface (no gradients), so the adapter
     and every evaluation path are shared between the reference and the converted model.
-    `time_limit` (seconds) stops a run that takes longer (a probe on a broken graph)."""
+    `time_limit` (seconds) stops a run that takes longer (a probe on a broken graph);
+    `run_bytes`, the memory a run takes per input element (measured by `sreval.trial`), is
+    checked against the memory budget before each run."""
 
-    def __init__(self, session: Any, time_limit: float | None = None):
+    def __init__(self, session: Any, time_limit: float | None = None, run_bytes: float | None = None,
+                 name: str = "the model"):
         super().__init__()
         self.session = session
-        self.time_limit = time_limit
+        self.time_limit, self.run_bytes, self.name = time_limit, run_bytes, name
         self.input_name = session.get_inputs()[0].name
         self.output_names = [o.name for o in session.get_outputs()]
 
     def forward(self, x: Tensor) -> Tensor | list[Tensor]:
         arr = x.detach().cpu().numpy()
+        if self.run_bytes is not None:
+            memory.require(self.run_bytes * arr.size, f"{self.name}: running the model on a {'x'.join(map(str, arr.shape))} input")
         outs = run_session(self.session, self.output_names, {self.input_name: arr}, self.time_limit)
         ts = [torch.from_numpy(np.asarray(o)).to(x.device) for o in outs]
         return ts if len(ts) > 1 else ts[0]

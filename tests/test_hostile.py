@@ -888,3 +888,17 @@ def test_a_second_ctrl_c_ends_the_process_silently(tmp_path: Path) -> None:
     # at its finalization (a shell shows 130 for both)
     assert proc.returncode in (130, -signal.SIGINT) and "Traceback" not in out and "Exception ignored" not in out, out
     assert out.strip() in ("interrupted", ""), out
+
+
+def test_each_onnxruntime_run_is_bounded_by_what_the_trial_measured(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from sreval.memory import MemoryBudgetError
+    from sreval.model import SRModel
+
+    monkeypatch.setenv("SREVAL_MAX_MEMORY", "5M")
+    model = SRModel(export(TinySR(scale=2), tmp_path / "m.onnx"), device="cpu")
+    ref = model.ort()
+    assert model.run_bytes is not None and model.run_bytes >= 16  # at least its x2 output, float32
+    ref(torch.rand(1, 3, 32, 32))
+    with pytest.raises(MemoryBudgetError, match="running the model on a 1x3x300x300 input needs about"):
+        ref(torch.rand(1, 3, 300, 300))
