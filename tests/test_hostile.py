@@ -902,3 +902,21 @@ def test_each_onnxruntime_run_is_bounded_by_what_the_trial_measured(tmp_path: Pa
     ref(torch.rand(1, 3, 32, 32))
     with pytest.raises(MemoryBudgetError, match="running the model on a 1x3x300x300 input needs about"):
         ref(torch.rand(1, 3, 300, 300))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how, said", [
+    ("os.kill(os.getpid(), signal.SIGKILL)", "the exporter was killed (SIGKILL: out of memory?)"),
+    ("sys.stderr.write('Traceback (most recent call last):\\nOSError: [Errno 28] No space left on device\\n'); sys.stderr.flush(); os._exit(1)",
+     "the export process failed (exit 1): OSError: [Errno 28] No space left on device"),
+])
+def test_an_export_child_that_dies_is_reported_by_its_cause(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            how: str, said: str) -> None:
+    pytest.importorskip("spandrel")
+    site = tmp_path / "site"
+    site.mkdir()  # only the export child starts an interpreter here: it dies as a child can
+    (site / "sitecustomize.py").write_text(f"import os, signal, sys\n{how}\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+    r = run("export", _compact(tmp_path / "c.pth", 0), "-o", tmp_path / "c.onnx")
+    one_line_error(r, said)
+    assert not (tmp_path / "c.onnx").exists() and not list(tmp_path.glob(".c.onnx*"))
