@@ -22,6 +22,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
+import sreval.trial
 from sreval import figures as F
 from sreval import runtime
 from sreval.cells import CHECKSUMS
@@ -920,3 +921,13 @@ def test_an_export_child_that_dies_is_reported_by_its_cause(tmp_path: Path, monk
     r = run("export", _compact(tmp_path / "c.pth", 0), "-o", tmp_path / "c.onnx")
     one_line_error(r, said)
     assert not (tmp_path / "c.onnx").exists() and not list(tmp_path.glob(".c.onnx*"))
+
+
+def test_a_crash_in_the_first_run_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    site = tmp_path / "site"
+    site.mkdir()  # the trial child crashes as onnxruntime does on some hostile graphs
+    (site / "sitecustomize.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+    monkeypatch.setattr(sreval.trial, "_PASSED", {})  # no trial of the same bytes remembered from another test
+    r = run("inspect", export(TinySR(scale=2), tmp_path / "m.onnx"))
+    one_line_error(r, "m.onnx: onnxruntime crashed running the model (SIGSEGV)")
