@@ -4,6 +4,7 @@ every module importable on its own, one top-level package."""
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -140,3 +141,10 @@ def test_every_public_name_resolves() -> None:
 
     for name in sreval.__all__:
         assert getattr(sreval, name) is not None, name
+
+
+def test_the_gpu_check_says_in_one_line_that_there_is_no_gpu() -> None:
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHON": sys.executable}
+    r = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh")], env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and r.stdout.strip().count("\n") == 0 and "no CUDA device" in r.stdout, r.stdout + r.stderr
