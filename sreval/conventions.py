@@ -5,7 +5,10 @@ loader (`sreval.model.SRModel`).
 The library boundary is float32 RGB NCHW in [0, 1], and an output `scale` times larger. A
 model's own convention is a `Conventions`:
 
-* value range 0..1 or 0..255;
+* value range 0..1 or 0..255, and a normalisation (`normalize`) applied before it: `none`,
+  `signed` ([-1, 1]: (x - 0.5) / 0.5), `imagenet` (ImageNet mean and std: the same numbers
+  on 0..1 and on 0..255 data), or any `M/S` or `M1,M2,M3/S1,S2,S3` (in [0, 1] units, RGB
+  order); the model reads range x (x - mean) / std and its output is mapped back the same way;
 * colour: `rgb`, `bgr`, `y` (one channel: the Y of MATLAB `rgb2ycbcr`, BT.601 studio range,
   Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255 in 0..255 units; the models of the SR
   literature, VDSR, LapSRN, FSRCNN, SRCNN, were trained on it) or `yfull` (one channel: the
@@ -27,6 +30,7 @@ model's own convention is a `Conventions`:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -36,7 +40,13 @@ from sreval.errors import ConfigError
 COLORS = ("rgb", "bgr", "y", "yfull")
 LAYOUTS = ("nchw", "nhwc")
 DTYPES = ("float32", "float16")
-FIELDS = ("scale", "range", "color", "layout", "preupsampled", "output")  # what a user may set
+FIELDS = ("scale", "range", "normalize", "color", "layout", "preupsampled", "output")  # what a user may set
+# named normalisations: (mean, std) per RGB channel, in [0, 1] units
+NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+    "signed": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
 PREFIX = "sreval."
 
 
@@ -80,9 +90,36 @@ def parse_bool(v: Any) -> bool:
     raise ValueError(v)
 
 
+def parse_normalize(v: Any) -> str:
+    """A normalisation's canonical text: a name of NORMALIZATIONS ('-1,1' is `signed`), or
+    'M/S' / 'M1,M2,M3/S1,S2,S3' with finite means and positive finite stds."""
+    text = str(v).strip().lower().replace(" ", "")
+    if text in ("-1,1", "[-1,1]"):
+        return "signed"
+    if text in NORMALIZATIONS:
+        return text
+    try:
+        mean, std = ([float(t) for t in part.split(",")] for part in text.split("/"))
+    except ValueError:
+        raise ConfigError(f"normalize must be {', '.join(NORMALIZATIONS)} or MEAN/STD "
+                          f"(e.g. 0.5/0.5 or 0.485,0.456,0.406/0.229,0.224,0.225), got {v!r}") from None
+    if len(mean) not in (1, 3) or len(std) not in (1, 3) or not all(math.isfinite(t) for t in mean + std) \
+            or not all(t > 0 for t in std):
+        raise ConfigError(f"normalize: 1 or 3 finite means and positive stds, got {v!r}")
+    return "/".join(",".join(f"{t:g}" for t in part) for part in (mean, std))
+
+
+def normalize_values(spec: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std), three values each in RGB order, of a canonical normalisation."""
+    if spec in NORMALIZATIONS:
+        return NORMALIZATIONS[spec]
+    mean, std = ([float(t) for t in part.split(",")] for part in spec.split("/"))
+    return tuple(mean * (3 // len(mean))), tuple(std * (3 // len(std)))
+
+
 # How a field's value is read from a metadata string or an option.
 PARSERS: Mapping[str, Callable[[Any], Any]] = {
-    "scale": int, "range": float, "color": lambda v: str(v).lower(), "layout": lambda v: str(v).lower(),
+    "scale": int, "range": float, "normalize": parse_normalize, "color": lambda v: str(v).lower(), "layout": lambda v: str(v).lower(),
     "preupsampled": parse_bool, "output": int,
 }
 
@@ -102,6 +139,7 @@ class Conventions:
     preupsampled: bool = False
     output: int = 0
     dtype: str = "float32"
+    normalize: str = "none"
     tile: tuple[int | None, int | None] | None = None
     batch: int | None = None
     output_layout: str | None = None  # None: the input's layout
@@ -115,6 +153,10 @@ class Conventions:
             raise ConfigError(f"range must be 1 or 255, got {self.range!r}")
         if self.color not in COLORS:
             raise ConfigError(f"color must be one of {', '.join(COLORS)}, got {self.color!r}")
+        object.__setattr__(self, "normalize", parse_normalize(self.normalize))
+        mean, _ = normalize_values(self.normalize)
+        if self.channels == 1 and len(set(mean)) > 1:
+            raise ConfigError(f"normalize {self.normalize} has one mean per RGB channel; a {self.color} model has one channel")
         if self.layout not in LAYOUTS:
             raise ConfigError(f"layout must be nchw or nhwc, got {self.layout!r}")
         if self.output_layout not in (None, *LAYOUTS):
@@ -155,6 +197,7 @@ class Overrides:
 
     scale: int | None = None
     range: float | None = None
+    normalize: str | None = None
     color: str | None = None
     layout: str | None = None
     preupsampled: bool | None = None
@@ -196,5 +239,5 @@ def has_sreval_metadata(metadata: Mapping[str, str]) -> bool:
     return any(k.startswith(PREFIX) for k in metadata)
 
 
-__all__ = ["COLORS", "LAYOUTS", "DTYPES", "FIELDS", "Meta", "COMPUTED_KEYS", "PARSERS", "Conventions", "Overrides",
+__all__ = ["COLORS", "LAYOUTS", "DTYPES", "FIELDS", "NORMALIZATIONS", "parse_normalize", "normalize_values", "Meta", "COMPUTED_KEYS", "PARSERS", "Conventions", "Overrides",
            "channels_of", "to_metadata", "has_sreval_metadata", "parse_bool"]

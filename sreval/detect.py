@@ -2,7 +2,8 @@
 
 The scale, the output to use, pre-upsampling, the layout where the shape leaves it open and
 the channel count come from the graph's shapes and one probe run (`sreval.model`). What no
-shape shows, the value range (0..1 or 0..255) and the colour order (RGB or BGR), is found
+shape shows, the value mapping (range 0..1 or 0..255, and a normalisation: none, [-1, 1] or
+ImageNet mean/std) and the colour order (RGB or BGR), is found
 here by running every candidate convention through the onnxruntime reference on natural
 photos (central crops of two photos of the embedded default set, the LR made from them with
 MATLAB bicubic as SR test sets are) and scoring each output against the HR crop (RGB PSNR,
@@ -55,9 +56,10 @@ if TYPE_CHECKING:  # the model calls detection at load; detection only reads the
 
 ADOPT_MARGIN_DB = 3.0
 BEAT_BICUBIC_DB = 0.1
+ALIKE_DB = 0.5  # values scoring this close to the winner are named as indistinguishable
 CROP = 32  # LR pixels; larger than the smallest input of the efficient models (RFDN: 15)
 PHOTOS = ("chelsea.png", "coffee.png")  # two of the embedded default set, at full size
-DETECTABLE = ("range", "color")
+DETECTABLE = ("range", "normalize", "color")
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class FieldResult:
     value: Any
     margin_db: float
     adopted: bool
+    alike: tuple[Any, ...] = ()  # other values scoring within ALIKE_DB of the winner
 
     @property
     def confidence(self) -> str:
@@ -104,7 +107,7 @@ class Detection:
             "photos": list(self.photos), "crop": self.crop,
             "adopt_margin_db": ADOPT_MARGIN_DB, "beat_bicubic_db": BEAT_BICUBIC_DB, "bicubic_psnr": self.bicubic,
             "fields": {k: {"value": f.value, "margin_db": _finite(f.margin_db), "confidence": f.confidence,
-                           "adopted": f.adopted} for k, f in self.fields.items()},
+                           "adopted": f.adopted, "alike": list(f.alike)} for k, f in self.fields.items()},
             "candidates": [{**c.values, "psnr": _finite(c.psnr) if c.psnr is not None else None,
                             **({"error": c.error} if c.error else {})}
                            for c in self.candidates],
@@ -116,7 +119,9 @@ class Detection:
         for name, f in self.fields.items():
             margin = ("only candidate that runs" if math.isinf(f.margin_db)
                       else f"{f.margin_db:+.1f} dB over the next best")
-            parts.append(f"{name} {_show(f.value)} ({f.confidence}: {margin}{', adopted' if f.adopted else ''})")
+            alike = (f"; {', '.join(map(_show, f.alike))} within {ALIKE_DB:g} dB: cannot be told apart, "
+                     f"--{name} chooses" if f.alike else "")
+            parts.append(f"{name} {_show(f.value)} ({f.confidence}: {margin}{', adopted' if f.adopted else ''}{alike})")
         best = self.best
         tail = (f"; best scores {best.psnr:.1f} dB against HR (bicubic {self.bicubic:.1f} dB)"
                 if best and best.psnr is not None else "")
@@ -138,16 +143,21 @@ def choices(conv: Conventions, fields: tuple[str, ...] | list[str]) -> dict[str,
     for f in fields:
         if f == "range":
             out[f] = [1.0, 255.0]
+        elif f == "normalize":
+            out[f] = ["none", "signed"] + (["imagenet"] if conv.channels == 3 else [])
         elif f == "color" and conv.channels == 3:
             out[f] = ["rgb", "bgr"]
     return out
 
 
 def candidate_values(conv: Conventions, fields: tuple[str, ...] | list[str]) -> list[dict[str, Any]]:
-    """Every combination of the values the fields may take for this model."""
+    """Every combination of the values the fields may take for this model, but a
+    normalisation only on the 0..1 range (deployments normalise 0..1 data; `imagenet` on
+    0..255 data is the same numbers)."""
     options = choices(conv, fields)
     names = list(options)
-    return [dict(zip(names, combo)) for combo in itertools.product(*(options[n] for n in names))]
+    combos = [dict(zip(names, combo)) for combo in itertools.product(*(options[n] for n in names))]
+    return [c for c in combos if c.get("normalize", conv.normalize) == "none" or c.get("range", conv.range) == 1.0]
 
 
 @functools.lru_cache(maxsize=8)
@@ -186,36 +196,61 @@ def _score(model: SRModel, conv: Conventions, photos: tuple[tuple[str, np.ndarra
 
 
 def detect(model: SRModel, fields: tuple[str, ...] | list[str] = DETECTABLE, crop: int = CROP) -> Detection:
-    """Score every candidate convention for `fields` on the photo crop; see the module docstring."""
+    """Score the candidate conventions for `fields` on the photo crops; see the module
+    docstring. The value mapping (range, normalisation) is scored in the model's current
+    colour order first, then the other colour orders with the best mapping only (a wrong
+    mapping costs 4 to 20 dB, a wrong colour order 0.1 to 0.4: the two hardly interact)."""
     base = model.conventions
     fields = list(choices(base, fields))
     photos = _photos(base.scale, crop)
-    scored: list[Candidate] = []
-    for values in candidate_values(base, fields):
-        try:
-            scored.append(Candidate(values, _score(model, replace(base, **values), photos)))
-        except SrevalError as e:
-            scored.append(Candidate(values, None, str(e).splitlines()[0][:200]))
-        except Exception as e:  # onnxruntime refuses a candidate (e.g. a value it cannot take)
-            first = str(e).splitlines()[0][:200] if str(e) else ""
-            scored.append(Candidate(values, None, f"{type(e).__name__}: {first}"))
-    scored.sort(key=lambda c: (c.psnr is None, -(c.psnr if c.psnr is not None else 0.0)))
+    every = candidate_values(base, fields)
+    first = [v for v in every if v.get("color", base.color) == base.color]
+    scored = _ranked([_candidate(model, base, v, photos) for v in first])
+    if len(first) < len(every):
+        lead = scored[0].values if scored and scored[0].psnr is not None else None
+        rest = [v for v in every if v not in first and (lead is None or all(
+            v[f] == lead[f] for f in fields if f != "color"))]
+        scored = _ranked(scored + [_candidate(model, base, v, photos) for v in rest])
     bicubic = _bicubic_score(base.scale, photos)
     return Detection(tuple(scored), _fields(scored, list(fields), bicubic), tuple(p[0] for p in photos),
                      crop, bicubic)
 
 
+def _candidate(model: SRModel, base: Conventions, values: dict[str, Any],
+               photos: tuple[tuple[str, np.ndarray, np.ndarray], ...]) -> Candidate:
+    try:
+        return Candidate(values, _score(model, replace(base, **values), photos))
+    except SrevalError as e:
+        return Candidate(values, None, str(e).splitlines()[0][:200])
+    except Exception as e:  # onnxruntime refuses a candidate (e.g. a value it cannot take)
+        first = str(e).splitlines()[0][:200] if str(e) else ""
+        return Candidate(values, None, f"{type(e).__name__}: {first}")
+
+
+def _ranked(scored: list[Candidate]) -> list[Candidate]:
+    return sorted(scored, key=lambda c: (c.psnr is None, -(c.psnr if c.psnr is not None else 0.0)))
+
+
 def _fields(scored: list[Candidate], fields: list[str], bicubic: float) -> dict[str, FieldResult]:
+    """Per field, the best candidate's value and its margin over the best candidate with
+    another value. A normalisation other than `none` is measured against `none` only: SR
+    networks are nearly equivariant under affine changes of intensity, so `signed` and
+    `imagenet` score alike (0.2 dB on CARN-M) while `none` in their place costs 7 dB; the
+    winner among them is adopted and the others are named as alike."""
     ok = [c for c in scored if c.psnr is not None]
     out: dict[str, FieldResult] = {}
     if not ok:
         return out
     best = ok[0]
+    assert best.psnr is not None
     for f in fields:
-        others = [c.psnr for c in ok if c.values[f] != best.values[f] and c.psnr is not None]
-        margin = best.psnr - max(others) if others else math.inf  # type: ignore[operator]
-        adopted = margin >= ADOPT_MARGIN_DB and best.psnr >= bicubic + BEAT_BICUBIC_DB  # type: ignore[operator]
-        out[f] = FieldResult(best.values[f], margin, adopted)
+        win = best.values[f]
+        others = [c for c in ok if c.values[f] != win]
+        rivals = [c.psnr for c in others if f != "normalize" or win == "none" or c.values[f] == "none"]
+        margin = best.psnr - max(rivals) if rivals else math.inf  # type: ignore[type-var]
+        adopted = margin >= ADOPT_MARGIN_DB and best.psnr >= bicubic + BEAT_BICUBIC_DB
+        alike = tuple(dict.fromkeys(c.values[f] for c in others if best.psnr - c.psnr < ALIKE_DB))  # type: ignore[operator]
+        out[f] = FieldResult(win, margin, adopted, alike)
     return out
 
 
@@ -230,6 +265,20 @@ def adopt(model: SRModel, fields: list[str]) -> tuple[Conventions, Detection | N
     for f in changes:
         model.sources[f] = "detected"
     return replace(model.conventions, **changes), det
+
+
+def ambiguity(det: Detection | None) -> str | None:
+    """What a user must be told after detection at load: a trained model (it beats bicubic)
+    whose value mapping scores alike with and without a normalisation. The clean score cannot
+    tell them apart, the attack's numbers can differ (the budget is in other units inside)."""
+    f = det.fields.get("normalize") if det is not None else None
+    best = det.best if det is not None else None
+    if f is None or not f.alike or best is None or best.psnr is None or best.psnr < det.bicubic + BEAT_BICUBIC_DB:
+        return None
+    values = ", ".join(map(_show, (f.value, *f.alike)))
+    return (f"the input normalisation cannot be told apart from clean outputs ({values} score within "
+            f"{ALIKE_DB:g} dB); '{_show(f.value if f.adopted else 'none')}' is used: give --range -1,1 or "
+            f"--normalize if the model reads another")
 
 
 def propose(model: SRModel) -> Detection:

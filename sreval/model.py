@@ -8,6 +8,7 @@ the two (`sreval.parity`). Opening a model by zoo name is `sreval.zoo.open_model
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -81,11 +82,17 @@ class SRModel:
     # ----------------------------------------------------------------- conventions
 
     def _detect(self) -> None:
-        """Detection at load for the fields nothing fixed (see the class docstring)."""
-        fields = list(detect.choices(self.conventions,
-                                     [f for f in detect.DETECTABLE if self.sources.get(f) == "default"]))
+        """Detection at load for the fields nothing fixed (see the class docstring); a range
+        that was given fixes the value mapping (its normalisation, where not given, is none)."""
+        open_ = [f for f in detect.DETECTABLE if self.sources.get(f) == "default"]
+        if self.sources.get("range") != "default":
+            open_ = [f for f in open_ if f != "normalize"]
+        fields = list(detect.choices(self.conventions, open_))
         if fields:
             self.conventions, self.detection = detect.adopt(self, fields)
+            doubt = detect.ambiguity(self.detection)
+            if doubt:
+                warnings.warn(f"{self.path.name}: {doubt}", stacklevel=3)
 
     def input_size(self, layout: str, h: int, w: int) -> tuple[int, int]:
         return self.resolver.input_size(layout, h, w)

@@ -61,13 +61,16 @@ class Resolver:
         value_range = self._given("range", overrides)
         if value_range is None:
             value_range, self.sources["range"] = 1.0, "default"
+        normalize = self._given("normalize", overrides)
+        if normalize is None:
+            normalize, self.sources["normalize"] = "none", "default"
         layout, color = self._given("layout", overrides), self._given("color", overrides)
         dtype = ONNX_DTYPES[self.input.type.tensor_type.elem_type]
         self.sources.update(dtype="shape", tile="shape", batch="shape")
         first: ModelError | None = None
         for lay, col in self._layout_colors(layout, color):
             tile, batch = self._fixed_shape(lay)
-            base = Conventions(scale=1, range=value_range, color=col, layout=lay, dtype=dtype,
+            base = Conventions(scale=1, range=value_range, normalize=normalize, color=col, layout=lay, dtype=dtype,
                                tile=tile, batch=batch)
             try:
                 shapes, hw, base = self._probe_growing(base)

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from sreval import memory
-from sreval.conventions import Conventions
+from sreval.conventions import Conventions, normalize_values
 from sreval.errors import ConfigError, ModelError
 from sreval.io import env_number, from_ycc, imresize_torch, to_ycc
 
@@ -102,16 +102,27 @@ COLOR_SPACES: dict[str, ColorSpace] = {"rgb": ColorSpace(), "bgr": BGR(), "y": L
 
 
 class ValueRange:
-    """The values a model reads and writes for images in [0, 1]: [0, top]."""
+    """The values a model reads and writes for images in [0, 1]: range x (x - mean) / std,
+    mean and std of its normalisation (`Conventions.normalize`) in its own channel order."""
 
-    def __init__(self, top: float):
+    def __init__(self, top: float, normalize: str = "none", color: str = "rgb"):
         self.top = top
+        self.plain = normalize == "none"
+        mean, std = normalize_values(normalize)
+        channels = COLOR_SPACES[color].channels
+        order = slice(None, None, -1) if color == "bgr" else slice(None)
+        self.mean = torch.tensor(mean[order][:channels]).view(1, channels, 1, 1)
+        self.std = torch.tensor(std[order][:channels]).view(1, channels, 1, 1)
 
     def to_model(self, x: Tensor) -> Tensor:
-        return x * self.top
+        if self.plain:
+            return x * self.top
+        return (x - self.mean.to(x.device)) / self.std.to(x.device) * self.top
 
     def from_model(self, out: Tensor) -> Tensor:
-        return out / self.top
+        if self.plain:
+            return out / self.top
+        return out / self.top * self.std.to(out.device) + self.mean.to(out.device)
 
 
 # --------------------------------------------------------------------------- the adapter
@@ -129,7 +140,7 @@ class Native(nn.Module):
         self.conv = conv
         self.compute_dtype = TORCH_DTYPES[compute_dtype or conv.dtype]
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        self.range = ValueRange(conv.range)
+        self.range = ValueRange(conv.range, conv.normalize, conv.color)
 
     def forward(self, x: Tensor) -> Tensor:
         c = self.conv

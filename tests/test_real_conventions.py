@@ -104,3 +104,79 @@ def test_conversion_parity_and_gradients(models: dict[str, Path]) -> None:
     m = SRModel(models["fsrcnn"], device="cpu", detect_conventions=False)
     p = m.check_parity()
     assert p.ok and p.max_diff <= 1e-4 and p.grad_l1 > 0
+
+
+# ----------------------------------------------------------------------------- normalised deployments
+
+
+def normalized_variant(src: Path, dst: Path, mean: list[float], std: list[float]) -> Path:
+    """The model as deployed behind a normalisation: it reads and writes (x - mean) / std
+    (a foreign file: no sreval metadata)."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    m = onnx.load(str(src))
+    g = m.graph
+    inp, out = g.input[0].name, g.output[0].name
+    g.initializer.extend([numpy_helper.from_array(np.array(v, np.float32).reshape(1, -1, 1, 1), name)
+                          for v, name in ((mean, "nv_mean"), (std, "nv_std"))])
+    for node in g.node:
+        node.input[:] = ["nv_in01" if i == inp else i for i in node.input]
+        node.output[:] = ["nv_out01" if o == out else o for o in node.output]
+    nodes = [helper.make_node("Mul", [inp, "nv_std"], ["nv_scaled"]), helper.make_node("Add", ["nv_scaled", "nv_mean"], ["nv_in01"]),
+             *g.node,
+             helper.make_node("Sub", ["nv_out01", "nv_mean"], ["nv_centred"]), helper.make_node("Div", ["nv_centred", "nv_std"], [out])]
+    del g.node[:]
+    g.node.extend(nodes)
+    del m.metadata_props[:]
+    onnx.save(m, str(dst))
+    return dst
+
+
+NORMALISED = {"signed": ([0.5] * 3, [0.5] * 3, ["--range", "-1,1"]),
+              "imagenet": ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225], ["--normalize", "imagenet"])}
+
+
+@pytest.fixture(scope="module")
+def carn_m(assets: Path) -> Path:
+    from sreval.zoo import open_model
+
+    return open_model("carn-m", device="cpu").path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", list(NORMALISED))
+def test_a_normalised_deployment_gives_the_plain_models_numbers(kind: str, carn_m: Path, tmp_path: Path,
+                                                                 assets: Path) -> None:
+    mean, std, option = NORMALISED[kind]
+    path = normalized_variant(carn_m, tmp_path / f"{kind}.onnx", mean, std)
+    common = ["--data", "Set5", "--data-root", assets / "datasets", "--limit", "2", "--device", "cpu"]
+
+    def report(model: Path, *args: object) -> dict:
+        out = tmp_path / f"o{len(list(tmp_path.iterdir()))}"
+        r = CliRunner().invoke(app, [str(a) for a in (*args[:1], model, *args[1:], *common, "--out", out)])
+        assert r.exit_code == 0, r.output
+        return json.loads((out / "report.json").read_text())
+
+    plain = [row["psnr_sr"] for row in report(carn_m, "attack", "--alpha", "8/255", "--steps", 3, "--no-sanity")["results"]]
+    given = report(path, "attack", *option, "--alpha", "8/255", "--steps", 3, "--no-sanity")
+    assert given["model"]["conventions"]["normalize"] == kind
+    assert [row["psnr_sr"] for row in given["results"]] == pytest.approx(plain, abs=0.1)
+    clean = report(path, "evaluate", *option, "--runtime", "onnxruntime")
+    base = report(carn_m, "evaluate", "--runtime", "onnxruntime")
+    assert [r["psnr_sr"] for r in clean["results"]] == pytest.approx([r["psnr_sr"] for r in base["results"]], abs=0.01)
+
+
+@pytest.mark.slow
+def test_an_undetectable_normalisation_is_said(carn_m: Path, tmp_path: Path) -> None:
+    """Fed [0, 1], a [-1, 1] wrapper of a trained network scores within 0.2 dB of its own
+    convention (SR networks are nearly equivariant under affine intensity changes), while the
+    attack's numbers differ by 1 dB: every load says so and names the options."""
+    path = normalized_variant(carn_m, tmp_path / "signed.onnx", [0.5] * 3, [0.5] * 3)
+    with pytest.warns(UserWarning, match="normalisation cannot be told apart.*--range -1,1 or --normalize"):
+        m = SRModel(path, device="cpu")
+    assert set(m.detection.fields["normalize"].alike) | {m.detection.fields["normalize"].value} >= {"none", "signed"}
+    plain = SRModel(normalized_variant(carn_m, tmp_path / "plain.onnx", [0.0] * 3, [1.0] * 3), device="cpu")
+    f = plain.detection.fields["normalize"]
+    assert f.value == "none" and f.adopted and f.margin_db > 3  # a plain model is not in doubt

@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.text import Text
 
 from sreval.config import STRONGEST, LoopOptions
-from sreval.conventions import Overrides
+from sreval.conventions import Overrides, parse_normalize
 from sreval.errors import ConfigError, SrevalError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -203,15 +203,34 @@ def input_values(items: list[str]) -> dict[str, str]:
     return values
 
 
-def _conventions(scale: Any, range_: Any, color: Any, layout: Any, preupsampled: Any, output: Any,
+def _conventions(scale: Any, range_: Any, normalize: Any, color: Any, layout: Any, preupsampled: Any, output: Any,
                  input_value: list[str] | None) -> dict[str, Overrides]:
-    return {"conventions": Overrides(scale=scale, range=range_, color=color, layout=layout, preupsampled=preupsampled,
-                                     output=output, inputs=tuple(input_values(input_value or []).items()))}
+    value_range, signed = _value_range(range_)
+    if signed:  # --range -1,1: the 0..1 range, normalised to [-1, 1]
+        if normalize is not None and parse_normalize(normalize) != "signed":
+            raise ConfigError(f"--range -1,1 and --normalize {normalize} contradict each other")
+        normalize = "signed"
+    return {"conventions": Overrides(scale=scale, range=value_range, normalize=normalize, color=color, layout=layout,
+                                     preupsampled=preupsampled, output=output,
+                                     inputs=tuple(input_values(input_value or []).items()))}
+
+
+def _value_range(text: str | None) -> tuple[float | None, bool]:
+    """--range: 1, 255, or -1,1 (then True: the model reads [-1, 1])."""
+    if text is None:
+        return None, False
+    if text.replace(" ", "") in ("-1,1", "[-1,1]"):
+        return 1.0, True
+    try:
+        return float(text), False
+    except ValueError:
+        raise ConfigError(f"--range must be 1, 255 or -1,1, got {text!r}") from None
 
 
 CONVENTIONS = OptionGroup((
     _param("scale", Annotated[Optional[int], typer.Option("--scale", min=1, max=16, help="Upscaling factor (default: metadata or probed).")], None),
-    _param("range_", Annotated[Optional[float], typer.Option("--range", help="Model value range: 1 or 255 (default: metadata, else 1).")], None),
+    _param("range_", Annotated[Optional[str], typer.Option("--range", help="Model value range: 1, 255 or -1,1 (default: metadata, else detected for a foreign file, else 1).")], None),
+    _param("normalize", Annotated[Optional[str], typer.Option("--normalize", help="Normalisation before the range: none, signed ([-1, 1]), imagenet, or MEAN/STD (one or three values each, RGB order, in [0, 1] units, e.g. 0.5/0.5) (default: metadata, else detected, else none).")], None),
     _param("color", Annotated[Optional[str], typer.Option("--color", help="rgb, bgr, y (MATLAB studio-range Y: VDSR, LapSRN, FSRCNN) or yfull (full-range Y: OpenCV zoo) (default: metadata, channels, detection).")], None),
     _param("layout", Annotated[Optional[str], typer.Option("--layout", help="nchw or nhwc (default: metadata or shapes).")], None),
     _param("preupsampled", Annotated[Optional[bool], typer.Option("--preupsampled/--no-preupsampled", help="Model takes the bicubic-upscaled image.")], None),
