@@ -8,7 +8,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
+
+# Under pytest-xdist (README: -n 2 on the 2-core CI machine) each worker computes on one
+# thread: two workers of two threads each on two cores were slower than one process (231 s
+# against 180 s for the fast lane), two of one thread faster (133 s). Set before torch loads,
+# and inherited by the sreval processes the tests start.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
 
 from sreval.data import assets_dir
 from sreval import manifest
