@@ -101,19 +101,19 @@ def _warning_line(message: Warning | str, category: type[Warning], filename: str
     err.print(label("warning:", "yellow", message), soft_wrap=True)
 
 
-def _catch_interrupts() -> None:
+def _catch_interrupts() -> Any:
     """Ctrl-C stops the command (KeyboardInterrupt: clean-up runs, one 'interrupted' line);
     a second one, while it cleans up or exits (as `timeout` and job managers send), ends the
     process at once and silently: the run folder's lock dies with it, staged files are
-    cleared by the next run."""
+    cleared by the next run. Returns the handler it replaced (None: none replaced)."""
     def first(signum: int, frame: Any) -> None:
         signal.signal(signal.SIGINT, lambda *_: os._exit(130))
         raise KeyboardInterrupt
 
     try:
-        signal.signal(signal.SIGINT, first)
+        return signal.signal(signal.SIGINT, first)
     except ValueError:  # not the main thread (an embedding application): its own handling holds
-        pass
+        return None
 
 
 def handle_errors(fn: F) -> F:
@@ -125,7 +125,7 @@ def handle_errors(fn: F) -> F:
         _quiet_opencv()
         _show_library_notes()
         warnings.showwarning = _warning_line
-        _catch_interrupts()
+        previous, interrupted = _catch_interrupts(), False
         try:
             return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort):
@@ -134,6 +134,7 @@ def handle_errors(fn: F) -> F:
             err.print(label("error:", "red", e), soft_wrap=True)
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
+            interrupted = True
             err.print(label("interrupted", "yellow"))
             raise typer.Exit(130) from None
         except Exception as e:  # a bug or an unforeseen input: still one line, unless debugging
@@ -143,6 +144,9 @@ def handle_errors(fn: F) -> F:
             err.print(label("internal error:", "red", f"{type(e).__name__}: {msg} "
                             f"(SREVAL_DEBUG=1 shows the traceback)"), soft_wrap=True)
             raise typer.Exit(2) from None
+        finally:
+            if previous is not None and not interrupted:  # its caller's handling again
+                signal.signal(signal.SIGINT, previous)
 
     return wrapper  # type: ignore[return-value]
 
