@@ -19,7 +19,7 @@ from sreval import detect, parity
 from sreval.conventions import Conventions, Meta, Overrides, has_sreval_metadata
 from sreval.convert import to_torch
 from sreval.errors import ConfigError, ModelError, ParityError, UnsupportedOperatorError
-from sreval.onnxfile import bind_inputs, dims, image_input, read_onnx
+from sreval.onnxfile import add_batch_axis, bind_inputs, dims, image_input, read_onnx
 from sreval.parity import Parity
 from sreval.resolve import PROBE_SIZE, Resolver
 from sreval.runtime import PROTO_LIMIT, Adapter, OrtCore, first_line, open_session, probe_seconds, resolve_device
@@ -65,6 +65,7 @@ class SRModel:
         self.overrides = overrides if overrides is not None else Overrides.of(fields)
         self.input_values = dict(self.overrides.inputs)
         self.proto = bind_inputs(self.proto, self.input_values, self.path.name)
+        self.proto, self.unbatched = add_batch_axis(self.proto)  # a rank-3 input: fed a batch of one
         self.input = image_input(self.proto, self.path.name)
         self.input_dims = dims(self.input)
         given = self.overrides.given()
@@ -76,6 +77,8 @@ class SRModel:
         self.run_bytes: float | None = None  # an onnxruntime run's memory per input element (`sreval.trial`)
         self._parity: Parity | None = None
         self.conventions = self.resolver.resolve(given)
+        if self.unbatched:
+            self.sources["batch"] = "shape: the input has no batch axis (rank 3): one image at a time"
         if detect_conventions or (detect_conventions is None and not has_sreval_metadata(self.metadata)):
             self._detect()
 

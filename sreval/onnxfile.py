@@ -191,7 +191,7 @@ def image_input(model: onnx.ModelProto, name: str) -> onnx.ValueInfoProto:
     t = inp.type.tensor_type
     if not inp.type.HasField("tensor_type") or len(t.shape.dim) != 4:
         rank = len(t.shape.dim) if inp.type.HasField("tensor_type") else "non-tensor"
-        raise ModelError(f"{name}: not an SR model: input {inp.name!r} is not a 4-D image (rank {rank})")
+        raise ModelError(f"{name}: not an SR model: input {inp.name!r} is not an image of rank 4 or 3 (rank {rank})")
     if t.elem_type not in ONNX_DTYPES:
         raise ModelError(
             f"{name}: input {inp.name!r} has element type "
@@ -219,6 +219,56 @@ def bind_inputs(model: onnx.ModelProto, values: Mapping[str, str], name: str) ->
     del bound.graph.input[:]
     bound.graph.input.extend(keep)
     return bound
+
+
+def add_batch_axis(model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
+    """A model whose one image input has no batch axis (rank 3: C,H,W or H,W,C), wrapped so
+    that it takes a batch of one (an Unsqueeze-free Squeeze in front, an Unsqueeze behind each
+    rank-3 output): everything after sees an ordinary 4-D model with a fixed batch of 1.
+    Returns the model unchanged (and False) for any other input."""
+    free = _free_inputs(model)
+    if len(free) != 1 or not free[0].type.HasField("tensor_type") or len(free[0].type.tensor_type.shape.dim) != 3:
+        return model, False
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    opset = max((o.version for o in out.opset_import if o.domain in ("", "ai.onnx")), default=13)
+    inp = next(i for i in g.input if i.name == free[0].name)
+    batched = f"{inp.name}__batched"
+    nodes = [_axis_node("Squeeze", batched, inp.name, opset, g)]
+    for o in g.output:
+        if o.type.HasField("tensor_type") and len(o.type.tensor_type.shape.dim) == 3:
+            inner = f"{o.name}__unbatched"
+            for n in g.node:
+                n.output[:] = [inner if v == o.name else v for v in n.output]
+                n.input[:] = [inner if v == o.name else v for v in n.input]
+            nodes.append(_axis_node("Unsqueeze", inner, o.name, opset, g))
+            _prepend_one(o)
+    inp.name = batched
+    _prepend_one(inp)
+    new = [nodes[0], *g.node, *nodes[1:]]
+    del g.node[:]
+    g.node.extend(new)
+    return out, True
+
+
+def _axis_node(op: str, src: str, dst: str, opset: int, g: onnx.GraphProto) -> onnx.NodeProto:
+    """`op` (Squeeze / Unsqueeze) on axis 0, in the form the opset takes (axes an input from 13)."""
+    if opset < 13:
+        return onnx.helper.make_node(op, [src], [dst], axes=[0])
+    axes = f"{dst}__axes"
+    g.initializer.append(onnx.numpy_helper.from_array(np.array([0], np.int64), axes))
+    return onnx.helper.make_node(op, [src, axes], [dst])
+
+
+def _prepend_one(vi: onnx.ValueInfoProto) -> None:
+    shape = vi.type.tensor_type.shape
+    old = [onnx.TensorShapeProto.Dimension() for _ in shape.dim]
+    for d, src in zip(old, shape.dim):
+        d.CopyFrom(src)
+    del shape.dim[:]
+    shape.dim.add().dim_value = 1
+    shape.dim.extend(old)
 
 
 def _input_value(vi: onnx.ValueInfoProto, text: str, name: str) -> onnx.TensorProto:
@@ -260,5 +310,5 @@ def layout_channels(dims: list[int | None], layout: str) -> int | None:
     return dims[1] if layout == "nchw" else dims[3]
 
 
-__all__ = ["read_onnx", "load_external_data", "image_input", "bind_inputs", "dims", "layout_from_graph", "layout_channels",
+__all__ = ["read_onnx", "load_external_data", "image_input", "bind_inputs", "add_batch_axis", "dims", "layout_from_graph", "layout_channels",
            "ONNX_DTYPES"]

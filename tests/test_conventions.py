@@ -20,7 +20,7 @@ from torch.nn import functional as F
 
 from sreval.data import load_dataset
 from sreval.io import imresize, quantize, rgb_to_ycbcr, write_image, ycbcr_to_rgb
-from sreval.commands import evaluate
+from sreval.commands import attack, evaluate
 from sreval.metrics import psnr
 from sreval.conventions import COLORS, Conventions, channels_of
 from sreval.model import SRModel
@@ -396,3 +396,53 @@ def test_every_colour_convention_has_its_colour_space() -> None:
     """The light list of names (validation, --help) and the adapter's colour spaces agree."""
     assert tuple(COLOR_SPACES) == COLORS
     assert all(COLOR_SPACES[c].channels == channels_of(c) for c in COLORS)
+
+
+def unbatched(src: Path, dst: Path, layout: str) -> Path:
+    """The model as some deployments ship it: an input and output without a batch axis, C,H,W
+    or H,W,C (the original graph behind an Unsqueeze, a Squeeze and, for HWC, Transposes)."""
+    m = onnx.load(str(src))
+    g = m.graph
+    inp, out = g.input[0].name, g.output[0].name
+    for n in g.node:
+        n.input[:] = ["b_in" if v == inp else v for v in n.input]
+        n.output[:] = ["b_out" if v == out else v for v in n.output]
+    g.initializer.append(onnx.numpy_helper.from_array(np.array([0], np.int64), "ax0"))
+    mk = onnx.helper.make_node
+    if layout == "chw":
+        pre, post = [mk("Unsqueeze", [inp, "ax0"], ["b_in"])], [mk("Squeeze", ["b_out", "ax0"], [out])]
+    else:
+        pre = [mk("Transpose", [inp], ["t_in"], perm=[2, 0, 1]), mk("Unsqueeze", ["t_in", "ax0"], ["b_in"])]
+        post = [mk("Squeeze", ["b_out", "ax0"], ["t_out"]), mk("Transpose", ["t_out"], [out], perm=[1, 2, 0])]
+    nodes = [*pre, *g.node, *post]
+    del g.node[:]
+    g.node.extend(nodes)
+    for vi, shape in ((g.input[0], ["c", "h", "w"]), (g.output[0], ["c", "H", "W"])):
+        shape = [3 if d == "c" else d for d in shape]
+        vi.type.tensor_type.shape.Clear()
+        for d in (shape if layout == "chw" else shape[1:] + shape[:1]):
+            dim = vi.type.tensor_type.shape.dim.add()
+            if isinstance(d, int):
+                dim.dim_value = d
+            else:
+                dim.dim_param = d
+    onnx.save(m, str(dst))
+    return dst
+
+
+@pytest.mark.parametrize("layout", ["chw", "hwc"])
+def test_an_input_without_a_batch_axis_is_fed_one_image_at_a_time(tmp_path: Path, data: Path, layout: str) -> None:
+    plain = export(Up(2), tmp_path / "plain.onnx")
+    path = unbatched(plain, tmp_path / f"{layout}.onnx", layout)
+    report = evaluate(path, data, out=tmp_path / "run", device="cpu")
+    conv, src = report["model"]["conventions"], report["model"]["convention_sources"]
+    assert conv["batch"] == 1 and conv["layout"] == ("nchw" if layout == "chw" else "nhwc") and "rank 3" in src["batch"]
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for sample, row in zip(load_dataset(data, 2), report["results"], strict=True):
+        arr = sample.lr.transpose(2, 0, 1) if layout == "chw" else sample.lr
+        out = np.asarray(sess.run(None, {sess.get_inputs()[0].name: np.ascontiguousarray(arr)})[0], np.float64)
+        sr = quantize(np.clip(out.transpose(1, 2, 0) if layout == "chw" else out, 0, 1).astype(np.float32))
+        assert abs(row["psnr_sr"] - psnr(sr, sample.hr, y=True, shave=2)) <= PSNR_TOL
+    attacked = [attack(p, data, out=tmp_path / f"a{i}", device="cpu", alpha="8/255", steps=2, sanity=False)["results"]
+                for i, p in enumerate((plain, path))]
+    assert [r["psnr_sr"] for r in attacked[1]] == pytest.approx([r["psnr_sr"] for r in attacked[0]], abs=0.01)
