@@ -41,6 +41,7 @@ class Resolver:
     session: Callable[[], Any]
     sources: dict[str, str] = field(default_factory=dict)
     probe_hw: tuple[int, int] = PROBE_SIZE  # the input size the probe ran at
+    luma_source: str = "shape"  # why a one-channel model reads the Y flavour it reads
 
     def _given(self, name: str, overrides: dict[str, Any]) -> Any:
         """An override, else a metadata value, parsed; records where it came from."""
@@ -80,7 +81,7 @@ class Resolver:
                 first = first or e
                 continue
             self.sources.setdefault("layout", "shape")
-            self.sources.setdefault("color", "shape" if base.channels == 1 else "default")
+            self.sources.setdefault("color", self.luma_source if base.channels == 1 else "default")
             return self._batch_rule(self._from_probe(base, shapes, hw, overrides))
         assert first is not None
         raise first
@@ -101,8 +102,21 @@ class Resolver:
                     raise ModelError(f"{self.name}: input has {ch} channels, which does not fit colour {color!r}")
                 pairs.append((lay, color))
             else:
-                pairs += [(lay, "rgb")] if ch == 3 else [(lay, "y")] if ch == 1 else [(lay, "rgb"), (lay, "y")]
+                luma = self._luma()
+                pairs += [(lay, "rgb")] if ch == 3 else [(lay, luma)] if ch == 1 else [(lay, "rgb"), (lay, luma)]
         return pairs
+
+    def _luma(self) -> str:
+        """The Y flavour of a one-channel model nothing names: studio-range (MATLAB's, the SR
+        literature's), or full-range for a tf2onnx graph (OpenCV's dnn_superres zoo). No score
+        tells them apart (`sreval.detect`), so the source says so and names the option."""
+        if self.proto.producer_name.lower().startswith("tf2onnx"):
+            self.luma_source = ("shape: one channel, a tf2onnx graph (OpenCV dnn_superres zoo): full-range Y; "
+                                "studio and full range cannot be told apart, --color y for studio range")
+            return "yfull"
+        self.luma_source = ("shape: one channel, studio-range Y (MATLAB); studio and full range cannot be "
+                            "told apart, --color yfull for full-range Y (OpenCV zoo)")
+        return "y"
 
     def _fixed_shape(self, layout: str) -> tuple[tuple[int | None, int | None] | None, int | None]:
         d = self.input_dims

@@ -239,7 +239,8 @@ def test_y_only(tmp_path: Path, data: Path, color: str) -> None:
     over = {"color": color} if color == "yfull" else {}
     rep = check_against_direct(p, data, tmp_path, overrides=over, expect={"color": color, "scale": 4},
                                direct={"color": color})
-    assert rep["model"]["convention_sources"]["color"] == ("override" if over else "shape")
+    source = rep["model"]["convention_sources"]["color"]
+    assert source == "override" if over else source.startswith("shape: one channel, studio-range Y")
 
 
 def test_y_studio_and_full_range_differ(tmp_path: Path, data: Path) -> None:
@@ -446,3 +447,16 @@ def test_an_input_without_a_batch_axis_is_fed_one_image_at_a_time(tmp_path: Path
     attacked = [attack(p, data, out=tmp_path / f"a{i}", device="cpu", alpha="8/255", steps=2, sanity=False)["results"]
                 for i, p in enumerate((plain, path))]
     assert [r["psnr_sr"] for r in attacked[1]] == pytest.approx([r["psnr_sr"] for r in attacked[0]], abs=0.01)
+
+
+def test_the_y_flavour_of_a_one_channel_model_is_said(tmp_path: Path) -> None:
+    """Studio and full-range Y cannot be told apart by any score: the source says which was
+    taken and names the option; a tf2onnx graph (OpenCV's dnn_superres zoo) takes full range."""
+    plain = SRModel(export(Up(2, ch=1), tmp_path / "y.onnx", channels=1), device="cpu")
+    assert plain.conventions.color == "y" and "--color yfull" in plain.sources["color"]
+    proto = onnx.load(str(tmp_path / "y.onnx"))
+    proto.producer_name = "tf2onnx"
+    onnx.save(proto, str(tmp_path / "tf.onnx"))
+    tf = SRModel(tmp_path / "tf.onnx", device="cpu")
+    assert tf.conventions.color == "yfull" and "--color y " in tf.sources["color"]
+    assert SRModel(tmp_path / "tf.onnx", device="cpu", color="y").conventions.color == "y"
