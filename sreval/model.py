@@ -117,7 +117,8 @@ class SRModel:
     def _session(self) -> Any:
         if "_sess" not in self.__dict__:
             if self.proto.ByteSize() < PROTO_LIMIT:  # its first run, in a child under the memory budget
-                self.run_bytes = trial(self.proto.SerializeToString(), self.path.name, self.sha256, probe_seconds() + 15)
+                key = f"{self.sha256}:{sorted(self.input_values.items())}"  # the file as bound
+                self.run_bytes = trial(self.proto.SerializeToString(), self.path.name, key, probe_seconds() + 15)
             self.__dict__["_sess"] = open_session(self.proto, self.path.name, self.device, self.path)
         return self.__dict__["_sess"]
 

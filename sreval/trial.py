@@ -38,14 +38,15 @@ _DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(dou
            "tensor(int64)": "int64", "tensor(bfloat16)": "float32"}
 
 
-def trial(model: bytes, name: str, digest: str, timeout: float) -> float | None:
+def trial(model: bytes, name: str, key: str, timeout: float) -> float | None:
     """Run the serialized model once in a capped child; MemoryBudgetError when the run needs
     more than the budget, ModelError when onnxruntime crashes. Returns the memory a run takes
     per input element (bytes, measured between a 24 and a 48 input; None for a fixed-size
-    input or when not measured), which bounds the runs on real images (`OrtCore`)."""
+    input or when not measured), which bounds the runs on real images (`OrtCore`). `key`
+    names the model's content: one trial per key and budget per process."""
     budget = memory.budget()
-    if (digest, budget) in _PASSED:
-        return _PASSED[digest, budget]
+    if (key, budget) in _PASSED:
+        return _PASSED[key, budget]
     try:
         r = subprocess.run([sys.executable, "-c", _CODE, str(budget)], input=model, capture_output=True,
                            timeout=timeout, env={**os.environ, "PYTHONFAULTHANDLER": ""})
@@ -61,8 +62,8 @@ def trial(model: bytes, name: str, digest: str, timeout: float) -> float | None:
         raise ModelError(f"{name}: onnxruntime crashed running the model ({sig})"
                          + (": killed, out of memory?" if sig == "SIGKILL" else ""))
     per_element = answer.get("per_element")
-    _PASSED[digest, budget] = float(per_element) if isinstance(per_element, (int, float)) else None
-    return _PASSED[digest, budget]
+    _PASSED[key, budget] = float(per_element) if isinstance(per_element, (int, float)) else None
+    return _PASSED[key, budget]
 
 
 def _answer(stdout: bytes) -> dict[str, Any]:

@@ -769,7 +769,7 @@ def test_the_first_run_of_a_file_happens_in_a_capped_child(tmp_path: Path, monke
         SRModel(_constant_of_shape_bomb(tmp_path / "cos.onnx"), device="cpu")
     model = export(TinySR(scale=2), tmp_path / "ok.onnx")
     SRModel(model, device="cpu").check_parity()  # an ordinary model passes its trial under a small budget
-    assert any(d == SRModel(model, device="cpu").sha256 for d, _ in trial._PASSED)
+    assert any(d.startswith(SRModel(model, device="cpu").sha256) for d, _ in trial._PASSED)
 
 
 @pytest.mark.parametrize("text, size", [("800M", 800 * 10**6), ("1.5G", 1.5e9), ("2GiB", 2 << 30), ("1048576", 1 << 20), ("1M", 10**6)])
