@@ -115,7 +115,9 @@ class ImageSaver:
             return
         final = self.out_dir / "images"
         old = self.out_dir / f".images.old-{os.getpid()}"
-        if final.is_dir() and not final.is_symlink():
+        if final.is_symlink() or (final.exists() and not final.is_dir()):
+            final.unlink()  # the link itself, never what it points to
+        elif final.is_dir():
             os.replace(final, old)
             shutil.rmtree(old, ignore_errors=True)
         if self.folder is not None and self.folder.is_dir():

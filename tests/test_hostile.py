@@ -931,3 +931,16 @@ def test_a_crash_in_the_first_run_is_one_line(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setattr(sreval.trial, "_PASSED", {})  # no trial of the same bytes remembered from another test
     r = run("inspect", export(TinySR(scale=2), tmp_path / "m.onnx"))
     one_line_error(r, "m.onnx: onnxruntime crashed running the model (SIGSEGV)")
+
+
+def test_a_linked_images_folder_is_replaced_not_followed(tmp_path: Path, tiny: Path) -> None:
+    out, elsewhere = tmp_path / "run", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.png").write_bytes(b"not ours")
+    out.mkdir()
+    (out / "images").symlink_to(elsewhere, target_is_directory=True)
+    r = run("attack", tiny, "--data", dataset(tmp_path / "a"), "--alpha", "8/255", "--steps", "1", "--out", out,
+            "--device", "cpu", "--save-images", "--no-sanity")
+    assert r.exit_code == 0, r.output
+    assert (elsewhere / "keep.png").read_bytes() == b"not ours" and list(elsewhere.iterdir()) == [elsewhere / "keep.png"]
+    assert not (out / "images").is_symlink() and list((out / "images").glob("img0_*.png"))
