@@ -66,7 +66,8 @@ def _set5_psnr(report: dict) -> float:
 def test_fsrcnn_y_only(models: dict[str, Path], tmp_path: Path) -> None:
     rep = evaluate(models["fsrcnn"], "Set5", out=tmp_path, device="cpu", runtime="onnxruntime")
     conv, src = rep["model"]["conventions"], rep["model"]["convention_sources"]
-    assert (conv["color"], conv["scale"], src["color"], src["scale"]) == ("y", 4, "shape", "shape")
+    assert (conv["color"], conv["scale"], src["scale"]) == ("y", 4, "shape")
+    assert src["color"].startswith("shape: one channel, studio-range Y") and "--color yfull" in src["color"]
     assert conv["range"] == 1.0 and src["range"] == "detected"
     assert abs(_set5_psnr(rep) - REFERENCE["fsrcnn"]) <= 0.1
 
