@@ -22,6 +22,8 @@ import resource
 import signal
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,16 +49,20 @@ def trial(model: bytes, name: str, key: str, timeout: float) -> float | None:
     budget = memory.budget()
     if (key, budget) in _PASSED:
         return _PASSED[key, budget]
+    fd, result = tempfile.mkstemp(prefix="sreval-trial-", suffix=".json")
+    os.close(fd)
     try:
-        r = subprocess.run([sys.executable, "-c", _CODE, str(budget)], input=model, capture_output=True,
+        r = subprocess.run([sys.executable, "-c", _CODE, str(budget), result], input=model, capture_output=True,
                            timeout=timeout, env={**os.environ, "PYTHONFAULTHANDLER": ""})
+        answer = _answer(Path(result))
     except subprocess.TimeoutExpired:
         return None  # a slow model: sreval's own probes have their time limit
-    answer = _answer(r.stdout)
+    finally:
+        Path(result).unlink(missing_ok=True)
     if answer.get("outcome") == "memory" or (r.returncode < 0 and b"bad_alloc" in r.stderr):
         raise memory.MemoryBudgetError(
             f"{name}: running the model on a {answer.get('shape', 'small')} input needs more than the memory budget "
-            f"of {memory.human(budget)} (raise it with --max-memory or SREVAL_MAX_MEMORY)")
+            f"of {memory.human(budget)} {memory.HINT}")
     if r.returncode < 0:
         sig = signal.Signals(-r.returncode).name
         raise ModelError(f"{name}: onnxruntime crashed running the model ({sig})"
@@ -66,10 +72,11 @@ def trial(model: bytes, name: str, key: str, timeout: float) -> float | None:
     return _PASSED[key, budget]
 
 
-def _answer(stdout: bytes) -> dict[str, Any]:
+def _answer(result: Path) -> dict[str, Any]:
+    """The child's answer (empty where it wrote none: it crashed or was killed)."""
     try:
-        value = json.loads(stdout.decode().strip().splitlines()[-1])
-    except (ValueError, IndexError, UnicodeDecodeError):
+        value = json.loads(result.read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
         return {}
     return value if isinstance(value, dict) else {}
 
@@ -79,7 +86,8 @@ class _Skip(Exception):
 
 
 def _child() -> int:
-    """The child: argv[1] the budget in bytes, the model on stdin; one JSON line on stdout."""
+    """The child: argv[1] the budget in bytes, argv[2] the file for its answer (JSON), the
+    model on stdin."""
     import onnxruntime as ort
 
     model, budget = sys.stdin.buffer.read(), int(sys.argv[1])
@@ -120,7 +128,7 @@ def _child() -> int:
     except Exception as e:  # noqa: BLE001 - onnxruntime's own exception types
         text = str(e)
         outcome = "memory" if ("allocat" in text.lower() or "bad_alloc" in text) else "error"
-    print(json.dumps({**answer, "outcome": outcome, "shape": "x".join(map(str, shape)) or "small"}), flush=True)
+    Path(sys.argv[2]).write_text(json.dumps({**answer, "outcome": outcome, "shape": "x".join(map(str, shape)) or "small"}))
     return 0
 
 
