@@ -232,11 +232,8 @@ def _pair_from_hr(hr_path: Path, scale: int, lr_path: Path | None, ledger: memor
     want = (hr.shape[0] // scale, hr.shape[1] // scale)
     if lr_path is None:
         # MATLAB-exact bicubic works in float64: about 80 bytes per HR pixel while it runs
-        need = RESIZE_BYTES_PER_PIXEL * hr.shape[0] * hr.shape[1]
-        if ledger is None:
-            memory.require(need, f"making the LR of {hr_path}")
-        else:
-            ledger.add(0, transient=need)
+        (ledger or memory.Ledger(f"making the LR of {hr_path}")).add(
+            0, transient=RESIZE_BYTES_PER_PIXEL * hr.shape[0] * hr.shape[1])
         return Sample(hr_path.stem, downscale(hr, scale), hr, lr_made=True)
     lr = read_image(lr_path, ledger)
     if lr.shape[:2] != want:

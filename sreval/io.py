@@ -111,10 +111,8 @@ def read_image(path: str | Path, ledger: memory.Ledger | None = None) -> np.ndar
     if w * h > limit:
         raise DataError(f"cannot read image {path}: {w}x{h} is {w * h:,} pixels, above the limit of {limit:,} "
                         f"(raise it with --max-pixels or SREVAL_MAX_PIXELS)")
-    if ledger is None:
-        memory.require(DECODE_BYTES_PER_PIXEL * w * h, f"decoding image {path} ({w}x{h})")
-    else:
-        ledger.add(HELD_BYTES_PER_PIXEL * w * h, transient=DECODE_BYTES_PER_PIXEL * w * h)
+    (ledger or memory.Ledger(f"decoding image {path} ({w}x{h})")).add(
+        HELD_BYTES_PER_PIXEL * w * h, transient=DECODE_BYTES_PER_PIXEL * w * h)
     # np.fromfile + imdecode instead of cv2.imread: imread cannot open non-ASCII paths on
     # some platforms and gives no reason when it fails.
     try:

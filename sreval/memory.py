@@ -24,6 +24,7 @@ from sreval.errors import ConfigError, ModelError, SrevalError
 
 GIB = 1 << 30
 DEFAULT_CAP = GIB
+HINT = "(raise it with --max-memory or SREVAL_MAX_MEMORY)"  # the end of every refusal
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 1 << 10, "m": 10**6, "mb": 10**6, "mib": 1 << 20,
           "g": 10**9, "gb": 10**9, "gib": GIB, "t": 10**12, "tb": 10**12, "tib": 1 << 40}
 _SIZE = re.compile(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-z]*)\s*", re.IGNORECASE)
@@ -78,8 +79,7 @@ def require(nbytes: float, what: str) -> None:
     """Refuse (MemoryBudgetError) when `what` would allocate more than the budget."""
     limit = budget()
     if nbytes > limit:
-        raise MemoryBudgetError(f"{what} needs about {human(nbytes)}, over the memory budget of {human(limit)} "
-                                f"(raise it with --max-memory or SREVAL_MAX_MEMORY)")
+        raise MemoryBudgetError(f"{what} needs about {human(nbytes)}, over the memory budget of {human(limit)} {HINT}")
 
 
 def read_limited(path: Path, what: str) -> bytes:
@@ -97,7 +97,7 @@ def read_limited(path: Path, what: str) -> bytes:
 
 class Ledger:
     """Memory held together for a while (a dataset's images): each addition is checked with
-    what is held already."""
+    what is held already. A fresh ledger checks one allocation alone."""
 
     def __init__(self, what: str):
         self.what, self.held = what, 0
@@ -108,4 +108,4 @@ class Ledger:
         self.held += int(nbytes)
 
 
-__all__ = ["MemoryBudgetError", "parse_size", "available", "budget", "human", "require", "read_limited", "Ledger", "DEFAULT_CAP"]
+__all__ = ["MemoryBudgetError", "parse_size", "available", "budget", "human", "require", "read_limited", "Ledger", "DEFAULT_CAP", "HINT"]
