@@ -32,6 +32,7 @@ from sreval.convert.graph import bypass_initializer_identities
 from sreval.errors import ModelError
 from sreval.files import atomic_write
 from sreval.graphstats import graph_stats
+from sreval.runtime import first_line
 
 StateDict = dict[str, Tensor]
 
@@ -105,7 +106,7 @@ def read_checkpoint(path: str | Path, data: bytes | None = None) -> StateDict:
             f"extract its state_dict in a trusted environment first ({str(e).splitlines()[0]})"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, io.UnsupportedOperation, ValueError) as e:
-        raise ModelError(f"{path.name}: not a readable PyTorch checkpoint ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        raise ModelError(f"{path.name}: not a readable PyTorch checkpoint ({first_line(e)})") from None
     for key in ("params_ema", "params", "state_dict", "model"):
         if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
             obj = obj[key]

@@ -30,10 +30,10 @@ import sys
 import uuid
 import warnings
 from collections.abc import Callable
-from unittest import mock
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import onnx
 import torch
@@ -45,7 +45,6 @@ from sreval.conventions import Meta, to_metadata
 from sreval.convert.graph import bypass_initializer_identities
 from sreval.errors import ConfigError, ModelError, SrevalError
 from sreval.exporters.common import StateDict, check_tensors, read_checkpoint, trace_to_onnx, write_model
-from sreval.memory import read_limited
 from sreval.files import atomic_write, cache_dir, sha256_file
 from sreval.graphstats import graph_stats
 from sreval.cells import code_version
@@ -87,7 +86,7 @@ def read_state_dict(path: Path, data: bytes | None = None) -> StateDict:
     """The checkpoint's tensors, read as data only (`data`: its bytes, where already read),
     with what it declares checked against the memory budget before it is allocated."""
     if data is None:
-        data = read_limited(path, "checkpoint")
+        data = memory.read_limited(path, "checkpoint")
     if path.suffix.lower() != ".safetensors":
         return read_checkpoint(path, data)
     _spandrel()  # safetensors comes with the checkpoints extra
@@ -227,7 +226,7 @@ def export(source: Path, target: Path, shown: str | None = None) -> Exported:
     """Export a checkpoint to a verified ONNX file at `target` (written atomically); `shown`:
     the checkpoint's own file name where `source` is a private copy of its bytes."""
     path = source.with_name(shown) if shown else source
-    sd = read_state_dict(path, read_limited(source, "checkpoint"))
+    sd = read_state_dict(path, memory.read_limited(source, "checkpoint"))
     desc = describe(path, sd)
     net = wrapped(desc)
     arch = desc.architecture.name
@@ -274,7 +273,7 @@ def export_isolated(path: Path, target: Path, data: bytes | None = None,
     if target.is_symlink() or (target.exists() and not target.is_file()):
         raise ConfigError(f"{target}: exists and is not a regular file; the export is written only as a new file "
                           f"or over a regular one")
-    data = read_limited(path, "checkpoint") if data is None else data
+    data = memory.read_limited(path, "checkpoint") if data is None else data
     desc = describe(path, read_state_dict(path, data))
     if on_start is not None:
         on_start()
@@ -327,9 +326,9 @@ def _child(argv: list[str]) -> int:
 def cached_onnx(path: Path, on_export: Callable[[str], None] | None = None) -> Path:
     """The verified ONNX file of a checkpoint, exported once per state dict and sreval version
     into the user cache (SREVAL_CACHE). A cached file is used only when its SHA-256 is the
-    recorded one and the weights digest it carries is the key's; otherwise it is exported
-    again, and the new file is checked the same way before it is recorded."""
-    data = read_limited(path, "checkpoint")
+    recorded one and the weights digest it carries in its metadata is the key's; otherwise it
+    is exported again, and the new file's digest is checked before it is recorded."""
+    data = memory.read_limited(path, "checkpoint")
     weights = state_dict_digest(read_state_dict(path, data))
     key = f"{weights[:24]}-{code_version().replace('+', '-')}"
     folder = cache_dir() / "checkpoints"
@@ -345,8 +344,8 @@ def cached_onnx(path: Path, on_export: Callable[[str], None] | None = None) -> P
     if _weights_of(onnx_path) != weights:
         onnx_path.unlink(missing_ok=True)
         raise ModelError(f"{path.name}: the export does not carry the weights read from the checkpoint")
-    atomic_write(record, json.dumps({**asdict(done), "path": str(done.path), "sha256": sha256_file(onnx_path),
-                                     "weights_sha256": weights}, indent=1) + "\n")
+    atomic_write(record, json.dumps({**asdict(done), "path": str(done.path), "sha256": sha256_file(onnx_path)},
+                                    indent=1) + "\n")
     return onnx_path
 
 
@@ -355,9 +354,7 @@ def _cached(onnx_path: Path, record: Path, weights: str) -> bool:
     try:
         if not onnx_path.is_file() or onnx_path.is_symlink():
             return False
-        meta = json.loads(record.read_text())
-        return (meta["sha256"] == sha256_file(onnx_path) and meta["weights_sha256"] == weights
-                and _weights_of(onnx_path) == weights)
+        return json.loads(record.read_text())["sha256"] == sha256_file(onnx_path) and _weights_of(onnx_path) == weights
     except (OSError, ValueError, KeyError, TypeError):
         return False  # no record, or a damaged one: export again
 

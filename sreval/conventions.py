@@ -41,6 +41,7 @@ COLORS = ("rgb", "bgr", "y", "yfull")
 LAYOUTS = ("nchw", "nhwc")
 DTYPES = ("float32", "float16")
 FIELDS = ("scale", "range", "normalize", "color", "layout", "preupsampled", "output")  # what a user may set
+SIGNED_TEXTS = ("-1,1", "[-1,1]")  # how `--range` and `--normalize` write the [-1, 1] mapping
 # named normalisations: (mean, std) per RGB channel, in [0, 1] units
 NORMALIZATIONS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
@@ -94,7 +95,7 @@ def parse_normalize(v: Any) -> str:
     """A normalisation's canonical text: a name of NORMALIZATIONS ('-1,1' is `signed`), or
     'M/S' / 'M1,M2,M3/S1,S2,S3' with finite means and positive finite stds."""
     text = str(v).strip().lower().replace(" ", "")
-    if text in ("-1,1", "[-1,1]"):
+    if text in SIGNED_TEXTS:
         return "signed"
     if text in NORMALIZATIONS:
         return text
@@ -239,5 +240,5 @@ def has_sreval_metadata(metadata: Mapping[str, str]) -> bool:
     return any(k.startswith(PREFIX) for k in metadata)
 
 
-__all__ = ["COLORS", "LAYOUTS", "DTYPES", "FIELDS", "NORMALIZATIONS", "parse_normalize", "normalize_values", "Meta", "COMPUTED_KEYS", "PARSERS", "Conventions", "Overrides",
+__all__ = ["COLORS", "LAYOUTS", "DTYPES", "FIELDS", "NORMALIZATIONS", "SIGNED_TEXTS", "parse_normalize", "normalize_values", "Meta", "COMPUTED_KEYS", "PARSERS", "Conventions", "Overrides",
            "channels_of", "to_metadata", "has_sreval_metadata", "parse_bool"]

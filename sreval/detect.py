@@ -49,7 +49,7 @@ from sreval.errors import SrevalError
 from sreval.evaluation import to_image, to_tensor
 from sreval.io import imresize, quantize
 from sreval.metrics import psnr
-from sreval.runtime import probe_seconds
+from sreval.runtime import first_line, probe_seconds
 
 if TYPE_CHECKING:  # the model calls detection at load; detection only reads the model
     from sreval.model import SRModel
@@ -221,10 +221,9 @@ def _candidate(model: SRModel, base: Conventions, values: dict[str, Any],
     try:
         return Candidate(values, _score(model, replace(base, **values), photos))
     except SrevalError as e:
-        return Candidate(values, None, str(e).splitlines()[0][:200])
+        return Candidate(values, None, first_line(e, 200))
     except Exception as e:  # onnxruntime refuses a candidate (e.g. a value it cannot take)
-        first = str(e).splitlines()[0][:200] if str(e) else ""
-        return Candidate(values, None, f"{type(e).__name__}: {first}")
+        return Candidate(values, None, f"{type(e).__name__}: {first_line(e, 200) if str(e) else ''}")
 
 
 def _ranked(scored: list[Candidate]) -> list[Candidate]:

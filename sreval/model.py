@@ -19,7 +19,7 @@ from sreval import detect, parity
 from sreval.conventions import Conventions, Meta, Overrides, has_sreval_metadata
 from sreval.convert import to_torch
 from sreval.errors import ConfigError, ModelError, ParityError, UnsupportedOperatorError
-from sreval.onnxfile import add_batch_axis, bind_inputs, dims, image_input, read_onnx
+from sreval.onnxfile import add_batch_axis, bind_inputs, dims, image_input, onnx_opset, read_onnx
 from sreval.parity import Parity
 from sreval.resolve import PROBE_SIZE, Resolver
 from sreval.runtime import PROTO_LIMIT, Adapter, OrtCore, first_line, open_session, probe_seconds, resolve_device
@@ -56,9 +56,7 @@ class SRModel:
         self.proto, self.sha256 = read_onnx(self.path)
         self.device = resolve_device(device)
         self.metadata = {p.key: p.value for p in self.proto.metadata_props}
-        self.opset = max(
-            (o.version for o in self.proto.opset_import if o.domain in ("", "ai.onnx")), default=0
-        )
+        self.opset = onnx_opset(self.proto)
         # values for the model's non-image inputs (--input-value NAME=VALUE), bound into the graph
         if overrides is not None and fields:
             raise ConfigError("give a model's conventions as overrides= or as keywords, not both")
@@ -124,7 +122,7 @@ class SRModel:
 
     def ort(self, conventions: Conventions | None = None, time_limit: float | None = None) -> Adapter:
         """The onnxruntime reference behind the adapter (no gradients)."""
-        session = self._session()
+        session = self._session()  # first: its trial measures run_bytes
         return Adapter(OrtCore(session, time_limit, self.run_bytes, self.path.name), conventions or self.conventions)
 
     def _converted(self) -> nn.Module:

@@ -6,6 +6,7 @@ find its image input and what the graph says about its layout.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,12 +31,7 @@ def read_onnx(path: Path) -> tuple[onnx.ModelProto, str]:
         raise ModelError(f"model file not found: {path}")
     if not path.is_file():
         raise ModelError(f"not a file: {path}")
-    try:
-        with open(path, "rb") as f:
-            memory.require(os.fstat(f.fileno()).st_size, f"{path.name}: reading the model file")
-            data = f.read()
-    except OSError as e:
-        raise ModelError(f"{path.name}: cannot read the file ({e.strerror or e})") from None
+    data = memory.read_limited(path, "model file")
     if not data:
         raise ModelError(f"{path.name}: empty file, not an ONNX model")
     try:
@@ -109,9 +105,7 @@ def _declared_bytes(t: onnx.TensorProto) -> int | None:
         return None
     if t.data_type == onnx.TensorProto.STRING or any(d < 0 for d in t.dims):
         return None
-    n = 1
-    for d in t.dims:
-        n *= d
+    n = math.prod(t.dims)
     if t.data_type in _FOUR_BIT:
         return (n + 1) // 2
     return n * itemsize
@@ -232,7 +226,7 @@ def add_batch_axis(model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
     out = onnx.ModelProto()
     out.CopyFrom(model)
     g = out.graph
-    opset = max((o.version for o in out.opset_import if o.domain in ("", "ai.onnx")), default=13)
+    opset = onnx_opset(out)
     inp = next(i for i in g.input if i.name == free[0].name)
     batched = f"{inp.name}__batched"
     nodes = [_axis_node("Squeeze", batched, inp.name, opset, g)]
@@ -269,6 +263,11 @@ def _prepend_one(vi: onnx.ValueInfoProto) -> None:
     del shape.dim[:]
     shape.dim.add().dim_value = 1
     shape.dim.extend(old)
+
+
+def onnx_opset(model: onnx.ModelProto) -> int:
+    """The version of the default (ai.onnx) operator set the model imports; 0 for none."""
+    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
 
 
 def _input_value(vi: onnx.ValueInfoProto, text: str, name: str) -> onnx.TensorProto:
@@ -310,5 +309,5 @@ def layout_channels(dims: list[int | None], layout: str) -> int | None:
     return dims[1] if layout == "nchw" else dims[3]
 
 
-__all__ = ["read_onnx", "load_external_data", "image_input", "bind_inputs", "add_batch_axis", "dims", "layout_from_graph", "layout_channels",
+__all__ = ["read_onnx", "load_external_data", "image_input", "bind_inputs", "add_batch_axis", "onnx_opset", "dims", "layout_from_graph", "layout_channels",
            "ONNX_DTYPES"]

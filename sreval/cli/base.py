@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.text import Text
 
 from sreval.config import STRONGEST, LoopOptions
-from sreval.conventions import Overrides, parse_normalize
+from sreval.conventions import SIGNED_TEXTS, Overrides, parse_normalize
 from sreval.errors import ConfigError, SrevalError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -223,7 +223,7 @@ def _value_range(text: str | None) -> tuple[float | None, bool]:
     """--range: 1, 255, or -1,1 (then True: the model reads [-1, 1])."""
     if text is None:
         return None, False
-    if text.replace(" ", "") in ("-1,1", "[-1,1]"):
+    if text.replace(" ", "") in SIGNED_TEXTS:
         return 1.0, True
     try:
         return float(text), False
