@@ -7,7 +7,9 @@ import json
 import math
 from pathlib import Path
 
+import onnx
 import pytest
+import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 from typer.testing import CliRunner
@@ -18,8 +20,10 @@ from sreval.data import load_dataset
 from sreval.io import write_image
 from sreval.detect import candidate_values, propose
 from sreval.commands import evaluate
-from sreval.conventions import Conventions
+from sreval.conventions import Conventions, parse_normalize
+from sreval.errors import ConfigError
 from sreval.model import SRModel
+from sreval.runtime import ValueRange
 from tests.test_conventions import Up, export
 from tests.tiny import TinySR
 
@@ -97,8 +101,6 @@ def test_override_and_metadata_skip_detection(r255: Path, tmp_path: Path) -> Non
     m = SRModel(r255, device="cpu", range=255, color="rgb")
     assert m.detection is None and m.sources["range"] == "override"
     p = export(Up(2), tmp_path / "meta.onnx")
-    import onnx
-
     proto = onnx.load(p)
     proto.metadata_props.add(key="sreval.scale", value="2")
     onnx.save(proto, p)
@@ -152,25 +154,16 @@ def test_detection_as_dict_is_strict_json(r255: Path) -> None:
                                              ("ImageNet", "imagenet"), ("0.5/0.5", "0.5/0.5"),
                                              ("0.485,0.456,0.406/0.229,0.224,0.225", "0.485,0.456,0.406/0.229,0.224,0.225")])
 def test_normalisations_are_read(text: str, canonical: str) -> None:
-    from sreval.conventions import parse_normalize
-
     assert parse_normalize(text) == canonical
 
 
 @pytest.mark.parametrize("bad", ["0.5", "0.5/0", "1,2/1", "a/b", "nan/1", "0.5/-1"])
 def test_bad_normalisations_are_refused(bad: str) -> None:
-    from sreval.conventions import parse_normalize
-    from sreval.errors import ConfigError
-
     with pytest.raises(ConfigError, match="normalize"):
         parse_normalize(bad)
 
 
 def test_a_value_mapping_round_trips_in_the_models_channel_order() -> None:
-    import torch
-
-    from sreval.runtime import ValueRange
-
     x = torch.rand(1, 3, 4, 4)
     for spec in ("signed", "imagenet", "0.1,0.2,0.3/0.5,0.6,0.7"):
         for color in ("rgb", "bgr"):

@@ -8,10 +8,12 @@ import csv
 import io
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -22,15 +24,20 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
-import sreval.trial
+from sreval import checkpoint, memory, runtime, trial, zoo
 from sreval import figures as F
-from sreval import runtime
+from sreval.attacks.basic import run_basic
 from sreval.cells import CHECKSUMS
-from sreval.config import parse_alpha
+from sreval.config import BasicConfig, parse_alpha
 from sreval.cli import app
+from sreval.conventions import Meta
+from sreval.data import Sample, downscale
 from sreval.errors import DataError, ModelError
+from sreval.evaluation import ImageSaver
 from sreval.files import atomic_write, atomic_write_many, check_target, claim_run_dir, sha256_file
 from sreval.io import read_image, write_image
+from sreval.memory import MemoryBudgetError, parse_size
+from sreval.model import SRModel
 from sreval.report import rows_csv
 from tests.test_fuzz import _png, _resize, _save, _scales, identity_loop_body
 from tests.tiny import TinySR, export
@@ -145,8 +152,6 @@ def _external_in_subgraph(folder: Path, location: str, length: int | None = None
 
 def test_external_data_in_subgraphs_is_hashed_and_read_beside_the_model(tmp_path: Path,
                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    from sreval.model import SRModel
-
     folder = tmp_path / "model"
     folder.mkdir()
     (folder / "w.bin").write_bytes(np.array([1.0], np.float32).tobytes())
@@ -158,8 +163,6 @@ def test_external_data_in_subgraphs_is_hashed_and_read_beside_the_model(tmp_path
 
 
 def test_external_data_through_a_linked_folder_or_short_file_is_refused(tmp_path: Path) -> None:
-    from sreval.model import SRModel
-
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "w.bin").write_bytes(b"\0" * 4)
@@ -330,8 +333,6 @@ def test_a_local_file_never_stands_in_for_a_zoo_model(tmp_path: Path, monkeypatc
 
 
 def test_other_weights_get_another_name(tmp_path: Path, assets: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from sreval import zoo
-
     monkeypatch.setenv("SREVAL_ZOO", str(tmp_path))
     sd = torch.load(assets / "weights/carn_m/carn_m.pth", weights_only=True, map_location="cpu")
     sd = {k: v + 1e-3 if k == "exit.weight" else v for k, v in sd.items()}
@@ -428,10 +429,6 @@ def test_markdown_report_holds_names_as_text(tmp_path: Path) -> None:
 
 
 def test_identity_model_is_not_infinitely_robust() -> None:
-    from sreval.attacks.basic import run_basic
-    from sreval.config import BasicConfig
-    from sreval.data import Sample
-
     class Identity(torch.nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return x * 1.0
@@ -474,10 +471,6 @@ def test_seed_out_of_range_is_a_usage_error(tiny: Path) -> None:
 
 def test_progress_moves_with_every_attack_step() -> None:
     """Not '0/?' until an image is done: the total is known at once and every step counts."""
-    from sreval.attacks.basic import run_basic
-    from sreval.config import BasicConfig
-    from sreval.data import Sample, downscale
-
     hr = np.random.default_rng(0).random((24, 24, 3)).astype(np.float32)
     seen: list[tuple[int, int]] = []
     run_basic(TinySR(scale=2).eval(), [Sample("a", downscale(hr, 2), hr)], 2,
@@ -639,8 +632,6 @@ CAP = int(2.5 * (1 << 30))
 
 
 def capped(*args: object, budget: str | None = "256M", cap: int = CAP) -> subprocess.CompletedProcess[str]:
-    import resource
-
     env = {k: v for k, v in os.environ.items() if k != "SREVAL_MAX_MEMORY"}
     if budget is not None:
         env["SREVAL_MAX_MEMORY"] = budget
@@ -658,8 +649,6 @@ def refused_for_memory(r: subprocess.CompletedProcess[str], *needles: str) -> st
 
 @pytest.mark.slow
 def test_checkpoint_tensor_and_zip_bombs_are_refused_before_allocating(tmp_path: Path) -> None:
-    import zipfile
-
     torch.save({"w": torch.zeros(1).expand(20000, 20000)}, tmp_path / "stride.pth")  # 1.6 GB as declared
     refused_for_memory(capped("inspect", tmp_path / "stride.pth", budget=None), "tensors", "1.6 GB")
     torch.save({"w": torch.zeros(100_000_000 // 4)}, tmp_path / "plain.pth")
@@ -700,9 +689,6 @@ def test_external_data_on_a_sparse_file_is_refused_before_reading(tmp_path: Path
 
 
 def test_external_data_counts_against_the_budget(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from sreval.memory import MemoryBudgetError
-    from sreval.model import SRModel
-
     folder = tmp_path / "model"
     folder.mkdir()
     (folder / "w.bin").write_bytes(np.array([1.0], np.float32).tobytes())
@@ -760,10 +746,6 @@ def test_graphs_that_allocate_at_run_time_are_stopped_in_a_capped_child(tmp_path
 
 
 def test_the_first_run_of_a_file_happens_in_a_capped_child(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from sreval import trial
-    from sreval.memory import MemoryBudgetError
-    from sreval.model import SRModel
-
     monkeypatch.setenv("SREVAL_MAX_MEMORY", "32M")
     with pytest.raises(MemoryBudgetError, match="1x3x24x24 input needs more than the memory budget of 32 MB"):
         SRModel(_constant_of_shape_bomb(tmp_path / "cos.onnx"), device="cpu")
@@ -774,8 +756,6 @@ def test_the_first_run_of_a_file_happens_in_a_capped_child(tmp_path: Path, monke
 
 @pytest.mark.parametrize("text, size", [("800M", 800 * 10**6), ("1.5G", 1.5e9), ("2GiB", 2 << 30), ("1048576", 1 << 20), ("1M", 10**6)])
 def test_memory_sizes_are_read_with_their_units(text: str, size: float) -> None:
-    from sreval.memory import parse_size
-
     assert parse_size(text) == int(size)
 
 
@@ -786,8 +766,6 @@ def test_a_bad_memory_budget_is_one_line(bad: str) -> None:
 
 
 def test_the_default_budget_is_a_share_of_available_memory(monkeypatch: pytest.MonkeyPatch) -> None:
-    from sreval import memory
-
     monkeypatch.delenv("SREVAL_MAX_MEMORY", raising=False)
     monkeypatch.setattr(memory, "available", lambda: 600 << 20)
     assert memory.budget() == 300 << 20
@@ -809,9 +787,6 @@ def _compact(path: Path, seed: int) -> Path:
 @pytest.mark.slow
 def test_the_export_cache_holds_the_weights_it_was_keyed_by(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("spandrel")
-    from sreval import checkpoint
-    from sreval.conventions import Meta
-
     monkeypatch.setenv("SREVAL_CACHE", str(tmp_path / "cache"))
     ckpt = _compact(tmp_path / "latest.pth", 0)
     digest_a = checkpoint.state_dict_digest(checkpoint.read_state_dict(ckpt))
@@ -827,8 +802,7 @@ def test_the_export_cache_holds_the_weights_it_was_keyed_by(tmp_path: Path, monk
     # a file planted under B's key with A's weights (and a matching record) is not taken
     planted = done.with_name(done.name.replace(digest_a[:24], digest_b[:24]))
     planted.write_bytes(done.read_bytes())
-    record = json.loads(done.with_suffix(".json").read_text()) | {"sha256": sha256_file(planted),
-                                                                 "weights_sha256": digest_b}
+    record = json.loads(done.with_suffix(".json").read_text()) | {"sha256": sha256_file(planted)}
     planted.with_suffix(".json").write_text(json.dumps(record))
     assert weights(checkpoint.cached_onnx(ckpt)) == digest_b
 
@@ -849,8 +823,6 @@ def test_export_to_a_special_target_is_one_line(tmp_path: Path, kind: str) -> No
 
 
 def test_a_failed_rerun_leaves_the_earlier_run_whole(tmp_path: Path, tiny: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from sreval.evaluation import ImageSaver
-
     out = tmp_path / "run"
     common = ("--alpha", "8/255", "--steps", "1", "--out", out, "--device", "cpu", "--save-images", "--no-sanity")
     assert run("attack", tiny, "--data", dataset(tmp_path / "a", n=2), *common).exit_code == 0
@@ -893,9 +865,6 @@ def test_a_second_ctrl_c_ends_the_process_silently(tmp_path: Path) -> None:
 
 def test_each_onnxruntime_run_is_bounded_by_what_the_trial_measured(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from sreval.memory import MemoryBudgetError
-    from sreval.model import SRModel
-
     monkeypatch.setenv("SREVAL_MAX_MEMORY", "5M")
     model = SRModel(export(TinySR(scale=2), tmp_path / "m.onnx"), device="cpu")
     ref = model.ort()
@@ -928,7 +897,7 @@ def test_a_crash_in_the_first_run_is_one_line(tmp_path: Path, monkeypatch: pytes
     site.mkdir()  # the trial child crashes as onnxruntime does on some hostile graphs
     (site / "sitecustomize.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)\n")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
-    monkeypatch.setattr(sreval.trial, "_PASSED", {})  # no trial of the same bytes remembered from another test
+    monkeypatch.setattr(trial, "_PASSED", {})  # no trial of the same bytes remembered from another test
     r = run("inspect", export(TinySR(scale=2), tmp_path / "m.onnx"))
     one_line_error(r, "m.onnx: onnxruntime crashed running the model (SIGSEGV)")
 

@@ -15,13 +15,18 @@ import json
 import warnings
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
 import torch
+from onnx import helper, numpy_helper
 from typer.testing import CliRunner
 
 from sreval.cli import app
 from sreval.commands import evaluate
+from sreval.exporters import ARCHS, load_weights, read_checkpoint
 from sreval.model import SRModel
+from sreval.zoo import open_model
 
 # Set5 x4, Y, shave 4: measured by the reference protocol (VDSR: unrounded MATLAB bicubic input)
 REFERENCE = {"fsrcnn": 30.51, "vdsr": 31.43, "lapsrn": 31.62, "rfdn": 32.16}
@@ -32,8 +37,6 @@ WEIGHTS = {"fsrcnn": "fsrcnn/fsrcnn_x4.pth", "vdsr": "vdsr/vdsr_state_dict.pth",
 def native_onnx(name: str, assets: Path, folder: Path) -> Path:
     """The architecture with its official weights, exported as the authors' code runs it:
     no range wrapper, Y-only in and out, all outputs; dynamic batch/height/width; opset 17."""
-    from sreval.exporters import ARCHS, load_weights, read_checkpoint
-
     spec = ARCHS[name]
     net = spec.build(4).eval()
     load_weights(net, spec, read_checkpoint(assets / "weights" / WEIGHTS[name]), WEIGHTS[name])
@@ -113,10 +116,6 @@ def test_conversion_parity_and_gradients(models: dict[str, Path]) -> None:
 def normalized_variant(src: Path, dst: Path, mean: list[float], std: list[float]) -> Path:
     """The model as deployed behind a normalisation: it reads and writes (x - mean) / std
     (a foreign file: no sreval metadata)."""
-    import numpy as np
-    import onnx
-    from onnx import helper, numpy_helper
-
     m = onnx.load(str(src))
     g = m.graph
     inp, out = g.input[0].name, g.output[0].name
@@ -141,8 +140,6 @@ NORMALISED = {"signed": ([0.5] * 3, [0.5] * 3, ["--range", "-1,1"]),
 
 @pytest.fixture(scope="module")
 def carn_m(assets: Path) -> Path:
-    from sreval.zoo import open_model
-
     return open_model("carn-m", device="cpu").path
 
 
