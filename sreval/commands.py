@@ -85,8 +85,7 @@ def inspect(model: str | Path, *, device: str = "auto", conventions: Overrides |
     except ConversionError as e:
         p, info["conversion"] = None, f"FAILED: {e}"
     if p is not None:
-        info["parity"] = (f"{'ok' if p.ok else 'FAILED'}: max |torch - onnxruntime| = {p.max_diff:.3g} "
-                          f"(tol {p.tol:g}), input-gradient L1 = {p.grad_l1:.3g}")
+        info["parity"] = f"{'ok' if p.ok else 'FAILED'}: {p.describe()}, input-gradient L1 = {p.grad_l1:.3g}"
     else:
         info["runtime"] = ("onnxruntime only: `evaluate` works, `attack --method square` runs a "
                            "gradient-free attack (weaker than I-FGSM)")

@@ -19,7 +19,7 @@ from sreval import detect, parity
 from sreval.conventions import Conventions, Meta, Overrides, has_sreval_metadata
 from sreval.convert import to_torch
 from sreval.errors import ConfigError, ModelError, ParityError, UnsupportedOperatorError
-from sreval.onnxfile import add_batch_axis, bind_inputs, dims, image_input, onnx_opset, read_onnx
+from sreval.onnxfile import add_batch_axis, bind_inputs, compute_precision, dims, image_input, onnx_opset, read_onnx
 from sreval.parity import Parity
 from sreval.resolve import PROBE_SIZE, Resolver
 from sreval.runtime import PROTO_LIMIT, Adapter, OrtCore, first_line, open_session, probe_seconds, resolve_device
@@ -157,7 +157,8 @@ class SRModel:
 
     def runtime(self, prefer: str = "auto") -> tuple[nn.Module, str]:
         """The module to evaluate with and its name. 'auto': the parity-checked PyTorch
-        conversion, or the onnxruntime reference where onnx2torch cannot convert the model;
+        conversion, or the onnxruntime reference where onnx2torch cannot convert the model or
+        the conversion fails its parity check;
         'torch': the conversion or its error; 'onnxruntime': the reference, nothing converted
         (faster for clean metrics, which need no gradients)."""
         if prefer not in RUNTIMES:
@@ -166,7 +167,7 @@ class SRModel:
             return self.ort(), "onnxruntime"
         try:
             self.check_parity()
-        except (UnsupportedOperatorError, ConversionError):
+        except (UnsupportedOperatorError, ConversionError, ParityError):
             if prefer == "torch":
                 raise
             return self.ort(), "onnxruntime"
@@ -175,8 +176,9 @@ class SRModel:
     # ----------------------------------------------------------------- parity
 
     @property
-    def parity_tol(self) -> float:
-        return parity.TOL_FP16 if self.conventions.dtype == "float16" else parity.TOL
+    def precision(self) -> str:
+        """The graph's compute precision (`sreval.onnxfile.compute_precision`): it sets the parity tolerances."""
+        return compute_precision(self.proto)
 
     def check_parity(self, raise_on_fail: bool = True) -> Parity:
         """Run torch and onnxruntime on two odd-sized photo crops (one a batch of 2) and compare
@@ -187,14 +189,14 @@ class SRModel:
             sizes = [(n, h, w) if self.conventions.tile is None else (n, *self._tile_lr()) for n, h, w in base]
             ref = self.ort(time_limit=probe_seconds())
             self._parity = parity.measure(lambda x: self._run_checked(ref, x), self._run_converted, sizes,
-                                          tol=self.parity_tol, name=self.path.name)
+                                          precision=self.precision, name=self.path.name)
         result = self._parity
         if raise_on_fail and not result.ok:
-            if result.max_diff > result.tol:
-                raise ParityError(
-                    f"{self.path.name}: PyTorch conversion differs from onnxruntime by "
-                    f"{result.max_diff:.3g} of the output range (tolerance {result.tol:g})"
-                )
+            if not result.close:
+                hint = (" (onnxruntime's uint8 x int8 kernels saturate on x86 CPUs without VNNI: such a model is "
+                        "quantised with reduce_range)" if result.precision == "int8" else "")
+                raise ParityError(f"{self.path.name}: PyTorch conversion differs from onnxruntime: {result.describe()}, "
+                                  f"as a fraction of the output range{hint}")
             raise ParityError(
                 f"{self.path.name}: input gradient is {'zero' if result.grad_l1 == 0 else 'not finite'}; "
                 f"the model cannot be attacked with gradients"

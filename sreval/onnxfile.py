@@ -305,9 +305,26 @@ def layout_from_graph(model: onnx.ModelProto, input_name: str) -> str | None:
     return None
 
 
+QUANTISED_OPS = frozenset({"QuantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger", "QLinearConv",
+                           "QLinearMatMul", "QGemm", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"})
+
+
+def compute_precision(model: onnx.ModelProto) -> str:
+    """The precision the graph computes in, whatever its I/O: 'int8' where it quantises, else
+    'fp16' / 'bf16' where it holds or casts to such tensors, else 'fp32'."""
+    nodes = list(model.graph.node)
+    if any(n.op_type in QUANTISED_OPS or n.op_type.startswith("QLinear") for n in nodes):
+        return "int8"
+    T = onnx.TensorProto
+    types = {t.data_type for t in model.graph.initializer}
+    types |= {a.i for n in nodes if n.op_type == "Cast" for a in n.attribute if a.name == "to"}
+    types |= {v.type.tensor_type.elem_type for v in [*model.graph.input, *model.graph.output]}
+    return "fp16" if T.FLOAT16 in types else "bf16" if T.BFLOAT16 in types else "fp32"
+
+
 def layout_channels(dims: list[int | None], layout: str) -> int | None:
     return dims[1] if layout == "nchw" else dims[3]
 
 
 __all__ = ["read_onnx", "load_external_data", "image_input", "bind_inputs", "add_batch_axis", "onnx_opset", "dims", "layout_from_graph", "layout_channels",
-           "ONNX_DTYPES"]
+           "ONNX_DTYPES", "compute_precision", "QUANTISED_OPS"]

@@ -30,6 +30,15 @@ TOL = 1e-4  # of the output range, which the adapter maps to [0, 1]
 # layers accumulate several. 2^-8 (about 1/256, under one 8-bit grey level) still catches a
 # wrong conversion, whose errors are whole grey levels or more.
 TOL_FP16 = 2.0**-8
+TOL_BF16 = 2.0**-5  # bfloat16 keeps 8 significant bits: 2^-7 at 1.0, and a few layers more
+# An int8 graph rounds every activation to its quantisation step; float summation order alone
+# flips some roundings, and a flip moves everything downstream by a step (measured on CARN-M
+# QDQ, against onnxruntime without fusions: max 3 output steps, RMS 0.3 step). The criterion
+# is then a step (1/255 of the output range) in RMS, with single pixels allowed 8 steps; a wrong
+# scale, zero point or axis is off by many steps everywhere.
+STEP_INT8 = 1.0 / 255.0
+TOLS = {"fp32": (TOL, math.inf), "fp16": (TOL_FP16, math.inf), "bf16": (TOL_BF16, math.inf),
+        "int8": (8 * STEP_INT8, STEP_INT8)}  # precision -> (max, RMS) tolerance, in output ranges
 
 Run = Callable[[Tensor], "Tensor | Sequence[Tensor]"]
 
@@ -40,10 +49,24 @@ class Parity:
     tol: float
     grad_l1: float
     shapes: list[list[int]] = field(default_factory=list)
+    rms_diff: float = 0.0
+    rms_tol: float = math.inf
+    precision: str = "fp32"  # the graph's compute precision, which sets the tolerances (TOLS)
+
+    @property
+    def close(self) -> bool:
+        return self.max_diff <= self.tol and self.rms_diff <= self.rms_tol
 
     @property
     def ok(self) -> bool:
-        return self.max_diff <= self.tol and math.isfinite(self.grad_l1) and self.grad_l1 > 0
+        return self.close and math.isfinite(self.grad_l1) and self.grad_l1 > 0
+
+    def describe(self) -> str:
+        """'max |d| = ... (tol ...)' and, where RMS is bounded too, its part."""
+        text = f"max |torch - onnxruntime| = {self.max_diff:.3g} (tol {self.tol:g})"
+        if math.isfinite(self.rms_tol):
+            text += f", RMS {self.rms_diff:.3g} (tol {self.rms_tol:.3g})"
+        return f"{text}, {self.precision} graph"
 
 
 def grown(sizes: Sequence[tuple[int, int, int]], min_side: int) -> list[tuple[int, int, int]]:
@@ -62,12 +85,14 @@ def outputs(y: Tensor | Sequence[Tensor]) -> list[Tensor]:
     return list(y) if isinstance(y, (tuple, list)) else [y]
 
 
-def measure(reference: Run, candidate: Run, sizes: Sequence[tuple[int, int, int]], *, tol: float,
-            channels: int = 3, gradient: bool = True, name: str = "model") -> Parity:
-    """Max |candidate - reference| over every output and size, and (with `gradient`) the L1
-    norm of the candidate's input gradient of sum(y^2), which an attack needs to be non-zero.
-    Output shapes that differ are a ModelError naming both."""
+def measure(reference: Run, candidate: Run, sizes: Sequence[tuple[int, int, int]], *, tol: float | None = None,
+            precision: str = "fp32", channels: int = 3, gradient: bool = True, name: str = "model") -> Parity:
+    """Max and RMS |candidate - reference| over every output and size, and (with `gradient`)
+    the L1 norm of the candidate's input gradient of sum(y^2), which an attack needs to be
+    non-zero. The tolerances are the precision's (TOLS; `tol` replaces the max one). Output
+    shapes that differ are a ModelError naming both."""
     worst, grad = 0.0, 0.0 if gradient else math.inf
+    squares, count = 0.0, 0
     for n, h, w in sizes:
         x = probe_input(n, h, w, channels)
         with torch.no_grad():
@@ -82,11 +107,15 @@ def measure(reference: Run, candidate: Run, sizes: Sequence[tuple[int, int, int]
                 raise ModelError(f"{name}: output shape {tuple(y.shape)}, the reference gives {tuple(ref.shape)}")
             if not torch.isfinite(y).all():
                 raise ModelError(f"{name}: output contains NaN or Inf")
-            worst = max(worst, (y.detach().float().cpu() - ref).abs().max().item())
+            diff = y.detach().float().cpu() - ref
+            worst = max(worst, diff.abs().max().item())
+            squares, count = squares + diff.double().square().sum().item(), count + diff.numel()
         if gradient:
             (gx,) = torch.autograd.grad(got[0].square().sum(), xt)
             grad += gx.abs().sum().item()
-    return Parity(worst, tol, grad, [list(s) for s in sizes])
+    max_tol, rms_tol = TOLS[precision]
+    return Parity(worst, max_tol if tol is None else tol, grad, [list(s) for s in sizes],
+                  math.sqrt(squares / max(count, 1)), rms_tol, precision)
 
 
 def check_export(net: Run, proto: onnx.ModelProto, sizes: Sequence[tuple[int, int, int]], *, channels: int = 3,
@@ -105,4 +134,4 @@ def check_export(net: Run, proto: onnx.ModelProto, sizes: Sequence[tuple[int, in
     return result.max_diff
 
 
-__all__ = ["Parity", "SIZES", "TOL", "TOL_FP16", "measure", "check_export", "grown", "probe_input", "outputs"]
+__all__ = ["Parity", "SIZES", "TOL", "TOL_FP16", "TOL_BF16", "TOLS", "measure", "check_export", "grown", "probe_input", "outputs"]

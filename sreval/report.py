@@ -413,5 +413,6 @@ def data_info(spec: str | Path, samples: list[Sample]) -> dict[str, Any]:
 def model_info(model: SRModel, parity: Any = None) -> dict[str, Any]:
     info = model.describe()
     if parity is not None:
-        info["parity"] = {"max_diff": parity.max_diff, "tol": parity.tol, "grad_l1": parity.grad_l1}
+        info["parity"] = {"max_diff": parity.max_diff, "tol": parity.tol, "grad_l1": parity.grad_l1,
+                          "rms_diff": parity.rms_diff, "rms_tol": parity.rms_tol if math.isfinite(parity.rms_tol) else None, "precision": parity.precision}
     return info

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from sreval.config import ATTACK_METHODS, parse_alpha
 from sreval.attacks.common import deliver, per_sample
 from sreval.data import Sample
-from sreval.errors import ConfigError, ModelError, UnsupportedOperatorError
+from sreval.errors import ConfigError, ModelError, ParityError, UnsupportedOperatorError
 from sreval.evaluation import ImageSaver, Progress, Row, images, measure, measure_hr, super_resolve
 from sreval.model import ConversionError
 
@@ -138,7 +138,7 @@ def choose_method(model: Any, method: str) -> tuple[str, str | None]:
         return "square", None
     try:
         model.check_parity()
-    except (UnsupportedOperatorError, ConversionError) as e:
+    except (UnsupportedOperatorError, ConversionError, ParityError) as e:
         if method == "auto":
             return "square", f"no PyTorch conversion ({e}), so no gradient attack: fell back to square"
         raise ModelError(f"{e}; the gradient attack needs a PyTorch conversion: --method square runs a "

@@ -7,6 +7,9 @@ numbers that differ from onnxruntime (it only warns, or not even that). This pac
   layout, pad, reduce, split, slice, reshape, norm, pool, activation, clip, sample, scatter). Where a new version
   only widened the type list, onnx2torch's own converter is registered again under it
   (`registry.SAME_AS`);
+* converts deployed graphs: quantised operators as fake quantisation (`quant`), onnxruntime's
+  contrib operators from its graph optimiser (`contrib`, `nchwc`), and rounding and integer
+  casts with straight-through gradients (`rounding`);
 * replaces the converters that are wrong or refuse common input, listed with the reason in
   `registry.REPLACEMENTS`;
 * repairs graph quirks before conversion (`graph.prepare_graph`).
@@ -25,13 +28,14 @@ from onnx2torch.onnx_graph import OnnxGraph
 
 # importing the operator modules registers their converters
 from sreval.convert import (  # noqa: F401
-    activation, clip, layout, norm, pad, pool, reduce, reshape, resize, sample, scatter, slice, split)
-from sreval.convert.graph import bypass_initializer_identities, prepare_graph
-from sreval.convert.registry import DOMAIN, ONNX_DOMAINS, REPLACEMENTS
+    activation, clip, contrib, layout, norm, pad, pool, quant, reduce, reshape, resize, rounding, sample, scatter,
+    slice, split)
+from sreval.convert.graph import bypass_initializer_identities, dotless_domains, prepare_graph
+from sreval.convert.registry import DOMAIN, ONNX_DOMAINS, REPLACEMENTS, torch_domain
 from sreval.errors import ModelError, UnsupportedOperatorError
 
-OPERATOR_MODULES = (activation, clip, layout, norm, pad, pool, reduce, reshape, resize, sample, scatter, slice,
-                    split)
+OPERATOR_MODULES = (activation, clip, contrib, layout, norm, pad, pool, quant, reduce, reshape, resize, rounding,
+                    sample, scatter, slice, split)
 
 
 def _opset_versions(model: onnx.ModelProto) -> dict[str, int]:
@@ -66,7 +70,7 @@ def _missing_converters(model: onnx.ModelProto) -> list[str]:
         try:
             if version is None:
                 raise NotImplementedError("no opset for this domain")
-            get_converter(operation_type=node.op_type, version=version, domain=domain)
+            get_converter(operation_type=node.op_type, version=version, domain=torch_domain(domain))
         except NotImplementedError:
             missing.add(_label(node.op_type, domain, version))
     return sorted(missing)
@@ -86,7 +90,7 @@ def to_torch(model: onnx.ModelProto) -> torch.nn.Module:
     if missing:
         raise UnsupportedOperatorError(missing)
     try:
-        module = _onnx2torch_convert(prepared)
+        module = _onnx2torch_convert(dotless_domains(prepared))
     except Exception as exc:  # onnx2torch's converters raise arbitrary types (KeyError, ...)
         raise ModelError(f"onnx2torch cannot convert the model: {_describe_failure(prepared, exc)}") from exc
     return module.eval()
@@ -104,7 +108,7 @@ def _describe_failure(model: onnx.ModelProto, exc: Exception) -> str:
     for node in graph.nodes.values():
         version = versions.get(node.domain or "", 0)
         try:
-            get_converter(node.operation_type, version, node.domain or "")(node, graph)
+            get_converter(node.operation_type, version, torch_domain(node.domain or ""))(node, graph)
         except Exception as node_exc:  # report whichever converter fails first
             label = _label(node.operation_type, node.domain, version)
             return f"node {node.name or node.unique_name!r} ({label}): {type(node_exc).__name__}: {node_exc}"

@@ -9,7 +9,8 @@ import onnx
 import onnx.inliner
 from onnx import numpy_helper
 
-from sreval.convert.registry import DOMAIN, DOMAIN_VERSION, ONNX_DOMAINS, REPLACEMENTS, replaced_name, since_version
+from sreval.convert.registry import (
+    DOMAIN, DOMAIN_VERSION, ONNX_DOMAINS, REPLACEMENTS, replaced_name, since_version, torch_domain)
 
 
 def prepare_graph(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -31,7 +32,46 @@ def prepare_graph(model: onnx.ModelProto) -> onnx.ModelProto:
     _constants_to_initializers(graph)
     bypass_initializer_identities(graph)
     _explicit_same_padding(graph)
+    _fold_constant_dequantize(graph)
     return _move_replaced(_with_shapes(fixed))
+
+
+def dotless_domains(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Domains such as com.microsoft in their `torch_domain` spelling (no dots), as onnx2torch
+    needs them to name modules; in place, the model returned."""
+    for node in model.graph.node:
+        node.domain = torch_domain(node.domain)
+    for op in model.opset_import:
+        op.domain = torch_domain(op.domain)
+    return model
+
+
+def _fold_constant_dequantize(graph: onnx.GraphProto) -> None:
+    """DequantizeLinear of constant weights and biases becomes the float constant it computes
+    (exactly: (q - zero) * scale in float64, rounded once), so that Conv and Gemm see
+    initializer weights, as onnx2torch's converters need, and no step recomputes them."""
+    initializers = {t.name: t for t in graph.initializer}
+    outputs = {o.name for o in graph.output}
+    kept = []
+    for node in graph.node:
+        names = [n for n in node.input if n]
+        if (node.op_type != "DequantizeLinear" or node.domain not in ("", "com.microsoft") or node.output[0] in outputs
+                or not all(n in initializers for n in names) or _attribute(node, "block_size", 0)):
+            kept.append(node)
+            continue
+        q, scale, *zero = (numpy_helper.to_array(initializers[n]) for n in names)
+        axis = _attribute(node, "axis", 1) % max(q.ndim, 1)
+        shape = [-1 if i == axis else 1 for i in range(q.ndim)] if scale.size > 1 else []
+        value = q.astype(np.float64)
+        if zero:
+            value = value - zero[0].astype(np.float64).reshape(shape)
+        value = (value * scale.astype(np.float64).reshape(shape)).astype(scale.dtype)
+        graph.initializer.append(numpy_helper.from_array(value, node.output[0]))
+    _replace_nodes(graph, kept)
+
+
+def _attribute(node: onnx.NodeProto, name: str, default: int) -> int:
+    return next((int(onnx.helper.get_attribute_value(a)) for a in node.attribute if a.name == name), default)
 
 
 def _normalise_domains(model: onnx.ModelProto) -> None:

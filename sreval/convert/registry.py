@@ -27,6 +27,8 @@ DOMAIN = "sreval"  # where replaced nodes go
 CONVERTERS: list[tuple[str, int]] = []  # (operator, since version) of every converter sreval registered
 DOMAIN_VERSION = 1
 ONNX_DOMAINS = ("", "ai.onnx")
+MS_DOMAIN = "com.microsoft"  # onnxruntime's contrib operators (its optimiser and quantiser write them)
+NCHWC_DOMAIN = "com.microsoft.nchwc"  # onnxruntime's blocked-layout CPU operators (optimisation level ALL)
 
 # (operator, since version) -> why onnx2torch's converter is replaced
 REPLACEMENTS: dict[tuple[str, int], str] = {
@@ -55,7 +57,19 @@ REPLACEMENTS: dict[tuple[str, int], str] = {
     ("Slice", 10): "onnx2torch indexes with a list of slices, which torch deprecates",
     ("Slice", 11): "as Slice-10",
     ("Slice", 13): "as Slice-10",
+    ("Round", 11): "torch.round has a zero gradient: a graph that rounds its output would block every gradient "
+                   "attack; sreval's converter is straight-through (sreval.convert.rounding)",
+    ("Floor", 6): "as Round-11", ("Floor", 13): "as Round-11", ("Ceil", 6): "as Round-11", ("Ceil", 13): "as Round-11",
+    ("Cast", 9): "a cast to uint8/int8/uint16/int16 (uint8 image output) has no gradient in torch, and wraps "
+                 "out-of-range values; sreval's keeps a float holding the saturated integers, straight-through",
+    ("Cast", 13): "as Cast-9",
 }
+
+
+def torch_domain(domain: str) -> str:
+    """The domain under which a converter is registered and looked up: onnx2torch names each
+    module after its node's domain, and torch refuses dots in module names."""
+    return domain.replace(".", "_")
 
 
 def replaced_name(operation: str, since: int) -> str:
@@ -70,20 +84,20 @@ def has_converter(operation: str, version: int, domain: str = "") -> bool:
     return True
 
 
-def converter(operation: str, versions: tuple[int, ...]) -> Callable[[Converter], Converter]:
-    """Register the decorated converter for `operation` at `versions` (since versions): as a
-    replacement where `REPLACEMENTS` lists the version, else as an addition (never over an
-    existing converter)."""
+def converter(operation: str, versions: tuple[int, ...], domain: str = "") -> Callable[[Converter], Converter]:
+    """Register the decorated converter for `operation` at `versions` (since versions) of
+    `domain` (ONNX's by default): as a replacement where `REPLACEMENTS` lists the version, else
+    as an addition (never over an existing converter)."""
 
     def deco(fn: Converter) -> Converter:
         for version in versions:
-            if (operation, version) in REPLACEMENTS:
+            if not domain and (operation, version) in REPLACEMENTS:
                 key = (replaced_name(operation, version), DOMAIN_VERSION, DOMAIN)
             else:
-                key = (operation, version, "")
+                key = (operation, version, torch_domain(domain))
             if not has_converter(*key):  # idempotent: a module imported again (reload) adds nothing
                 add_converter(*key)(fn)
-                CONVERTERS.append((operation, version))
+                CONVERTERS.append((f"{domain}.{operation}" if domain else operation, version))
         return fn
 
     return deco
@@ -113,7 +127,6 @@ def constant_ints(name: str, graph: OnnxGraph) -> list[int] | None:
 SAME_AS: dict[str, tuple[int, tuple[int, ...]]] = {
     "Acos": (7, (22,)), "Asin": (7, (22,)), "Atan": (7, (22,)),
     "Cos": (7, (22,)), "Sin": (7, (22,)), "Tan": (7, (22,)),
-    "Cast": (13, (19, 21, 23, 24, 25, 28)),
     "Celu": (12, (28,)),
     "Constant": (13, (19, 21, 23, 24, 25)),
     "ConstantOfShape": (9, (20, 21, 23, 24, 25)),
@@ -132,7 +145,6 @@ SAME_AS: dict[str, tuple[int, tuple[int, ...]]] = {
     "MaxPool": (12, (22,)),
     "Mod": (13, (28,)),
     "Range": (11, (27,)),  # stash_type only matters for float16 inputs
-    "Round": (11, (22,)),
     "Shape": (15, (19, 21, 23, 24, 25)),
     "Squeeze": (21, (23, 24, 25)),
     "TopK": (11, (24,)),
@@ -141,7 +153,7 @@ SAME_AS: dict[str, tuple[int, tuple[int, ...]]] = {
 }
 # Opset <= 8 versions (old exports, opset 7-9) with the same meaning as a newer converter.
 OLD_SAME_AS: dict[str, tuple[int, tuple[int, ...]]] = {
-    "Cast": (9, (6,)), "Constant": (9, (1,)), "Dropout": (10, (7,)), "Flatten": (9, (1,)),
+    "Constant": (9, (1,)), "Dropout": (10, (7,)), "Flatten": (9, (1,)),
     "Gemm": (9, (7,)), "MaxPool": (8, (1,)), "IsNaN": (13, (9,)),
     "Max": (8, (6,)), "Min": (8, (6,)), "Mean": (8, (6,)), "Sum": (8, (6,)),
 }
@@ -156,5 +168,5 @@ def _register_aliases() -> None:
 
 _register_aliases()
 
-__all__ = ["DOMAIN", "REPLACEMENTS", "CONVERTERS", "SAME_AS", "OLD_SAME_AS", "converter", "replaced_name", "has_converter",
+__all__ = ["DOMAIN", "MS_DOMAIN", "NCHWC_DOMAIN", "REPLACEMENTS", "CONVERTERS", "SAME_AS", "OLD_SAME_AS", "converter", "replaced_name", "torch_domain", "has_converter",
            "since_version", "constant_ints", "Converter"]

@@ -1,0 +1,74 @@
+"""Round, Floor, Ceil and Cast to an 8- or 16-bit integer type, with straight-through gradients.
+
+torch's rounding has a zero gradient, so a graph that rounds its own output (a deployed model
+with uint8 image output: Round, Clip, Cast) would give the attack no gradient at all. Here the
+forward pass gives onnxruntime's numbers and the backward pass is the identity (a
+straight-through estimate: `sreval.convert.straight_through_ops` names the operators, and the
+report says so). A Cast from a float to uint8/int8/uint16/int16 keeps a float tensor holding
+the integer values (saturated to the type; exact in float32), so the gradient can flow on;
+casts to int32/int64/bool, shape and index arithmetic, stay real casts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from onnx2torch.node_converters.cast import TENSOR_TYPE_TO_TORCH_TYPE
+from onnx2torch.onnx_graph import OnnxGraph
+from onnx2torch.onnx_node import OnnxNode
+from onnx2torch.utils.common import OnnxToTorchModule, OperationConverterResult, onnx_mapping_from_node
+from torch import Tensor, nn
+
+from sreval.convert.quant import INT_RANGES
+from sreval.convert.registry import converter
+
+
+def straight_through(x: Tensor, value: Tensor) -> Tensor:
+    """`value` forward, the identity's gradient backward."""
+    return x + (value - x).detach()
+
+
+class RoundSTE(nn.Module, OnnxToTorchModule):
+    def __init__(self, fn: Callable[[Tensor], Tensor]):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: Tensor) -> Tensor:  # noqa: D102
+        return straight_through(x, self.fn(x)) if x.is_floating_point() else x
+
+
+class CastSTE(nn.Module, OnnxToTorchModule):
+    def __init__(self, to: int):
+        super().__init__()
+        if to not in TENSOR_TYPE_TO_TORCH_TYPE:
+            raise NotImplementedError(f"Cast to ONNX type {to} is not supported")
+        self.dtype = TENSOR_TYPE_TO_TORCH_TYPE[to]
+        self.bounds = INT_RANGES.get(to)
+
+    def forward(self, x: Tensor) -> Tensor:  # noqa: D102
+        if self.bounds is not None and x.is_floating_point():
+            return straight_through(x, torch.clamp(torch.trunc(x), *self.bounds))
+        return x.to(self.dtype)
+
+
+def _convert_rounding(fn: Callable[[Tensor], Tensor]):  # noqa: ANN202
+    def convert(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+        del graph
+        return OperationConverterResult(RoundSTE(fn), onnx_mapping_from_node(node))
+    return convert
+
+
+def _convert_cast(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    del graph
+    return OperationConverterResult(CastSTE(node.attributes["to"]), onnx_mapping_from_node(node))
+
+
+converter("Round", (11, 22))(_convert_rounding(torch.round))
+converter("Floor", (6, 13))(_convert_rounding(torch.floor))
+converter("Ceil", (6, 13))(_convert_rounding(torch.ceil))
+converter("Cast", (6, 9, 13, 19, 21, 23, 24, 25, 28))(_convert_cast)
+
+STRAIGHT_THROUGH = ("Round", "Floor", "Ceil", "Cast", "QuantizeLinear", "DynamicQuantizeLinear", "QLinearConv",
+                    "QLinearMatMul", "QLinearAdd", "QLinearMul", "QLinearConcat", "QLinearSigmoid",
+                    "QLinearLeakyRelu", "QLinearAveragePool", "QLinearGlobalAveragePool", "DynamicQuantizeMatMul")
