@@ -7,7 +7,7 @@ transposes into `FusedMatMul`; the erf / tanh / sigmoid forms of GELU into `Gelu
 ONNX domain, for opsets before 17 too), `SimplifiedLayerNormalization` (RMS norm) and, with
 the residual add, `SkipLayerNormalization` / `SkipSimplifiedLayerNormalization`; dynamic int8
 MatMuls into `DynamicQuantizeMatMul` and `MatMulIntegerToFloat` (see `sreval.convert.quant`
-for the int8 arithmetic); a bias add into `BiasAdd`. All are in the com.microsoft domain
+for the int8 arithmetic). All are in the com.microsoft domain
 except where said. Semantics from onnxruntime's contrib operator documentation.
 """
 
@@ -148,11 +148,6 @@ class LayerNorm(nn.Module, OnnxToTorchModule):
         return outs[0] if self.outputs == 1 else outs[:self.outputs]
 
 
-class BiasAdd(nn.Module, OnnxToTorchModule):
-    def forward(self, x: Tensor, bias: Tensor, skip: Tensor) -> Tensor:  # noqa: D102
-        return x + bias + skip
-
-
 class DynamicQuantizeMatMul(nn.Module, OnnxToTorchModule):
     """A (float) quantised to uint8 with its own range, times B (int8/uint8 with scale and zero
     point), in float: (A_q - a_zp) @ (B - b_zp) * a_scale * b_scale + bias."""
@@ -207,6 +202,5 @@ converter("SkipLayerNormalization", (1,), MS_DOMAIN)(_norm(rms=False, skip=True)
 converter("SkipSimplifiedLayerNormalization", (1,), MS_DOMAIN)(_norm(rms=True, skip=True))
 converter("SimplifiedLayerNormalization", ALL_OPSETS)(_norm(rms=True, skip=False))
 converter("LayerNormalization", tuple(range(1, 17)))(_norm(rms=False, skip=False))  # LN-17's meaning, earlier
-converter("BiasAdd", (1,), MS_DOMAIN)(_simple(lambda node: BiasAdd()))
 converter("DynamicQuantizeMatMul", (1,), MS_DOMAIN)(_simple(lambda node: DynamicQuantizeMatMul()))
 converter("MatMulIntegerToFloat", (1,), MS_DOMAIN)(_simple(lambda node: MatMulIntegerToFloat()))

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from onnx import TensorProto
 from onnx2torch.node_converters.cast import TENSOR_TYPE_TO_TORCH_TYPE
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
@@ -41,14 +42,15 @@ class RoundSTE(nn.Module, OnnxToTorchModule):
 class CastSTE(nn.Module, OnnxToTorchModule):
     def __init__(self, to: int):
         super().__init__()
-        if to not in TENSOR_TYPE_TO_TORCH_TYPE:
-            raise NotImplementedError(f"Cast to ONNX type {to} is not supported")
-        self.dtype = TENSOR_TYPE_TO_TORCH_TYPE[to]
-        self.bounds = INT_RANGES.get(to)
+        self.dtype, self.bounds = TENSOR_TYPE_TO_TORCH_TYPE.get(to), INT_RANGES.get(to)
+        if self.dtype is None and self.bounds is None:
+            raise NotImplementedError(f"Cast to ONNX type {TensorProto.DataType.Name(to)} is not supported")
 
     def forward(self, x: Tensor) -> Tensor:  # noqa: D102
         if self.bounds is not None and x.is_floating_point():
             return straight_through(x, torch.clamp(torch.trunc(x), *self.bounds))
+        if self.dtype is None:  # uint16 from an integer: torch has no such dtype to cast to
+            return x.to(torch.int32)
         return x.to(self.dtype)
 
 
