@@ -110,10 +110,9 @@ def test_conv_integer_without_zero_points() -> None:
 
 @pytest.mark.parametrize("btype", [np.uint8, np.int8])
 def test_matmul_integer(btype: type) -> None:
-    a, b = _ints(np.uint8, 2, 3, 5), _ints(btype, 5, 4)
-    # per-column zero points; onnxruntime 1.32 gets them wrong for int8 B (only uint8 here)
-    bz = _ints(btype, 4, low=0, high=4) if btype == np.uint8 else np.array(2, btype)
-    inits = {"b": b, "az": np.array(5, np.uint8), "bz": bz}
+    # int8 B within +-60: onnxruntime's x86 uint8 x int8 kernels saturate pairs of products past int16
+    a, b = _ints(np.uint8, 2, 3, 5), _ints(btype, 5, 4, **({"low": -60, "high": 60} if btype == np.int8 else {}))
+    inits = {"b": b, "az": np.array(5, np.uint8), "bz": _ints(btype, 4, low=0, high=4)}
     _check("MatMulInteger", {"a": a}, inits, names=["a", "b", "az", "bz"], opset=10)
 
 

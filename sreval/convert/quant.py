@@ -33,11 +33,6 @@ INT_RANGES = {TensorProto.UINT8: (0, 255), TensorProto.INT8: (-128, 127), Tensor
               TensorProto.INT16: (-32768, 32767)}
 
 
-def round_ste(x: Tensor) -> Tensor:
-    """Round half to even forward; identity backward (straight-through)."""
-    return x + (torch.round(x) - x).detach()
-
-
 def along(v: Tensor, axis: int, rank: int) -> Tensor:
     """A per-axis scale or zero point shaped to broadcast on `axis` of a rank-`rank` tensor."""
     if v.dim() == 0 or v.numel() == 1:
@@ -47,8 +42,16 @@ def along(v: Tensor, axis: int, rank: int) -> Tensor:
     return v.reshape(shape)
 
 
+def saturate(v: Tensor, zero: Tensor | float, bounds: tuple[int, int]) -> Tensor:
+    """round(v) + zero saturated to `bounds`; the gradient of v where that is inside the
+    bounds, zero where it saturates (what torch's fake quantisation does)."""
+    q = torch.round(v) + zero
+    inside = (q >= bounds[0]) & (q <= bounds[1])
+    return torch.clamp(q, *bounds).detach() + (v - v.detach()) * inside
+
+
 def quantize(x: Tensor, scale: Tensor, zero: Tensor | float, bounds: tuple[int, int]) -> Tensor:
-    return torch.clamp(round_ste(x / scale) + zero, *bounds)
+    return saturate(x / scale, zero, bounds)
 
 
 def _float(v: Tensor, like: Tensor) -> Tensor:
@@ -204,7 +207,7 @@ class QLinearConv(nn.Module, OnnxToTorchModule):
         if bias is not None:
             acc = acc + along(bias.float(), 1, acc.dim())
         multiplier = along((xs.float() * ws.float()) / ys.float(), 1, acc.dim())
-        return torch.clamp(round_ste(acc * multiplier) + yz.float(), *self.bounds)
+        return saturate(acc * multiplier, yz.float(), self.bounds)
 
 
 def _convert_qlinear_conv(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
@@ -220,7 +223,7 @@ class QLinearMatMul(nn.Module, OnnxToTorchModule):
     def forward(self, a: Tensor, a_s: Tensor, a_z: Tensor, b: Tensor, b_s: Tensor, b_z: Tensor,  # noqa: D102
                 y_s: Tensor, y_z: Tensor) -> Tensor:
         acc = torch.matmul(less_zero(a, a_z, -2), less_zero(b, b_z, -1))
-        return torch.clamp(round_ste(acc * (a_s.float() * b_s.float() / y_s.float())) + y_z.float(), *self.bounds)
+        return saturate(acc * (a_s.float() * b_s.float() / y_s.float()), y_z.float(), self.bounds)
 
 
 def _convert_qlinear_matmul(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
