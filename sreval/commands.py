@@ -69,7 +69,11 @@ def inspect(model: str | Path, *, device: str = "auto", conventions: Overrides |
         "input": f"{m.input.name} {['?' if d is None else d for d in m.input_dims]}",
         "scale": m.conventions.scale, "conventions": m.conventions.as_dict(),
         "sources": ", ".join(f"{k}: {v}" for k, v in m.sources.items()),
+        "precision": m.precision,
     }
+    if m.straight_through:
+        info["straight_through"] = (f"{', '.join(m.straight_through)}: the attack's gradient through them is a "
+                                    f"straight-through estimate")
     try:
         info["detected"] = propose(m).summary() or "nothing to detect"
     except SrevalError as e:
@@ -158,7 +162,7 @@ def _basic(r: Run, cfg: BasicConfig, sanity: bool) -> JobResult:
     rows = run_basic(net, r.samples, r.scale, cfg, device=r.model.device, progress=r.progress,
                      saver=r.saver)
     sections: dict[str, Any] = {"evidence": evidence(net, r.samples, r.scale, cfg, rows, r.model.device,
-                                                     run_probes=sanity)}
+                                                     run_probes=sanity, straight_through=r.model.straight_through)}
     if cfg.precision != "fp32":
         sections["precision_check"] = _precision_check(r.model, r.samples[:2], r.scale, cfg, rows)
     return JobResult(rows, {**asdict(cfg), "reference": ref}, sections=sections, quantize=cfg.quantize, reference=ref)

@@ -20,7 +20,9 @@ model's own convention is a `Conventions`:
 * pre-upsampled input (VDSR style: the model takes the unrounded MATLAB-bicubic upscale and
   returns an image of the same size);
 * several outputs (LapSRN's x2 and x4): the one at the target scale is used;
-* float16 inputs (computed in float32 by the PyTorch module on CPU);
+* float16 inputs (computed in float32 by the PyTorch module on CPU); uint8 and uint16 image
+  inputs (a deployed app's): the range is then 255 or 65535 unless given, the model is fed
+  rounded values (straight-through for the gradient), and integer outputs are read as such;
 * a fixed input height/width (`tile`) and a fixed batch size (`batch`), from the graph; a
   minimum input side (`min_size`), a size multiple (`multiple`: windows, strided or
   pixel-unshuffled stages) and batch dependence (then `batch` 1), from probe runs.
@@ -39,7 +41,8 @@ from sreval.errors import ConfigError
 
 COLORS = ("rgb", "bgr", "y", "yfull")
 LAYOUTS = ("nchw", "nhwc")
-DTYPES = ("float32", "float16")
+DTYPES = ("float32", "float16", "uint8", "uint16")
+INTEGER_TOPS = {"uint8": 255.0, "uint16": 65535.0}  # an integer image input: fed rounded values, this range
 FIELDS = ("scale", "range", "normalize", "color", "layout", "preupsampled", "output")  # what a user may set
 SIGNED_TEXTS = ("-1,1", "[-1,1]")  # how `--range` and `--normalize` write the [-1, 1] mapping
 # named normalisations: (mean, std) per RGB channel, in [0, 1] units
@@ -165,7 +168,7 @@ class Conventions:
         if isinstance(self.output, bool) or not isinstance(self.output, int) or self.output < 0:
             raise ConfigError(f"output index must be an integer >= 0, got {self.output!r}")
         if self.dtype not in DTYPES:
-            raise ConfigError(f"dtype must be float32 or float16, got {self.dtype!r}")
+            raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.tile is not None and (len(self.tile) != 2 or any(t is not None and t < 1 for t in self.tile)):
             raise ConfigError(f"tile must be (height, width) with sizes >= 1, got {self.tile!r}")
         if self.batch is not None and self.batch < 1:
@@ -240,5 +243,5 @@ def has_sreval_metadata(metadata: Mapping[str, str]) -> bool:
     return any(k.startswith(PREFIX) for k in metadata)
 
 
-__all__ = ["COLORS", "LAYOUTS", "DTYPES", "FIELDS", "NORMALIZATIONS", "SIGNED_TEXTS", "parse_normalize", "normalize_values", "Meta", "COMPUTED_KEYS", "PARSERS", "Conventions", "Overrides",
+__all__ = ["COLORS", "LAYOUTS", "DTYPES", "INTEGER_TOPS", "FIELDS", "NORMALIZATIONS", "SIGNED_TEXTS", "parse_normalize", "normalize_values", "Meta", "COMPUTED_KEYS", "PARSERS", "Conventions", "Overrides",
            "channels_of", "to_metadata", "has_sreval_metadata", "parse_bool"]

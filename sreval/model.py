@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from sreval import detect, parity
 from sreval.conventions import Conventions, Meta, Overrides, has_sreval_metadata
-from sreval.convert import to_torch
+from sreval.convert import straight_through_ops, to_torch
 from sreval.errors import ConfigError, ModelError, ParityError, UnsupportedOperatorError
 from sreval.onnxfile import add_batch_axis, bind_inputs, compute_precision, dims, image_input, onnx_opset, read_onnx
 from sreval.parity import Parity
@@ -176,6 +176,11 @@ class SRModel:
     # ----------------------------------------------------------------- parity
 
     @property
+    def straight_through(self) -> list[str]:
+        """The graph's operators whose gradient the conversion takes as straight-through."""
+        return straight_through_ops(self.proto)
+
+    @property
     def precision(self) -> str:
         """The graph's compute precision (`sreval.onnxfile.compute_precision`): it sets the parity tolerances."""
         return compute_precision(self.proto)
@@ -234,6 +239,8 @@ class SRModel:
             "opset": self.opset,
             "conventions": self.conventions.as_dict(),
             "convention_sources": dict(self.sources),
+            "precision": self.precision,
+            "straight_through": self.straight_through,
             "metadata": self.metadata,
         }
         if self.input_values:

@@ -21,7 +21,8 @@ from sreval.errors import ConfigError, ModelError
 from sreval.runtime import PROTO_LIMIT, first_line
 
 # element types of an image input, as the names of `sreval.conventions.DTYPES`
-ONNX_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16"}
+ONNX_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16",
+               onnx.TensorProto.UINT8: "uint8", onnx.TensorProto.UINT16: "uint16"}  # image inputs sreval feeds
 
 
 def read_onnx(path: Path) -> tuple[onnx.ModelProto, str]:
@@ -189,7 +190,7 @@ def image_input(model: onnx.ModelProto, name: str) -> onnx.ValueInfoProto:
     if t.elem_type not in ONNX_DTYPES:
         raise ModelError(
             f"{name}: input {inp.name!r} has element type "
-            f"{onnx.TensorProto.DataType.Name(t.elem_type)}; float32 or float16 expected"
+            f"{onnx.TensorProto.DataType.Name(t.elem_type)}; float32, float16, uint8 or uint16 expected"
         )
     return inp
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from sreval.conventions import LAYOUTS, PARSERS, Conventions, Meta, channels_of
+from sreval.conventions import INTEGER_TOPS, LAYOUTS, PARSERS, Conventions, Meta, channels_of
 from sreval.errors import ConfigError, ModelError
 from sreval.onnxfile import ONNX_DTYPES, layout_channels, layout_from_graph
 from sreval.parity import SIZES as PARITY_SIZES
@@ -59,14 +59,16 @@ class Resolver:
     def resolve(self, overrides: dict[str, Any]) -> Conventions:
         """The conventions, per field from the overrides, the metadata, then the shapes and
         one probe run; `sources` records which gave each."""
+        dtype = ONNX_DTYPES[self.input.type.tensor_type.elem_type]
         value_range = self._given("range", overrides)
+        if value_range is None and dtype in INTEGER_TOPS:  # an 8- or 16-bit image: its full range
+            value_range, self.sources["range"] = INTEGER_TOPS[dtype], f"shape: {dtype} input"
         if value_range is None:
             value_range, self.sources["range"] = 1.0, "default"
         normalize = self._given("normalize", overrides)
         if normalize is None:
             normalize, self.sources["normalize"] = "none", "default"
         layout, color = self._given("layout", overrides), self._given("color", overrides)
-        dtype = ONNX_DTYPES[self.input.type.tensor_type.elem_type]
         self.sources.update(dtype="shape", tile="shape", batch="shape")
         first: ModelError | None = None
         for lay, col in self._layout_colors(layout, color):

@@ -29,12 +29,16 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from sreval import memory
-from sreval.conventions import Conventions, normalize_values
+from sreval.conventions import INTEGER_TOPS, Conventions, normalize_values
 from sreval.errors import ConfigError, ModelError
 from sreval.io import env_number, from_ycc, imresize_torch, to_ycc
 
-TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16}
-NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16}
+# what the core is fed per input dtype: the converted module takes integer images as floats
+# holding the integers (its casts are straight-through, `sreval.convert.rounding`)
+TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16, "uint8": torch.float32, "uint16": torch.float32}
+NUMPY_DTYPES = {"float32": np.float32, "float16": np.float16, "uint8": np.uint8, "uint16": np.uint16}
+ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(uint8)": np.uint8,
+             "tensor(uint16)": np.uint16}
 PROTO_LIMIT = (2 << 30) - (1 << 20)  # a protobuf message must stay below 2 GiB to be serialized
 
 
@@ -141,10 +145,13 @@ class Native(nn.Module):
         self.compute_dtype = TORCH_DTYPES[compute_dtype or conv.dtype]
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.range = ValueRange(conv.range, conv.normalize, conv.color)
+        self.integer_top = INTEGER_TOPS.get(conv.dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         c = self.conv
         inp = self.range.to_model(x)
+        if self.integer_top is not None:  # an integer image: rounded and saturated, straight-through
+            inp = inp + (inp.round().clamp(0.0, self.integer_top) - inp).detach()
         if c.layout == "nhwc":
             inp = inp.permute(0, 2, 3, 1)
         out = self.core(inp.to(self.compute_dtype).contiguous(memory_format=self.memory_format))
@@ -327,10 +334,13 @@ class OrtCore(nn.Module):
         self.session = session
         self.time_limit, self.run_bytes, self.name = time_limit, run_bytes, name
         self.input_name = session.get_inputs()[0].name
+        self.input_type = ORT_TYPES.get(session.get_inputs()[0].type)
         self.output_names = [o.name for o in session.get_outputs()]
 
     def forward(self, x: Tensor) -> Tensor | list[Tensor]:
         arr = x.detach().cpu().numpy()
+        if self.input_type is not None and arr.dtype != self.input_type:
+            arr = arr.astype(self.input_type)  # integer inputs come rounded from `Native`
         if self.run_bytes is not None:
             memory.require(self.run_bytes * arr.size, f"{self.name}: running the model on a {'x'.join(map(str, arr.shape))} input")
         outs = run_session(self.session, self.output_names, {self.input_name: arr}, self.time_limit)

@@ -130,10 +130,11 @@ def _db(v: float | None) -> str:
 
 def evidence(model: nn.Module | None, samples: Sequence[Sample], scale: int, cfg: BasicConfig | None,
              rows: Sequence[dict[str, Any]], device: torch.device | None, *, run_probes: bool = True,
-             descend: bool = False) -> dict[str, Any]:
+             descend: bool = False, straight_through: Sequence[str] = ()) -> dict[str, Any]:
     """The report's `evidence` section: every check with its verdict and detail, `ok` when all
     passed, and what the probes measured (the basic attack's; the other attacks give their
-    rows only: `evidence(None, [], 0, None, rows, None, run_probes=False)`)."""
+    rows only: `evidence(None, [], 0, None, rows, None, run_probes=False)`). `straight_through`:
+    the model's operators whose gradient is a straight-through estimate (a note says so)."""
     checks = from_rows(rows, descend=descend)
     measured: dict[str, Any] = {}
     if run_probes and samples and model is not None and cfg is not None and device is not None:
@@ -141,6 +142,10 @@ def evidence(model: nn.Module | None, samples: Sequence[Sample], scale: int, cfg
         checks += more
     fell = [f"{r['image']} at {_alpha(r['alpha'])}" for r in rows if r.get("start")]
     notes = [f"zero gradient at X0 for {_where(fell)}: attacked from a small random start instead"] if fell else []
+    if straight_through:
+        notes.append(f"the gradient is a straight-through estimate through {', '.join(straight_through)} (the model "
+                     f"rounds or quantises): the attack optimises the deployed numbers with the rounding's gradient "
+                     f"taken as the identity")
     return {"ok": all(c.ok for c in checks), "checks": [asdict(c) for c in checks], "probes": measured,
             "failed": [c.name for c in checks if not c.ok], "notes": notes}
 

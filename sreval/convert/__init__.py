@@ -31,6 +31,8 @@ from sreval.convert import (  # noqa: F401
     activation, clip, contrib, layout, norm, pad, pool, quant, reduce, reshape, resize, rounding, sample, scatter,
     slice, split)
 from sreval.convert.graph import bypass_initializer_identities, dotless_domains, prepare_graph
+from sreval.convert.quant import INT_RANGES
+from sreval.convert.rounding import STRAIGHT_THROUGH
 from sreval.convert.registry import DOMAIN, ONNX_DOMAINS, REPLACEMENTS, torch_domain
 from sreval.errors import ModelError, UnsupportedOperatorError
 
@@ -76,6 +78,15 @@ def _missing_converters(model: onnx.ModelProto) -> list[str]:
     return sorted(missing)
 
 
+def straight_through_ops(model: onnx.ModelProto) -> list[str]:
+    """The graph's operators whose converted gradient is straight-through (rounding,
+    quantisation, integer casts: `sreval.convert.rounding`), sorted."""
+    found = {n.op_type for n in model.graph.node if n.op_type in STRAIGHT_THROUGH or n.op_type.startswith("QLinear")}
+    found -= {"Cast"} - {n.op_type for n in model.graph.node if n.op_type == "Cast" and any(
+        a.name == "to" and a.i in INT_RANGES for a in n.attribute)}
+    return sorted(found)
+
+
 def to_torch(model: onnx.ModelProto) -> torch.nn.Module:
     """Convert an ONNX model to a torch module (eval mode); the caller freezes parameters.
 
@@ -115,5 +126,5 @@ def _describe_failure(model: onnx.ModelProto, exc: Exception) -> str:
     return fallback
 
 
-__all__ = ["to_torch", "unsupported_ops", "prepare_graph", "bypass_initializer_identities", "REPLACEMENTS",
+__all__ = ["to_torch", "unsupported_ops", "straight_through_ops", "prepare_graph", "bypass_initializer_identities", "REPLACEMENTS",
            "OPERATOR_MODULES"]
