@@ -19,7 +19,7 @@ from sreval import detect, parity
 from sreval.conventions import Conventions, Meta, Overrides, has_sreval_metadata
 from sreval.convert import straight_through_ops, to_torch
 from sreval.errors import ConfigError, ModelError, ParityError, UnsupportedOperatorError
-from sreval.onnxfile import add_batch_axis, bind_inputs, compute_precision, dims, image_input, onnx_opset, read_onnx
+from sreval.onnxfile import UPSCALES, add_batch_axis, bind_inputs, bind_upscale_input, compute_precision, dims, image_input, onnx_opset, read_onnx
 from sreval.parity import Parity
 from sreval.resolve import PROBE_SIZE, Resolver
 from sreval.runtime import PROTO_LIMIT, Adapter, OrtCore, first_line, open_session, probe_seconds, resolve_device
@@ -62,7 +62,10 @@ class SRModel:
             raise ConfigError("give a model's conventions as overrides= or as keywords, not both")
         self.overrides = overrides if overrides is not None else Overrides.of(fields)
         self.input_values = dict(self.overrides.inputs)
-        self.proto = bind_inputs(self.proto, self.input_values, self.path.name)
+        upscales = {k: v for k, v in self.input_values.items() if v in UPSCALES}  # NAME=bicubic: an image input
+        self.proto = bind_inputs(self.proto, {k: v for k, v in self.input_values.items() if k not in upscales},
+                                 self.path.name)
+        self.proto, self.upscale_input = bind_upscale_input(self.proto, self.path.name, upscales)
         self.proto, self.unbatched = add_batch_axis(self.proto)  # a rank-3 input: fed a batch of one
         self.input = image_input(self.proto, self.path.name)
         self.input_dims = dims(self.input)
@@ -77,6 +80,8 @@ class SRModel:
         self.conventions = self.resolver.resolve(given)
         if self.unbatched:
             self.sources["batch"] = "shape: the input has no batch axis (rank 3): one image at a time"
+        if self.upscale_input is not None:
+            self.sources["upscale_input"] = f"shape: {self.upscale_input.describe()}"
         if detect_conventions or (detect_conventions is None and not has_sreval_metadata(self.metadata)):
             self._detect()
 
@@ -240,6 +245,7 @@ class SRModel:
             "conventions": self.conventions.as_dict(),
             "convention_sources": dict(self.sources),
             "precision": self.precision,
+            "upscale_input": self.upscale_input.describe() if self.upscale_input is not None else None,
             "straight_through": self.straight_through,
             "metadata": self.metadata,
         }

@@ -9,6 +9,7 @@ import hashlib
 import math
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +217,98 @@ def bind_inputs(model: onnx.ModelProto, values: Mapping[str, str], name: str) ->
     return bound
 
 
+UPSCALES = {"bicubic": {"mode": "cubic", "cubic_coeff_a": -0.5}, "nearest": {"mode": "nearest"}}
+UPSCALE_SCALES = (2, 3, 4, 8)
+
+
+@dataclass(frozen=True)
+class UpscaleInput:
+    """A second image input fed the upscale of the first (the LR): `name`, `value` (a key of
+    UPSCALES; bicubic is MATLAB's, which onnx Resize cubic a=-0.5 half_pixel computes for
+    upscaling) and `scale`."""
+
+    name: str
+    lr: str
+    value: str
+    scale: int
+
+    def describe(self) -> str:
+        return f"input {self.name!r} is fed the {self.value} x{self.scale} upscale of the LR input {self.lr!r}"
+
+
+def bind_upscale_input(model: onnx.ModelProto, name: str, given: Mapping[str, str]) -> tuple[onnx.ModelProto, UpscaleInput | None]:
+    """A model with two image inputs, the second at `scale` times the first (the LR and its
+    bicubic upscale, as some deployment zoos ship), made a one-input model: the upscale is
+    computed in the graph from the LR (an onnx Resize), so every runtime feeds it alike and the
+    attack differentiates through both paths. Which input is which and the scale come from
+    `given` (NAME -> 'bicubic' | 'nearest') or from the one pairing that strict shape inference
+    accepts at a concrete LR size. Returns the model unchanged (and None) for other models."""
+    images = [i for i in _free_inputs(model) if _rank(i) == 4]
+    if len(images) != 2 or len(_free_inputs(model)) != 2:
+        return model, None
+    named = [i for i in images if i.name in given]
+    orders = [(images[1 - images.index(named[0])], named[0])] if named else [(images[0], images[1]), (images[1], images[0])]
+    value = given[named[0].name] if named else "bicubic"
+    fits = [(lr, up, s) for lr, up in orders for s in UPSCALE_SCALES if _infers(model, lr, up, s)]
+    if len(fits) != 1:
+        why = "no scale of 2, 3, 4 or 8 fits their shapes" if not fits else "several pairings fit their shapes"
+        raise ModelError(f"{name}: two image inputs ({images[0].name!r}, {images[1].name!r}) and {why}: "
+                         f"not an SR model sreval can feed")
+    lr, up, scale = fits[0]
+    return _with_upscale(model, lr, up, scale, value), UpscaleInput(up.name, lr.name, value, scale)
+
+
+def _rank(vi: onnx.ValueInfoProto) -> int | None:
+    return len(vi.type.tensor_type.shape.dim) if vi.type.HasField("tensor_type") else None
+
+
+def _spatial(vi: onnx.ValueInfoProto) -> tuple[int, int]:
+    """Where height and width are in an image input: NHWC when its last axis holds 1 or 3 channels."""
+    return (1, 2) if dims(vi)[3] in (1, 3) and dims(vi)[1] not in (1, 3) else (2, 3)
+
+
+def _infers(model: onnx.ModelProto, lr: onnx.ValueInfoProto, up: onnx.ValueInfoProto, scale: int) -> bool:
+    """Strict shape inference passes with the LR at 8x8 and the other input at scale times that."""
+    trial = onnx.ModelProto()
+    trial.CopyFrom(model)
+    for vi in trial.graph.input:
+        if vi.name in (lr.name, up.name):
+            side = 8 * (scale if vi.name == up.name else 1)
+            for k in _spatial(vi):
+                d = vi.type.tensor_type.shape.dim[k]
+                d.ClearField("dim_param")
+                d.dim_value = side
+    try:
+        onnx.shape_inference.infer_shapes(trial, strict_mode=True, data_prop=True)
+    except Exception:  # onnx raises several types for inconsistent shapes
+        return False
+    return True
+
+
+def _with_upscale(model: onnx.ModelProto, lr: onnx.ValueInfoProto, up: onnx.ValueInfoProto, scale: int,
+                  value: str) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    g = out.graph
+    if onnx_opset(out) < 11:
+        raise ModelError("an upscale input needs opset 11 or later (onnx Resize with scales)")
+    factors = [1.0] * 4
+    for k in _spatial(up):
+        factors[k] = float(scale)
+    scales, roi = f"{up.name}__scales", f"{up.name}__roi"
+    g.initializer.extend([onnx.numpy_helper.from_array(np.array(factors, np.float32), scales),
+                          onnx.numpy_helper.from_array(np.zeros(0, np.float32), roi)])
+    resize = onnx.helper.make_node("Resize", [lr.name, roi, scales], [up.name], name=f"{up.name}__upscale",
+                                   coordinate_transformation_mode="half_pixel", **UPSCALES[value])
+    keep = [i for i in g.input if i.name != up.name]
+    del g.input[:]
+    g.input.extend(keep)
+    nodes = [resize, *g.node]
+    del g.node[:]
+    g.node.extend(nodes)
+    return out
+
+
 def add_batch_axis(model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
     """A model whose one image input has no batch axis (rank 3: C,H,W or H,W,C), wrapped so
     that it takes a batch of one (an Unsqueeze-free Squeeze in front, an Unsqueeze behind each
@@ -328,4 +421,4 @@ def layout_channels(dims: list[int | None], layout: str) -> int | None:
 
 
 __all__ = ["read_onnx", "load_external_data", "image_input", "bind_inputs", "add_batch_axis", "onnx_opset", "dims", "layout_from_graph", "layout_channels",
-           "ONNX_DTYPES", "compute_precision", "QUANTISED_OPS"]
+           "ONNX_DTYPES", "compute_precision", "QUANTISED_OPS", "UPSCALES", "UpscaleInput", "bind_upscale_input"]
