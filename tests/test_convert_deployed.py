@@ -277,7 +277,10 @@ TESTED = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvIn
           "QLinearAveragePool", "QLinearGlobalAveragePool", "FusedConv", "FusedGemm", "FusedMatMul", "Gelu",
           "BiasGelu", "FastGelu", "QuickGelu", "SkipLayerNormalization", "SkipSimplifiedLayerNormalization",
           "SimplifiedLayerNormalization", "LayerNormalization", "DynamicQuantizeMatMul",
-          "MatMulIntegerToFloat", "Round", "Cast"}
+          "MatMulIntegerToFloat", "Round", "Cast",
+          # com.microsoft.nchwc: made by onnxruntime itself in test_nchwc_graphs_from_onnxruntime
+          "Conv", "ReorderInput", "ReorderOutput", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
+          "Upsample"}
 
 
 def test_every_deployment_converter_has_a_one_node_test() -> None:
@@ -288,3 +291,71 @@ def test_every_deployment_converter_has_a_one_node_test() -> None:
     registered_here = {op.rsplit(".", 1)[-1] for op, _ in CONVERTERS if op.startswith(MS_DOMAIN)} | mine
     assert registered_here <= TESTED | {"Floor", "Ceil"}, sorted(registered_here - TESTED)
     assert rounding.STRAIGHT_THROUGH
+
+
+# ----------------------------------------------------------------------------- NCHWc (optimisation level ALL)
+
+
+def _optimised_all(model: Any, tmp_path: Any) -> Any:
+    import onnx
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(tmp_path / "all.onnx")
+    ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return onnx.load(options.optimized_model_filepath)
+
+
+def _conv(name: str, src: str, out: int, inp: int, k: int, group: int = 1, **attrs: Any) -> tuple[Any, dict]:
+    w = RNG.standard_normal((out, inp // group, k, k)).astype(np.float32) * 0.2
+    return (helper.make_node("Conv", [src, f"{name}w", f"{name}b"], [name], pads=[k // 2] * 4, group=group, **attrs),
+            {f"{name}w": w, f"{name}b": _f(out)})
+
+
+NCHWC_GRAPHS = {
+    # (nodes as (Conv args) or (op, inputs, attrs)): every filter order, fused activation and sum, pools, upsample
+    "convs": [("c", "x", 16, 3, 3), ("relu", "Relu", ["c"]), ("d", "relu", 24, 16, 3), ("e", "d", 24, 24, 3, 24),
+              ("f", "e", 32, 24, 3, 2), ("g", "f", 5, 32, 1)],
+    "sum-and-pools": [("c", "x", 16, 3, 3), ("d", "c", 16, 16, 3), ("s", "Add", ["c", "d"]),
+                      ("m", "MaxPool", ["s"], {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "strides": [2, 2]}),
+                      ("a", "AveragePool", ["m"], {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}),
+                      ("u", "Resize", ["a", "", "scales"], {"mode": "nearest", "nearest_mode": "floor",
+                                                            "coordinate_transformation_mode": "asymmetric"}),
+                      ("e", "u", 8, 16, 3), ("gap", "GlobalAveragePool", ["e"]), ("y", "Mul", ["e", "gap"])],
+    "linear-upsample": [("c", "x", 16, 3, 3), ("gmp", "GlobalMaxPool", ["c"]), ("m", "Mul", ["c", "gmp"]),
+                        ("u", "Resize", ["m", "", "scales"], {"mode": "linear",
+                                                             "coordinate_transformation_mode": "asymmetric"}),
+                        ("y", "u", 3, 16, 3)],
+}
+NCHWC_OPS = ("Relu", "Add", "Mul", "MaxPool", "AveragePool", "Resize", "GlobalAveragePool", "GlobalMaxPool")
+
+
+NCHWC_SEEN: set[str] = set()
+
+
+@pytest.mark.parametrize("case", list(NCHWC_GRAPHS))
+def test_nchwc_graphs_from_onnxruntime(case: str, tmp_path: Any) -> None:
+    """Graphs that onnxruntime's ALL level turns into com.microsoft.nchwc operators, converted
+    and compared with onnxruntime running the same saved file."""
+    from sreval.convert.nchwc import block_size
+
+    if block_size() is None:
+        pytest.skip("this machine's onnxruntime writes no NCHWc layout (not x86)")
+    nodes, inits = [], {"scales": np.array([1, 1, 2, 2], np.float32)}
+    for spec in NCHWC_GRAPHS[case]:
+        if spec[1] in NCHWC_OPS:
+            name, op, ins, *attrs = spec
+            nodes.append(helper.make_node(op, ins, [name], **(attrs[0] if attrs else {})))
+        else:
+            node, w = _conv(*spec)
+            nodes.append(node)
+            inits.update(w)
+    last = nodes[-1].output[0]
+    x = {"x": _f(1, 3, 12, 10)}
+    model = _optimised_all(_model(nodes, x, inits, [last], 17), tmp_path)
+    assert any(n.domain == "com.microsoft.nchwc" for n in model.graph.node)
+    NCHWC_SEEN.update(n.op_type for n in model.graph.node if n.domain == "com.microsoft.nchwc")
+    want, got = _ort(model, x), _torch(model, x)
+    np.testing.assert_allclose(got[0], want[0], atol=1e-4, rtol=1e-4)

@@ -28,16 +28,16 @@ from onnx2torch.onnx_graph import OnnxGraph
 
 # importing the operator modules registers their converters
 from sreval.convert import (  # noqa: F401
-    activation, clip, contrib, layout, norm, pad, pool, quant, reduce, reshape, resize, rounding, sample, scatter,
-    slice, split)
+    activation, clip, contrib, layout, nchwc, norm, pad, pool, quant, reduce, reshape, resize, rounding, sample,
+    scatter, slice, split)
 from sreval.convert.graph import bypass_initializer_identities, dotless_domains, prepare_graph
 from sreval.convert.quant import INT_RANGES
 from sreval.convert.rounding import STRAIGHT_THROUGH
 from sreval.convert.registry import DOMAIN, ONNX_DOMAINS, REPLACEMENTS, torch_domain
 from sreval.errors import ModelError, UnsupportedOperatorError
 
-OPERATOR_MODULES = (activation, clip, contrib, layout, norm, pad, pool, quant, reduce, reshape, resize, rounding,
-                    sample, scatter, slice, split)
+OPERATOR_MODULES = (activation, clip, contrib, layout, nchwc, norm, pad, pool, quant, reduce, reshape, resize,
+                    rounding, sample, scatter, slice, split)
 
 
 def _opset_versions(model: onnx.ModelProto) -> dict[str, int]:
