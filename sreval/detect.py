@@ -49,7 +49,8 @@ from sreval.errors import SrevalError
 from sreval.evaluation import to_image, to_tensor
 from sreval.io import imresize, quantize
 from sreval.metrics import psnr
-from sreval.runtime import first_line, probe_seconds
+from sreval.onnxfile import input_affine
+from sreval.runtime import ValueRange, first_line, probe_seconds
 
 if TYPE_CHECKING:  # the model calls detection at load; detection only reads the model
     from sreval.model import SRModel
@@ -77,9 +78,12 @@ class FieldResult:
     margin_db: float
     adopted: bool
     alike: tuple[Any, ...] = ()  # other values scoring within ALIKE_DB of the winner
+    by_graph: bool = False  # the graph's first step undoes this value mapping (see `_graph_pick`)
 
     @property
     def confidence(self) -> str:
+        if self.by_graph:
+            return "graph"
         if self.margin_db >= ADOPT_MARGIN_DB:
             return "high"
         return "medium" if self.margin_db >= 1.0 else "low"
@@ -107,7 +111,8 @@ class Detection:
             "photos": list(self.photos), "crop": self.crop,
             "adopt_margin_db": ADOPT_MARGIN_DB, "beat_bicubic_db": BEAT_BICUBIC_DB, "bicubic_psnr": self.bicubic,
             "fields": {k: {"value": f.value, "margin_db": _finite(f.margin_db), "confidence": f.confidence,
-                           "adopted": f.adopted, "alike": list(f.alike)} for k, f in self.fields.items()},
+                           "adopted": f.adopted, "alike": list(f.alike), "by_graph": f.by_graph}
+                       for k, f in self.fields.items()},
             "candidates": [{**c.values, "psnr": _finite(c.psnr) if c.psnr is not None else None,
                             **({"error": c.error} if c.error else {})}
                            for c in self.candidates],
@@ -121,6 +126,8 @@ class Detection:
                       else f"{f.margin_db:+.1f} dB over the next best")
             alike = (f"; {', '.join(map(_show, f.alike))} within {ALIKE_DB:g} dB: cannot be told apart, "
                      f"--{name} chooses" if f.alike else "")
+            if f.by_graph:
+                margin, alike = f"the graph's first step undoes it; scores {f.margin_db:+.1f} dB over the next best", ""
             parts.append(f"{name} {_show(f.value)} ({f.confidence}: {margin}{', adopted' if f.adopted else ''}{alike})")
         best = self.best
         tail = (f"; best scores {best.psnr:.1f} dB against HR (bicubic {self.bicubic:.1f} dB)"
@@ -212,8 +219,42 @@ def detect(model: SRModel, fields: tuple[str, ...] | list[str] = DETECTABLE, cro
             v[f] == lead[f] for f in fields if f != "color"))]
         scored = _ranked(scored + [_candidate(model, base, v, photos) for v in rest])
     bicubic = _bicubic_score(base.scale, photos)
-    return Detection(tuple(scored), _fields(scored, list(fields), bicubic), tuple(p[0] for p in photos),
+    pick = _graph_pick(model, base, scored)
+    return Detection(tuple(scored), _fields(scored, list(fields), bicubic, pick), tuple(p[0] for p in photos),
                      crop, bicubic)
+
+
+def _undoes(maps: list[tuple[np.ndarray, np.ndarray]], conv: Conventions) -> bool:
+    """Whether one of the graph's first input maps a * v + b turns what sreval feeds under
+    `conv`, v = (p - mean) / std * range, back into p exactly (to 1e-3)."""
+    return any(_inverse(a, b, conv) for a, b in maps
+               if not (np.allclose(a, 1.0) and np.allclose(b, 0.0)))  # an identity step (x * 1) says nothing
+
+
+def _inverse(a: np.ndarray, b: np.ndarray, conv: Conventions) -> bool:
+    values = ValueRange(conv.range, conv.normalize, conv.color)
+    mean, std = values.mean.reshape(-1).double().numpy(), values.std.reshape(-1).double().numpy()
+    if values.plain:
+        mean, std = np.zeros_like(a), np.ones_like(a)
+    if a.shape != mean.shape:
+        return False
+    slope, offset = a * conv.range / std, b - a * conv.range * mean / std
+    return bool(np.allclose(slope, 1.0, rtol=1e-3, atol=0) and np.allclose(offset, 0.0, atol=1e-3))
+
+
+def _graph_pick(model: SRModel, base: Conventions, scored: list[Candidate]) -> Candidate | None:
+    """The value mapping the graph itself names: where the image input first goes through a
+    constant affine step that exactly undoes a candidate's mapping (x * 0.5 + 0.5 after a
+    [-1, 1] normalisation, x * std + mean after ImageNet's, x / 255 on 0..255 data), that
+    candidate, if it scores within ALIKE_DB of the best. A clean score cannot tell the
+    normalisations apart (SR networks are nearly equivariant under affine intensity changes,
+    see `_fields`), but such a step says which one the model was built for."""
+    affine = input_affine(model.proto, model.input.name, base.channels)
+    ok = [c for c in scored if c.psnr is not None]
+    if not affine or not ok:
+        return None
+    named = [c for c in ok if _undoes(affine, replace(base, **c.values))]
+    return named[0] if named and named[0].psnr >= ok[0].psnr - ALIKE_DB else None  # type: ignore[operator]
 
 
 def _candidate(model: SRModel, base: Conventions, values: dict[str, Any],
@@ -230,7 +271,8 @@ def _ranked(scored: list[Candidate]) -> list[Candidate]:
     return sorted(scored, key=lambda c: (c.psnr is None, -(c.psnr if c.psnr is not None else 0.0)))
 
 
-def _fields(scored: list[Candidate], fields: list[str], bicubic: float) -> dict[str, FieldResult]:
+def _fields(scored: list[Candidate], fields: list[str], bicubic: float,
+            pick: Candidate | None = None) -> dict[str, FieldResult]:
     """Per field, the best candidate's value and its margin over the best candidate with
     another value. A normalisation other than `none` is measured against `none` only: SR
     networks are nearly equivariant under affine changes of intensity, so `signed` and
@@ -250,6 +292,15 @@ def _fields(scored: list[Candidate], fields: list[str], bicubic: float) -> dict[
         adopted = margin >= ADOPT_MARGIN_DB and best.psnr >= bicubic + BEAT_BICUBIC_DB
         alike = tuple(dict.fromkeys(c.values[f] for c in others if best.psnr - c.psnr < ALIKE_DB))  # type: ignore[operator]
         out[f] = FieldResult(win, margin, adopted, alike)
+    if pick is not None and pick is not best:  # the graph names another mapping among those alike
+        assert pick.psnr is not None
+        for f in set(fields) & {"range", "normalize"}:
+            others = [c.psnr for c in ok if c.values[f] != pick.values[f]]
+            out[f] = FieldResult(pick.values[f], pick.psnr - max(others) if others else math.inf,
+                                 pick.psnr >= bicubic + BEAT_BICUBIC_DB, (), True)
+    elif pick is not None:
+        for f in set(fields) & {"range", "normalize"}:
+            out[f] = replace(out[f], adopted=best.psnr >= bicubic + BEAT_BICUBIC_DB, alike=(), by_graph=True)
     return out
 
 

@@ -399,6 +399,55 @@ def layout_from_graph(model: onnx.ModelProto, input_name: str) -> str | None:
     return None
 
 
+_AFFINE = {"Mul", "Add", "Sub", "Div"}
+
+
+def input_affine(model: onnx.ModelProto, input_name: str, channels: int = 3) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The per-channel maps a * x + b that the graph applies to its image input before anything
+    else (a chain of Mul / Add / Sub / Div by constants, through Cast / Identity / Transpose /
+    (Un)squeeze), one per prefix of the chain, in the input's channel order; empty where the
+    input goes straight into other work. A graph whose first steps exactly undo a
+    normalisation expects its input so normalised (the model's own steps may follow)."""
+    consts = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
+    consts.update({n.output[0]: onnx.numpy_helper.to_array(n.attribute[0].t) for n in model.graph.node
+                   if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"})
+    a, b = np.ones(channels), np.zeros(channels)
+    name, maps = input_name, []
+    while True:
+        users = [n for n in model.graph.node if name in n.input]
+        if len(users) != 1:
+            break
+        node = users[0]
+        if node.op_type in ("Cast", "Identity", "Transpose", "Squeeze", "Unsqueeze"):
+            name = node.output[0]
+            continue
+        other = [i for i in node.input if i != name]
+        if node.op_type not in _AFFINE or len(other) != 1 or other[0] not in consts:
+            break
+        c = _per_channel(consts[other[0]], channels)
+        if c is None or (node.op_type in ("Sub", "Div") and node.input[0] != name) or (node.op_type == "Div" and (c == 0).any()):
+            break
+        if node.op_type == "Mul":
+            a, b = a * c, b * c
+        elif node.op_type == "Div":
+            a, b = a / c, b / c
+        else:
+            b = b + c if node.op_type == "Add" else b - c
+        name = node.output[0]
+        maps.append((a.copy(), b.copy()))
+    return maps
+
+
+def _per_channel(c: np.ndarray, channels: int) -> np.ndarray | None:
+    """A constant that broadcasts one value per channel (or one for all) as `channels` values."""
+    c = np.asarray(c, dtype=np.float64)
+    if c.size == 1:
+        return np.full(channels, float(c.reshape(-1)[0]))
+    if c.size == channels and sorted(c.shape, reverse=True)[0] == channels:
+        return c.reshape(-1)
+    return None
+
+
 QUANTISED_OPS = frozenset({"QuantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger", "QLinearConv",
                            "QLinearMatMul", "QGemm", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"})
 
@@ -421,4 +470,4 @@ def layout_channels(dims: list[int | None], layout: str) -> int | None:
 
 
 __all__ = ["read_onnx", "load_external_data", "image_input", "bind_inputs", "add_batch_axis", "onnx_opset", "dims", "layout_from_graph", "layout_channels",
-           "ONNX_DTYPES", "compute_precision", "QUANTISED_OPS", "UPSCALES", "UpscaleInput", "bind_upscale_input"]
+           "ONNX_DTYPES", "compute_precision", "QUANTISED_OPS", "UPSCALES", "UpscaleInput", "bind_upscale_input", "input_affine"]
