@@ -454,11 +454,16 @@ QUANTISED_OPS = frozenset({"QuantizeLinear", "DynamicQuantizeLinear", "ConvInteg
 
 def compute_precision(model: onnx.ModelProto) -> str:
     """The precision the graph computes in, whatever its I/O: 'int8' where it quantises, else
-    'fp16' / 'bf16' where it holds or casts to such tensors, else 'fp32'."""
+    'rounded' where it rounds (Round, Floor, Ceil, a cast to an 8- or 16-bit integer: a uint8
+    image output), else 'fp16' / 'bf16' where it holds or casts to such tensors, else 'fp32'."""
     nodes = list(model.graph.node)
     if any(n.op_type in QUANTISED_OPS or n.op_type.startswith("QLinear") for n in nodes):
         return "int8"
     T = onnx.TensorProto
+    small_ints = {T.UINT8, T.INT8, T.UINT16, T.INT16}
+    if any(n.op_type in ("Round", "Floor", "Ceil") or (n.op_type == "Cast" and any(
+            a.name == "to" and a.i in small_ints for a in n.attribute)) for n in nodes):
+        return "rounded"
     types = {t.data_type for t in model.graph.initializer}
     types |= {a.i for n in nodes if n.op_type == "Cast" for a in n.attribute if a.name == "to"}
     types |= {v.type.tensor_type.elem_type for v in [*model.graph.input, *model.graph.output]}

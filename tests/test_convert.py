@@ -845,6 +845,8 @@ def _one_node_spec(op: str, version: int) -> tuple[dict[str, np.ndarray], dict[s
         return {"x": _rand(1, 2, 6, 6)}, {}, None, {"kernel_shape": [3, 3]}, 1
     if op == "Clip":  # a computed min and an empty max: what TorchScript writes for clamp_min
         return {"x": _rand(2, 3, low=-1), "lo": np.array(0.1, np.float32)}, {}, ["x", "lo", ""], {}, 1
+    if op == "Sqrt":
+        return {"x": np.array([0.0, 1e-14, 0.25, 2.0], np.float32)}, {}, None, {}, 1
     if op in ("Round", "Floor", "Ceil"):  # ties, both signs: Round is half to even
         return {"x": np.array([-2.5, -1.5, -0.5, 0.5, 1.5, 2.5, 0.3, -1.7], np.float32)}, {}, None, {}, 1
     if op == "Cast":  # to uint8 (a deployed model's image output), in range: ONNX leaves overflow undefined

@@ -264,6 +264,14 @@ def test_round_is_straight_through() -> None:
     assert y.tolist() == [0.0, 2.0, -2.0, 0.0] and x.grad.tolist() == [1.0] * 4
 
 
+def test_sqrt_gradient_is_finite_at_zero() -> None:
+    model = _model([helper.make_node("Sqrt", ["x"], ["y"])], {"x": _f(3)}, {}, ["y"], 13)
+    x = torch.tensor([0.0, 0.25, 4.0], requires_grad=True)
+    y = to_torch(model)(x)
+    y.sum().backward()
+    assert y.tolist() == [0.0, 0.5, 2.0] and x.grad.tolist() == [0.0, 1.0, 0.25]
+
+
 def test_casts_to_wide_integers_stay_real_casts() -> None:
     model = _model([helper.make_node("Cast", ["x"], ["y"], to=TensorProto.INT64)], {"x": _f(3)}, {}, ["y"], 13)
     assert to_torch(model)(torch.tensor([1.7, -2.2, 3.0])).dtype == torch.int64
@@ -277,7 +285,7 @@ TESTED = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvIn
           "QLinearAveragePool", "QLinearGlobalAveragePool", "FusedConv", "FusedGemm", "FusedMatMul", "Gelu",
           "BiasGelu", "FastGelu", "QuickGelu", "SkipLayerNormalization", "SkipSimplifiedLayerNormalization",
           "SimplifiedLayerNormalization", "LayerNormalization", "DynamicQuantizeMatMul",
-          "MatMulIntegerToFloat", "Round", "Cast",
+          "MatMulIntegerToFloat", "Round", "Cast", "Sqrt",
           # com.microsoft.nchwc: made by onnxruntime itself in test_nchwc_graphs_from_onnxruntime
           "Conv", "ReorderInput", "ReorderOutput", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
           "Upsample"}

@@ -63,6 +63,9 @@ REPLACEMENTS: dict[tuple[str, int], str] = {
     ("Cast", 9): "a cast to uint8/int8/uint16/int16 (uint8 image output) has no gradient in torch, and wraps "
                  "out-of-range values; sreval's keeps a float holding the saturated integers, straight-through",
     ("Cast", 13): "as Cast-9",
+    ("Sqrt", 6): "torch.sqrt's gradient at 0 is infinite: a quantised variance is often exactly 0 and the input "
+                 "gradient turns NaN; sreval's is 0 below 1e-12 (sreval.convert.rounding)",
+    ("Sqrt", 13): "as Sqrt-6",
 }
 
 

@@ -7,6 +7,10 @@ straight-through estimate: `sreval.convert.straight_through_ops` names the opera
 report says so). A Cast from a float to uint8/int8/uint16/int16 keeps a float tensor holding
 the integer values (saturated to the type; exact in float32), so the gradient can flow on;
 casts to int32/int64/bool, shape and index arithmetic, stay real casts.
+
+Also here, for the same graphs: `Sqrt` with a finite gradient at 0. A quantised variance (the
+contrast of IMDN's attention) is often exactly 0, where sqrt's derivative is infinite and the
+input gradient becomes NaN; below SQRT_FLOOR the gradient is taken as 0.
 """
 
 from __future__ import annotations
@@ -54,6 +58,15 @@ class CastSTE(nn.Module, OnnxToTorchModule):
         return x.to(self.dtype)
 
 
+SQRT_FLOOR = 1e-12
+
+
+class SqrtFinite(nn.Module, OnnxToTorchModule):
+    def forward(self, x: Tensor) -> Tensor:  # noqa: D102
+        floored = torch.sqrt(torch.clamp(x, min=SQRT_FLOOR))
+        return floored + (torch.sqrt(x) - floored).detach()
+
+
 def _convert_rounding(fn: Callable[[Tensor], Tensor]):  # noqa: ANN202
     def convert(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
         del graph
@@ -69,6 +82,7 @@ def _convert_cast(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
 converter("Round", (11, 22))(_convert_rounding(torch.round))
 converter("Floor", (6, 13))(_convert_rounding(torch.floor))
 converter("Ceil", (6, 13))(_convert_rounding(torch.ceil))
+converter("Sqrt", (6, 13))(lambda node, graph: OperationConverterResult(SqrtFinite(), onnx_mapping_from_node(node)))
 converter("Cast", (6, 9, 13, 19, 21, 23, 24, 25, 28))(_convert_cast)
 
 STRAIGHT_THROUGH = ("Round", "Floor", "Ceil", "Cast", "QuantizeLinear", "DynamicQuantizeLinear", "QLinearConv",
