@@ -219,7 +219,7 @@ def detect(model: SRModel, fields: tuple[str, ...] | list[str] = DETECTABLE, cro
             v[f] == lead[f] for f in fields if f != "color"))]
         scored = _ranked(scored + [_candidate(model, base, v, photos) for v in rest])
     bicubic = _bicubic_score(base.scale, photos)
-    pick = _graph_pick(model, base, scored)
+    pick = _graph_pick(model, base, scored, bicubic)
     return Detection(tuple(scored), _fields(scored, list(fields), bicubic, pick), tuple(p[0] for p in photos),
                      crop, bicubic)
 
@@ -242,19 +242,24 @@ def _inverse(a: np.ndarray, b: np.ndarray, conv: Conventions) -> bool:
     return bool(np.allclose(slope, 1.0, rtol=1e-3, atol=0) and np.allclose(offset, 0.0, atol=1e-3))
 
 
-def _graph_pick(model: SRModel, base: Conventions, scored: list[Candidate]) -> Candidate | None:
+def _graph_pick(model: SRModel, base: Conventions, scored: list[Candidate], bicubic: float) -> Candidate | None:
     """The value mapping the graph itself names: where the image input first goes through a
     constant affine step that exactly undoes a candidate's mapping (x * 0.5 + 0.5 after a
     [-1, 1] normalisation, x * std + mean after ImageNet's, x / 255 on 0..255 data), that
-    candidate, if it scores within ALIKE_DB of the best. A clean score cannot tell the
-    normalisations apart (SR networks are nearly equivariant under affine intensity changes,
-    see `_fields`), but such a step says which one the model was built for."""
+    candidate, if it scores within ALIKE_DB of the best, or whatever it scores where no
+    candidate beats bicubic (an untrained or unusual model: the scores say nothing). A clean
+    score cannot tell the normalisations apart (SR networks are nearly equivariant under affine
+    intensity changes, see `_fields`), but such a step says which one the model was built for."""
     affine = input_affine(model.proto, model.input.name, base.channels)
     ok = [c for c in scored if c.psnr is not None]
     if not affine or not ok:
         return None
     named = [c for c in ok if _undoes(affine, replace(base, **c.values))]
-    return named[0] if named and named[0].psnr >= ok[0].psnr - ALIKE_DB else None  # type: ignore[operator]
+    if not named:
+        return None
+    assert named[0].psnr is not None and ok[0].psnr is not None
+    informative = ok[0].psnr >= bicubic + BEAT_BICUBIC_DB
+    return named[0] if named[0].psnr >= ok[0].psnr - ALIKE_DB or not informative else None
 
 
 def _candidate(model: SRModel, base: Conventions, values: dict[str, Any],
@@ -296,11 +301,10 @@ def _fields(scored: list[Candidate], fields: list[str], bicubic: float,
         assert pick.psnr is not None
         for f in set(fields) & {"range", "normalize"}:
             others = [c.psnr for c in ok if c.values[f] != pick.values[f]]
-            out[f] = FieldResult(pick.values[f], pick.psnr - max(others) if others else math.inf,
-                                 pick.psnr >= bicubic + BEAT_BICUBIC_DB, (), True)
+            out[f] = FieldResult(pick.values[f], pick.psnr - max(others) if others else math.inf, True, (), True)
     elif pick is not None:
         for f in set(fields) & {"range", "normalize"}:
-            out[f] = replace(out[f], adopted=best.psnr >= bicubic + BEAT_BICUBIC_DB, alike=(), by_graph=True)
+            out[f] = replace(out[f], adopted=True, alike=(), by_graph=True)
     return out
 
 

@@ -13,12 +13,16 @@ LR crops); a new entry is tested without a new test.
 from __future__ import annotations
 
 import warnings
+from typing import TYPE_CHECKING
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -28,6 +32,13 @@ Build = Callable[[Path, Path, list[np.ndarray]], Path]
 def strip(model: onnx.ModelProto) -> onnx.ModelProto:
     del model.metadata_props[:]
     return model
+
+
+def tf_base(folder: Path) -> Path:
+    """What tf2onnx writes for an ESPCN-like Keras model (tests/test_foreign_exports.TfStyle)."""
+    from tests.test_foreign_exports import TfStyle
+
+    return TfStyle().to_onnx(folder / "tf-style.onnx")
 
 
 def zoo_base(name: str, folder: Path) -> Path:
@@ -63,7 +74,10 @@ def _static(fmt: str, per_channel: bool, activation: str) -> Build:
 
         pre = target.with_suffix(".pre.onnx")
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        name = onnx.load(str(pre)).graph.input[0].name
+        inp = onnx.load(str(pre)).graph.input[0]
+        name = inp.name
+        if _nhwc(inp):
+            crops = [c.transpose(0, 2, 3, 1) for c in crops]
         # uint8 activations with int8 weights saturate in onnxruntime's x86 kernels without VNNI:
         # reduce_range (7-bit weights), as onnxruntime's documentation advises there
         quantize_static(str(pre), str(target), _Calibration(name, crops), quant_format=QuantFormat[fmt],
@@ -133,69 +147,107 @@ def _const(name: str, values: object, shape: tuple[int, ...] = ()) -> onnx.Tenso
     return numpy_helper.from_array(np.array(values, dtype=np.float32).reshape(shape), name)
 
 
+def _nhwc(vi: onnx.ValueInfoProto) -> bool:
+    """Whether an image value is channels-last (its last axis holds the 3 channels)."""
+    d = vi.type.tensor_type.shape.dim
+    return d[len(d) - 1].dim_value == 3 and d[1].dim_value != 3
+
+
+def _layouts(src: Path) -> tuple[bool, bool]:
+    g = onnx.load(str(src)).graph
+    return _nhwc(g.input[0]), _nhwc(g.output[0])
+
+
+def _image(name: str, nhwc: bool, dtype: int = TensorProto.FLOAT, rank: int = 4) -> onnx.ValueInfoProto:
+    dims = ["n", "h", "w", 3] if nhwc else ["n", 3, "h", "w"]
+    return helper.make_tensor_value_info(name, dtype, dims[4 - rank:])
+
+
+def _channel_shape(nhwc: bool) -> tuple[int, ...]:
+    return (1, 1, 1, 3) if nhwc else (1, 3, 1, 1)
+
+
 def _uint8_nhwc(src: Path, target: Path, crops: list[np.ndarray]) -> Path:
     """uint8 NHWC image in and out, Round + Clip + Cast at the end (an app's deployment)."""
     mk = helper.make_node
-    before = [mk("Cast", ["image"], ["f"], to=TensorProto.FLOAT),
-              mk("Transpose", ["f"], ["fc"], perm=[0, 3, 1, 2]),
-              mk("Div", ["fc", "k255"], ["inner_in"])]
+    in_nhwc, out_nhwc = _layouts(src)
+    before = [mk("Cast", ["image"], ["f"], to=TensorProto.FLOAT)]
+    before += [mk("Identity", ["f"], ["fc"])] if in_nhwc else [mk("Transpose", ["f"], ["fc"], perm=[0, 3, 1, 2])]
+    before.append(mk("Div", ["fc", "k255"], ["inner_in"]))
     after = [mk("Mul", ["inner_out", "k255"], ["o255"]), mk("Round", ["o255"], ["r"]),
-             mk("Clip", ["r", "k0", "k255"], ["c"]), mk("Cast", ["c"], ["u"], to=TensorProto.UINT8),
-             mk("Transpose", ["u"], ["sr"], perm=[0, 2, 3, 1])]
-    return wrap(src, target, before, after, [helper.make_tensor_value_info("image", TensorProto.UINT8, ["n", "h", "w", 3])],
-                helper.make_tensor_value_info("sr", TensorProto.UINT8, ["n", "H", "W", 3]),
-                [_const("k255", 255.0), _const("k0", 0.0)])
+             mk("Clip", ["r", "k0", "k255"], ["c"]), mk("Cast", ["c"], ["u"], to=TensorProto.UINT8)]
+    after.append(mk("Identity", ["u"], ["sr"]) if out_nhwc else mk("Transpose", ["u"], ["sr"], perm=[0, 2, 3, 1]))
+    return wrap(src, target, before, after, [_image("image", True, TensorProto.UINT8)],
+                _image("sr", True, TensorProto.UINT8), [_const("k255", 255.0), _const("k0", 0.0)])
 
 
 def _affine(mean: tuple[float, ...], std: tuple[float, ...]) -> Build:
     """Input and output normalised as (x - mean) / std; the model inside sees [0, 1]."""
     def build(src: Path, target: Path, crops: list[np.ndarray]) -> Path:
         mk = helper.make_node
-        before = [mk("Mul", ["x", "std"], ["xs"]), mk("Add", ["xs", "mean"], ["inner_in"])]
-        after = [mk("Sub", ["inner_out", "mean"], ["ym"]), mk("Div", ["ym", "std"], ["y"])]
-        shape = (1, len(mean), 1, 1)
-        return wrap(src, target, before, after, [_io("x")], _io("y"),
-                    [_const("mean", mean, shape), _const("std", std, shape)])
+        in_nhwc, out_nhwc = _layouts(src)
+        before = [mk("Mul", ["x", "std_in"], ["xs"]), mk("Add", ["xs", "mean_in"], ["inner_in"])]
+        after = [mk("Sub", ["inner_out", "mean_out"], ["ym"]), mk("Div", ["ym", "std_out"], ["y"])]
+        consts = [_const(f"{k}_{side}", v, _channel_shape(nhwc)) for side, nhwc in (("in", in_nhwc), ("out", out_nhwc))
+                  for k, v in (("mean", mean), ("std", std))]
+        return wrap(src, target, before, after, [_image("x", in_nhwc)], _image("y", out_nhwc), consts)
     return build
-
-
-def _io(name: str, rank: int = 4) -> onnx.ValueInfoProto:
-    dims = ["n", 3, "h", "w"][4 - rank:]
-    return helper.make_tensor_value_info(name, TensorProto.FLOAT, dims)
 
 
 def _rank3(src: Path, target: Path, crops: list[np.ndarray]) -> Path:
     mk = helper.make_node
+    in_nhwc, out_nhwc = _layouts(src)
     before = [mk("Unsqueeze", ["x", "axis0"], ["inner_in"])]
     after = [mk("Squeeze", ["inner_out", "axis0"], ["y"])]
-    return wrap(src, target, before, after, [_io("x", 3)], _io("y", 3),
+    return wrap(src, target, before, after, [_image("x", in_nhwc, rank=3)], _image("y", out_nhwc, rank=3),
                 [numpy_helper.from_array(np.array([0], dtype=np.int64), "axis0")])
 
 
 def _bicubic_input(src: Path, target: Path, crops: list[np.ndarray]) -> Path:
     """A second input, the bicubic upscale of the LR, added as a residual path: the output is
-    the model's plus (given upscale - the graph's own cubic upscale), so feeding anything but
-    the bicubic upscale changes the result."""
+    the model's plus (given upscale - the graph's own bilinear upscale), so what is fed to the
+    second input shows in the result."""
     mk = helper.make_node
-    model = onnx.load(str(src))
-    scale = _scale_of(model)
+    in_nhwc, out_nhwc = _layouts(src)
+    scale = _scale_of(onnx.load(str(src)), crops[0], in_nhwc)
+    factors = [1.0, scale, scale, 1.0] if in_nhwc else [1.0, 1.0, scale, scale]
     before = [mk("Identity", ["lr"], ["inner_in"])]
-    after = [mk("Resize", ["lr", "", "scales"], ["up"], mode="cubic", cubic_coeff_a=-0.5),
-             mk("Sub", ["bicubic", "up"], ["d"]), mk("Add", ["inner_out", "d"], ["sr"])]
-    bic = helper.make_tensor_value_info("bicubic", TensorProto.FLOAT, ["n", 3, "H", "W"])
-    return wrap(src, target, before, after, [_io("lr"), bic], _io("sr"),
-                [_const("scales", [1.0, 1.0, scale, scale], (4,))])
+    after = [mk("Resize", ["lr", "", "scales"], ["up"], mode="linear"), mk("Sub", ["bicubic", "up"], ["d"])]
+    if in_nhwc != out_nhwc:
+        after.append(mk("Transpose", ["d"], ["dt"], perm=[0, 2, 3, 1] if out_nhwc else [0, 3, 1, 2]))
+    after.append(mk("Add", ["inner_out", "dt" if in_nhwc != out_nhwc else "d"], ["sr"]))
+    return wrap(src, target, before, after, [_image("lr", in_nhwc), _image("bicubic", in_nhwc)], _image("sr", out_nhwc),
+                [_const("scales", factors, (4,))])
 
 
-def _scale_of(model: onnx.ModelProto) -> int:
+def _scale_of(model: onnx.ModelProto, crop: np.ndarray, nhwc: bool) -> int:
     import onnxruntime as ort
 
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    x = np.zeros((1, 3, 8, 8), np.float32)
-    return sess.run(None, {sess.get_inputs()[0].name: x})[0].shape[-1] // 8
+    x = crop.transpose(0, 2, 3, 1) if nhwc else crop
+    return sess.run(None, {sess.get_inputs()[0].name: x})[0].shape[-2] // crop.shape[-2]
+
+
+BASES = {"carn-m": 4, "imdn": 4, "span-x2-ch48": 2, "tf-style": 2}  # name -> scale
+
+
+def base(name: str, folder: Path) -> Path:
+    return tf_base(folder) if name == "tf-style" else zoo_base(name, folder)
+
+
+def native(name: str) -> "torch.nn.Module":
+    """The float PyTorch module of a base, NCHW RGB [0, 1] in and out."""
+    if name == "tf-style":
+        from tests.test_foreign_exports import TfStyle
+
+        return TfStyle().eval()
+    from sreval.zoo import _module, entry
+
+    return _module(entry(name), None)[0].eval()
 
 
 VARIANTS: dict[str, Build] = {
+    "float": lambda src, target, crops: src,
     "qdq-tensor-s8": _static("QDQ", False, "QInt8"),
     "qdq-channel-u8": _static("QDQ", True, "QUInt8"),
     "qoperator": _static("QOperator", True, "QUInt8"),
