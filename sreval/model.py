@@ -162,13 +162,15 @@ class SRModel:
 
     def runtime(self, prefer: str = "auto") -> tuple[nn.Module, str]:
         """The module to evaluate with and its name. 'auto': the parity-checked PyTorch
-        conversion, or the onnxruntime reference where onnx2torch cannot convert the model or
-        the conversion fails its parity check;
-        'torch': the conversion or its error; 'onnxruntime': the reference, nothing converted
-        (faster for clean metrics, which need no gradients)."""
+        conversion, or the onnxruntime reference where onnx2torch cannot convert the model, the
+        conversion fails its parity check, or the graph does not compute in float32 (int8,
+        float16, rounded output: the conversion agrees within the precision's tolerance, the
+        deployed numbers are onnxruntime's); 'torch': the conversion or its error;
+        'onnxruntime': the reference, nothing converted (faster for clean metrics, which need
+        no gradients)."""
         if prefer not in RUNTIMES:
             raise ConfigError(f"runtime must be one of {', '.join(RUNTIMES)}, got {prefer!r}")
-        if prefer == "onnxruntime":
+        if prefer == "onnxruntime" or (prefer == "auto" and self.precision != "fp32"):
             return self.ort(), "onnxruntime"
         try:
             self.check_parity()

@@ -342,10 +342,13 @@ class Resolver:
         """A batch of two images against the two images alone, through onnxruntime: many
         exports bake batch 1 into a Reshape and then give wrong numbers (not an error) on a
         batch, which parity (torch against onnxruntime, both on the same graph) cannot see.
-        Such a model, or one that fails on a batch, is run one image at a time."""
+        Such a model, or one that fails on a batch, is run one image at a time. The second
+        image is half as bright, so that a graph whose numbers depend on the batch's range
+        (dynamic quantisation: one scale for the whole tensor) differs too."""
         if conv.batch is not None:
             return conv
         x, _ = self._probe_input(conv, 2, self.probe_hw, seed=1)
+        x[1] = (x[1].astype(np.float64) * 0.5).astype(x.dtype)
         sess = self.session()
         out = [sess.get_outputs()[conv.output].name]
         singles = [np.asarray(self._run(sess, out, x[i:i + 1])[0]) for i in (0, 1)]
@@ -360,7 +363,7 @@ class Resolver:
         diff = float(np.abs(both - alone).max()) if both.shape == alone.shape else math.inf
         if diff > BATCH_TOL * max(1.0, float(np.abs(alone).max())):
             self.sources["batch"] = (f"probe: a batch of 2 differs from the two images alone by {diff:.3g} "
-                                     f"(batch baked into the graph): one image at a time")
+                                     f"(a batch baked into the graph, or a range taken over the batch): one image at a time")
             return replace(conv, batch=1)
         self.sources["batch"] = "probe: any (a batch of 2 equals the images alone)"
         return conv

@@ -151,7 +151,7 @@ class Native(nn.Module):
         c = self.conv
         inp = self.range.to_model(x)
         if self.integer_top is not None:  # an integer image: rounded and saturated, straight-through
-            inp = inp + (inp.round().clamp(0.0, self.integer_top) - inp).detach()
+            inp = inp.round().clamp(0.0, self.integer_top).detach() + (inp - inp.detach())
         if c.layout == "nhwc":
             inp = inp.permute(0, 2, 3, 1)
         out = self.core(inp.to(self.compute_dtype).contiguous(memory_format=self.memory_format))

@@ -3,9 +3,10 @@
 sharing no code with sreval.convert: the 'PyTorch re-implementation of the deployed
 computation' that sreval's attack on a quantised file is compared with.
 
-Quantisation is torch's own fake quantisation (`torch.fake_quantize_per_tensor_affine` and
-`..._per_channel_affine`: round half to even, saturate, straight-through gradient inside the
-range); a quantised tensor is a float holding its integers. Only the operators the registry's
+Quantisation divides by the scale as onnxruntime does (torch's own fake quantisation multiplies
+by 1 / scale, which rounds some ties the other way, and a flipped rounding moves everything
+downstream), rounds half to even, saturates, and passes the gradient straight through inside
+the range; a quantised tensor is a float holding its integers. Only the operators the registry's
 graphs use are here; any other is an error naming it.
 """
 
@@ -25,19 +26,22 @@ BOUNDS = {onnx.TensorProto.UINT8: (0, 255), onnx.TensorProto.INT8: (-128, 127)}
 
 
 def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
-    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    values = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    return {k: v.decode() if isinstance(v, bytes) else v for k, v in values.items()}
 
 
 def _fake(x: Tensor, scale: Tensor, zero: Tensor, bounds: tuple[int, int], axis: int) -> Tensor:
     """The integers (as floats) of x quantised with scale and zero point, per tensor or per axis."""
-    lo, hi = bounds
-    if scale.numel() == 1:
-        s, z = float(scale.reshape(())), int(zero.reshape(()))
-        return torch.fake_quantize_per_tensor_affine(x, s, z, lo, hi) / s + z
     shape = [1] * x.dim()
-    shape[axis % x.dim()] = -1
-    dq = torch.fake_quantize_per_channel_affine(x, scale.float(), zero.to(torch.int32), axis % x.dim(), lo, hi)
-    return dq / scale.view(shape) + zero.float().view(shape)
+    if scale.numel() > 1:
+        shape[axis % x.dim()] = -1
+    return _saturate(x / scale.float().view(shape), zero.float().view(shape), bounds)
+
+
+def _saturate(steps: Tensor, zero: Tensor, bounds: tuple[int, int]) -> Tensor:
+    q = torch.round(steps) + zero
+    inside = ((q >= bounds[0]) & (q <= bounds[1])).float()
+    return torch.clamp(q, *bounds).detach() + (steps - steps.detach()) * inside
 
 
 def _dq(q: Tensor, scale: Tensor, zero: Tensor | None, axis: int = 1) -> Tensor:
@@ -49,8 +53,11 @@ def _dq(q: Tensor, scale: Tensor, zero: Tensor | None, axis: int = 1) -> Tensor:
 
 
 def _conv(x: Tensor, w: Tensor, b: Tensor | None, a: dict[str, Any]) -> Tensor:
+    """Conv in channels_last, the memory format sreval's attack uses on CPU: float32 summation
+    order differs between formats, and a different order flips quantisation roundings."""
     pads = a.get("pads", [0] * 4)
-    x = F.pad(x, [pads[1], pads[3], pads[0], pads[2]])
+    x = F.pad(x, [pads[1], pads[3], pads[0], pads[2]]).contiguous(memory_format=torch.channels_last)
+    w = w.contiguous(memory_format=torch.channels_last)
     return F.conv2d(x, w, b, a.get("strides", 1), 0, a.get("dilations", 1), a.get("group", 1))
 
 
@@ -61,6 +68,8 @@ class Reference:
         self.graph = model.graph
         self.consts = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in model.graph.initializer}
         self.types = {t.name: t.data_type for t in model.graph.initializer}
+        self.types.update({n.output[0]: a.t.data_type for n in model.graph.node if n.op_type == "Constant"
+                           for a in n.attribute if a.name == "value"})
 
     def __call__(self, x: Tensor) -> Tensor:
         env: dict[str, Any] = dict(self.consts)
@@ -85,21 +94,22 @@ class Reference:
         if op == "DequantizeLinear":
             return _dq(ins[0], ins[1], ins[2] if len(ins) > 2 else None, a.get("axis", 1))
         if op == "DynamicQuantizeLinear":
-            x = ins[0]
-            lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
-            scale = (hi - lo) / 255 or 1.0
-            zero = int(np.clip(np.round(-lo / scale), 0, 255))
-            return (_fake(x, torch.tensor(scale), torch.tensor(zero), (0, 255), 1), torch.tensor(scale),
-                    torch.tensor(float(zero)))
+            x = ins[0].detach()  # in float32, as onnxruntime computes them
+            lo, hi = torch.clamp(x.min(), max=0.0), torch.clamp(x.max(), min=0.0)
+            scale = (hi - lo) / 255.0 if hi > lo else torch.tensor(1.0)
+            zero = torch.clamp(torch.round(-lo / scale), 0, 255)
+            return _fake(ins[0], scale, zero, (0, 255), 1), scale, zero
         if op == "ConvInteger":
             xz = ins[2].float() if len(ins) > 2 and ins[2] is not None else 0.0
             wz = ins[3].float() if len(ins) > 3 and ins[3] is not None else 0.0
             return _conv(ins[0].float() - xz, ins[1].float() - wz, None, a)
-        if op == "QLinearConv":
-            x = _dq(ins[0], ins[1], ins[2])
-            w = _dq(ins[3], ins[4], ins[5], 0)
-            b = _dq(ins[8], ins[1] * ins[4], None, 0) if len(ins) > 8 and ins[8] is not None else None
-            return _fake(_conv(x, w, b, a), ins[6], ins[7], self._bounds(node, 7), 1)
+        if op == "QLinearConv":  # onnxruntime: an int32 accumulator, then one requantisation
+            w_zero = ins[5].float().reshape(-1, 1, 1, 1) if ins[5].numel() > 1 else ins[5].float()
+            acc = _conv(ins[0].float() - ins[2].float(), ins[3].float() - w_zero, None, a)
+            if len(ins) > 8 and ins[8] is not None:
+                acc = acc + ins[8].float().view(1, -1, 1, 1)
+            ratio = (ins[1].float() * ins[4].float() / ins[6].float()).reshape(1, -1, 1, 1)
+            return _saturate(acc * ratio, ins[7].float(), self._bounds(node, 7))
         if op.startswith("QLinear"):  # com.microsoft: dequantise, compute in float, quantise
             return self._qlinear(node, op, ins, a)
         return FLOAT_OPS[op](ins, a)
@@ -144,10 +154,10 @@ def _slice(ins: list[Any], a: dict[str, Any]) -> Tensor:
     x = ins[0]
     axes = [int(v) for v in ins[3]] if len(ins) > 3 and ins[3] is not None else list(range(len(ins[1])))
     steps = [int(v) for v in ins[4]] if len(ins) > 4 and ins[4] is not None else [1] * len(axes)
-    index = [slice(None)] * x.dim()
     for ax, s, e, st in zip(axes, ins[1].tolist(), ins[2].tolist(), steps):
-        index[ax] = slice(int(s), int(min(e, 2 ** 62)), st)
-    return x[tuple(index)]
+        keep = list(range(x.shape[ax]))[slice(int(s), int(max(min(e, 2 ** 62), -2 ** 62)), st)]  # any step sign
+        x = torch.index_select(x, ax, torch.tensor(keep, dtype=torch.long))
+    return x
 
 
 def _pad(ins: list[Any], a: dict[str, Any]) -> Tensor:

@@ -34,11 +34,11 @@ import sreval
 from sreval.cli import app
 from sreval.commands import inspect
 from sreval.data import load_dataset
+from sreval.evaluation import measure, super_resolve, to_tensor
 from sreval.io import imresize, imresize_torch, quantize, write_image
 from tests.deployed import BASES, IMAGENET_MEAN, IMAGENET_STD, VARIANTS, base, native
 from tests.onnx_reference import Reference
 from tests.spandrel_cases import differentiable
-from tests.test_foreign_exports import native_attack
 
 pytestmark = pytest.mark.slow  # real weights, quantisation and three commands per case
 
@@ -123,7 +123,13 @@ def direct(path: Path, name: str, variant: str, lr: np.ndarray, scale: int) -> n
 
 
 def round_ste(x: Tensor) -> Tensor:
-    return x + (torch.round(x) - x).detach()
+    return torch.round(x).detach() + (x - x.detach())
+
+
+def clip(x: Tensor, low: float, high: float) -> Tensor:
+    """Saturation whose gradient passes at the bounds themselves (torch.clamp passes none
+    there with number bounds, half with tensor bounds; a rounded value sits on them)."""
+    return torch.where(x < low, low, torch.where(x > high, high, x))
 
 
 class Deployed(nn.Module):
@@ -133,18 +139,37 @@ class Deployed(nn.Module):
         super().__init__()
         self.variant, self.scale, self.tf = variant, scale, name == "tf-style"
         self.net = differentiable(native(name))
+        if variant == "fp16":
+            self.net = self.net.half()
+        self.net = self.net.to(memory_format=torch.channels_last)  # as sreval's attack on CPU
         self.graph = Reference(onnx.load(str(path))) if variant in QUANTISED else None
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.graph is not None:  # the quantised file, interpreted
-            return self.graph(x.permute(0, 2, 3, 1) if self.tf else x)
+        x = x.contiguous(memory_format=torch.channels_last)
+        if self.graph is not None:  # the quantised file, interpreted, one image at a time as deployed
+            xs = x.permute(0, 2, 3, 1) if self.tf else x
+            return torch.cat([self.graph(xs[i:i + 1]) for i in range(xs.shape[0])])
         if self.variant == "uint8-nhwc":
-            y = self.net(round_ste(x * 255.0).clamp(0, 255) / 255.0)
-            return round_ste(torch.clamp(y * 255.0, 0.0, 255.0)) / 255.0
+            y = self.net(round_ste(clip(x * 255.0, 0.0, 255.0)) / 255.0)
+            return clip(round_ste(y * 255.0), 0.0, 255.0) / 255.0
+        if self.variant == "fp16":  # float16 weights and activations, float32 I/O
+            return self.net(x.half()).float()
         y = self.net(x)
         if self.variant == "bicubic-input":  # + (bicubic upscale - the graph's bilinear one)
             y = y + imresize_torch(x, scale=self.scale) - F.interpolate(x, scale_factor=self.scale, mode="bilinear")
         return y
+
+
+def reference_attack(net: nn.Module, data: Path, scale: int, budgets: list[float]) -> list[float]:
+    """SR PSNR of the I-FGSM rows (image-major, then budget) on the PyTorch computation."""
+    out = []
+    for i, s in enumerate(load_dataset(data, scale)):
+        x0, hr = to_tensor(s.lr), to_tensor(s.hr)
+        xs, _ = sreval.IFGSM(net, eps=budgets, steps=STEPS).run(x0, hr, ids=[i])
+        sr0 = super_resolve(net, x0)
+        out += [measure(x0, xs[k:k + 1], sr0, super_resolve(net, xs[k:k + 1]), scale)["psnr_sr"]
+                for k in range(len(budgets))]
+    return out
 
 
 def sreval_cli(*args: object, out: Path) -> dict:
@@ -178,5 +203,5 @@ def test_a_deployed_model_works_end_to_end(name: str, variant: str, folder: Path
     assert rep["config"]["method"] == "ifgsm"
     budgets = sorted({row["alpha"] for row in rep["results"]})
     got = [row["psnr_sr"] for row in rep["results"]]
-    want = native_attack(Deployed(name, variant, path, scale).eval(), data, scale, budgets)
+    want = reference_attack(Deployed(name, variant, path, scale).eval(), data, scale, budgets)
     assert np.allclose(got, want, atol=ATTACK_TOL, rtol=0), (got, want)

@@ -12,8 +12,10 @@ from sreval.convert.registry import converter
 
 
 class OnnxClipExact(nn.Module, OnnxToTorchModule):
-    """torch.clamp with the bounds the node has: `has_min` / `has_max` say which of the
-    optional inputs are there (an empty name means unbounded on that side)."""
+    """Clip with the bounds the node has: `has_min` / `has_max` say which of the optional
+    inputs are there (an empty name means unbounded on that side). Written with `where`, not
+    torch.clamp: clamp with tensor bounds passes half the gradient at a value equal to a bound,
+    and a rounded output sits exactly on its bounds wherever it saturates."""
 
     def __init__(self, has_min: bool, has_max: bool):
         super().__init__()
@@ -23,9 +25,11 @@ class OnnxClipExact(nn.Module, OnnxToTorchModule):
         it = iter(bounds)
         low = next(it) if self.has_min else None
         high = next(it) if self.has_max else None
-        if low is None and high is None:
-            return x
-        return torch.clamp(x, min=low, max=high)
+        if low is not None:
+            x = torch.where(x < low, low.to(x.dtype), x)
+        if high is not None:
+            x = torch.where(x > high, high.to(x.dtype), x)
+        return x
 
 
 def _convert_clip(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:

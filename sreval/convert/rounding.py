@@ -30,8 +30,8 @@ from sreval.convert.registry import converter
 
 
 def straight_through(x: Tensor, value: Tensor) -> Tensor:
-    """`value` forward, the identity's gradient backward."""
-    return x + (value - x).detach()
+    """`value` forward (exactly: x - x.detach() is 0), the identity's gradient backward."""
+    return value.detach() + (x - x.detach())
 
 
 class RoundSTE(nn.Module, OnnxToTorchModule):
