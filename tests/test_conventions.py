@@ -18,6 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from sreval import parity
 from sreval.data import load_dataset
 from sreval.io import imresize, quantize, rgb_to_ycbcr, write_image, ycbcr_to_rgb
 from sreval.commands import attack, evaluate
@@ -277,7 +278,7 @@ def test_float16_model(tmp_path: Path, data: Path) -> None:
     m = SRModel(p, device="cpu")
     assert m.conventions.dtype == "float16"
     par = m.check_parity()
-    assert par.tol == pytest.approx(2.0**-8) and par.max_diff <= par.tol
+    assert par.tol == pytest.approx(parity.TOL_FP16) and par.max_diff <= par.tol and par.precision == "fp16"
     x = torch.rand(1, 3, 10, 12, requires_grad=True)
     m.torch()(x).sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
