@@ -335,6 +335,22 @@ def ambiguity(det: Detection | None) -> str | None:
             f"--normalize if the model reads another")
 
 
+WEAK_DB = 1.0  # a best score this far below bicubic's is a warning
+
+
+def weakness(det: Detection | None) -> str | None:
+    """The warning for a model that, in the best convention found, scores far below a bicubic
+    upscale of the same photos: a trained SR model beats bicubic, so either a convention is
+    still wrong (range, normalisation, colour, layout) or the model is not a trained upscaler."""
+    best = det.best if det is not None else None
+    if best is None or best.psnr is None or best.psnr >= det.bicubic - WEAK_DB:
+        return None
+    return (f"in the best convention found the model scores {best.psnr:.1f} dB on natural photos, "
+            f"{det.bicubic - best.psnr:.1f} dB below a bicubic upscale ({det.bicubic:.1f} dB): a convention may "
+            f"still be wrong (see `sreval inspect`; --range, --normalize, --color, --layout), or the model is "
+            f"not a trained upscaler")
+
+
 def propose(model: SRModel) -> Detection:
     """`sreval inspect`: detection of every detectable field, whatever fixed it (the one run
     at load is reused where it covered them all)."""

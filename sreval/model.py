@@ -96,9 +96,9 @@ class SRModel:
         fields = list(detect.choices(self.conventions, open_))
         if fields:
             self.conventions, self.detection = detect.adopt(self, fields)
-            doubt = detect.ambiguity(self.detection)
-            if doubt:
-                warnings.warn(f"{self.path.name}: {doubt}", stacklevel=3)
+            for doubt in (detect.ambiguity(self.detection), detect.weakness(self.detection)):
+                if doubt:
+                    warnings.warn(f"{self.path.name}: {doubt}", stacklevel=3)
 
     def input_size(self, layout: str, h: int, w: int) -> tuple[int, int]:
         return self.resolver.input_size(layout, h, w)

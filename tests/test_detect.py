@@ -190,3 +190,50 @@ def test_range_and_normalize_options(r255: Path, tmp_path: Path) -> None:
     assert r.exit_code == 1 and "range must be 1 or 255" in r.output, r.output
     m = SRModel(r255, device="cpu", range=1, normalize="signed", color="rgb")
     assert m.conventions.normalize == "signed" and m.sources["normalize"] == "override" and m.detection is None
+
+
+# ----------------------------------------------------------------------------- the graph's own say
+
+
+def _affine_graph(steps: list[tuple[str, list[float]]]) -> onnx.ModelProto:
+    """x -> the constant steps -> Conv(1x1 identity): what a deployment wrapper writes first."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, inits, name = [], [], "x"
+    for i, (op, values) in enumerate(steps):
+        c = numpy_helper.from_array(np.array(values, np.float32).reshape((1, -1, 1, 1) if len(values) > 1 else ()), f"c{i}")
+        inits.append(c)
+        nodes.append(helper.make_node(op, [name, c.name], [f"s{i}"]))
+        name = f"s{i}"
+    inits.append(numpy_helper.from_array(np.eye(3, dtype=np.float32).reshape(3, 3, 1, 1), "w"))
+    nodes.append(helper.make_node("Conv", [name, "w"], ["y"]))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, None, None])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("steps,undone", [
+    ([("Mul", [0.5]), ("Add", [0.5])], "signed"),
+    ([("Mul", [0.229, 0.224, 0.225]), ("Add", [0.485, 0.456, 0.406]), ("Sub", [0.4, 0.4, 0.4])], "imagenet"),
+    ([("Div", [255.0])], "range255"),
+    ([("Mul", [1.0]), ("Sub", [0.45, 0.44, 0.40])], None),  # a model's own mean shift undoes nothing
+])
+def test_the_graph_names_the_mapping_it_undoes(steps: list, undone: str | None) -> None:
+    """Each prefix of the input's constant affine chain is one map; a candidate is named when
+    one of them exactly inverts what sreval feeds under it (the identity step says nothing)."""
+    from sreval.onnxfile import input_affine
+
+    maps = input_affine(_affine_graph(steps), "x")
+    assert len(maps) == len(steps)
+    named = {name for name, conv in {"signed": Conventions(scale=1, normalize="signed"),
+                                      "imagenet": Conventions(scale=1, normalize="imagenet"),
+                                      "range255": Conventions(scale=1, range=255.0),
+                                      "none": Conventions(scale=1)}.items() if detect._undoes(maps, conv)}
+    assert named == ({undone} if undone else set())
+
+
+def test_a_model_scoring_below_bicubic_is_a_warning() -> None:
+    weak = detect.Detection((detect.Candidate({"range": 1.0}, 25.0),), {}, (), 32, 30.0)
+    fine = detect.Detection((detect.Candidate({"range": 1.0}, 31.0),), {}, (), 32, 30.0)
+    assert "5.0 dB below a bicubic upscale" in (detect.weakness(weak) or "") and detect.weakness(fine) is None

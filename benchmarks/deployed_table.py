@@ -1,0 +1,92 @@
+"""README's "Deployed models" table: what deployment does to robustness.
+
+For each real-weight model and each deployment variant of tests/deployed.py (int8 three ways,
+fp16, onnxruntime-optimised, simplified, uint8 I/O, normalised, rank-3, second bicubic input),
+on Set5 (whole images): clean SR PSNR and SR PSNR under the basic attack (I-FGSM, 50 steps)
+and `--method strongest`, at 2/255 and 8/255. Each file is attacked as sreval attacks any
+foreign file: no override, conventions detected. Results go to a JSON file, one entry per
+(model, variant, method), so an interrupted run resumes; the table is printed from it.
+
+    python benchmarks/deployed_table.py --out benchmarks/results/deployed.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.deployed import VARIANTS, base  # noqa: E402
+
+BUDGETS = "2/255,8/255"
+METHODS = ("ifgsm", "strongest")
+
+
+def measure(path: Path, method: str | None, work: Path) -> dict[str, float]:
+    """Mean SR PSNR over Set5: clean (method None) or per budget."""
+    from sreval.commands import attack, evaluate
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if method is None:
+            rep = evaluate(path, "Set5", out=work / "eval", device="cpu")
+            return {"clean": rep["summary"][0]["psnr_sr"], "runtime": rep["config"]["runtime"]}
+        rep = attack(path, "Set5", alpha=BUDGETS, method=method, sanity=False, out=work / method, device="cpu")
+    return {f"{round(row['alpha'] * 255)}/255": row["psnr_sr"] for row in rep["summary"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="carn-m,imdn")
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "deployed.json")
+    args = ap.parse_args()
+    done = json.loads(args.out.read_text()) if args.out.exists() else {}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        crops = _crops()
+        for name in args.models.split(","):
+            float_path = base(name, folder)
+            for variant in args.variants.split(","):
+                path = VARIANTS[variant](float_path, folder / f"{name}-{variant}.onnx", crops)
+                for method in (None, *METHODS):
+                    key = f"{name}|{variant}|{method or 'clean'}"
+                    if key in done:
+                        continue
+                    done[key] = measure(path, method, folder / key.replace("|", "-"))
+                    args.out.write_text(json.dumps(done, indent=1))
+                    print(key, done[key], flush=True)
+    print(table(done))
+
+
+def _crops() -> list:
+    """Calibration data for static quantisation: LR crops of the embedded photos (not Set5)."""
+    from sreval.data import load_dataset
+
+    return [s.lr[:48, :48].transpose(2, 0, 1)[None].copy() for s in load_dataset("default", 4)]
+
+
+def table(done: dict) -> str:
+    lines = ["| model | variant | clean | I-FGSM 2/255 | I-FGSM 8/255 | strongest 2/255 | strongest 8/255 |",
+             "|---|---|---|---|---|---|---|"]
+    models = dict.fromkeys(k.split("|")[0] for k in done)
+    for name in models:
+        for variant in VARIANTS:
+            cells = [done.get(f"{name}|{variant}|clean", {}).get("clean")]
+            for method in METHODS:
+                row = done.get(f"{name}|{variant}|{method}", {})
+                cells += [row.get("2/255"), row.get("8/255")]
+            if any(c is not None for c in cells):
+                lines.append(f"| {name} | {variant} | " + " | ".join("-" if c is None else f"{c:.2f}" for c in cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
