@@ -131,12 +131,14 @@ def test_qlinear_conv(xtype: type, per_channel: bool, bias: bool) -> None:
     _check("QLinearConv", {"x": x}, inits, opset=10, steps=1, pads=[1, 1, 1, 1], strides=[1, 2])
 
 
-def test_qlinear_matmul() -> None:
-    inits = {"as": np.array(0.02, np.float32), "az": np.array(120, np.uint8), "b": _ints(np.int8, 6, 3, low=-50, high=50),
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_qlinear_matmul(dtype: type) -> None:
+    zero = 120 if dtype == np.uint8 else -8
+    inits = {"as": np.array(0.02, np.float32), "az": np.array(zero, dtype), "b": _ints(np.int8, 6, 3, low=-50, high=50),
              "bs": np.array(0.01, np.float32), "bz": np.array(0, np.int8), "ys": np.array(0.05, np.float32),
-             "yz": np.array(128, np.uint8)}
+             "yz": np.array(zero + 5, dtype)}
     names = ["a", "as", "az", "b", "bs", "bz", "ys", "yz"]
-    _check("QLinearMatMul", {"a": _ints(np.uint8, 2, 4, 6)}, inits, names=names, opset=10, steps=1)
+    _check("QLinearMatMul", {"a": _ints(dtype, 2, 4, 6)}, inits, names=names, opset=10, steps=1)
 
 
 # ----------------------------------------------------------------------------- com.microsoft QLinear*
@@ -155,10 +157,13 @@ def test_qlinear_binary(op: str, dtype: type) -> None:
     _check(op, {"a": a}, inits, names=["a", "as", "az", "b", "bs", "bz", "cs", "cz"], domain=MS_DOMAIN, steps=1)
 
 
-def test_qlinear_concat() -> None:
-    inits = {**_q("y", 0.04, 100), **_q("a", 0.02, 128), "b": _ints(np.uint8, 1, 3, 4, 4), **_q("b", 0.05, 90)}
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_qlinear_concat(dtype: type) -> None:
+    shift = 0 if dtype == np.uint8 else -128
+    inits = {**_q("y", 0.04, 100 + shift, dtype), **_q("a", 0.02, 128 + shift, dtype), "b": _ints(dtype, 1, 3, 4, 4),
+             **_q("b", 0.05, 90 + shift, dtype)}
     names = ["ys", "yz", "a", "as", "az", "b", "bs", "bz"]
-    _check("QLinearConcat", {"a": _ints(np.uint8, 1, 2, 4, 4)}, inits, names=names, domain=MS_DOMAIN, steps=1, axis=1)
+    _check("QLinearConcat", {"a": _ints(dtype, 1, 2, 4, 4)}, inits, names=names, domain=MS_DOMAIN, steps=1, axis=1)
 
 
 @pytest.mark.parametrize("op,attrs", [("QLinearSigmoid", {}), ("QLinearLeakyRelu", {"alpha": 0.2}),
@@ -166,9 +171,12 @@ def test_qlinear_concat() -> None:
                                       ("QLinearAveragePool", {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}),
                                       ("QLinearAveragePool", {"kernel_shape": [2, 2], "strides": [2, 2],
                                                               "count_include_pad": 1})])
-def test_qlinear_unary(op: str, attrs: dict[str, Any]) -> None:
-    inits = {**_q("x", 0.05, 128), **_q("y", 0.01 if op == "QLinearSigmoid" else 0.04, 0 if op == "QLinearSigmoid" else 100)}
-    _check(op, {"x": _ints(np.uint8, 1, 3, 6, 6)}, inits, names=["x", "xs", "xz", "ys", "yz"], domain=MS_DOMAIN,
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_qlinear_unary(op: str, attrs: dict[str, Any], dtype: type) -> None:
+    shift = 0 if dtype == np.uint8 else -128
+    inits = {**_q("x", 0.05, 128 + shift, dtype),
+             **_q("y", 0.01 if op == "QLinearSigmoid" else 0.04, (0 if op == "QLinearSigmoid" else 100) + shift, dtype)}
+    _check(op, {"x": _ints(dtype, 1, 3, 6, 6)}, inits, names=["x", "xs", "xz", "ys", "yz"], domain=MS_DOMAIN,
            steps=1, **attrs)
 
 
