@@ -1,11 +1,13 @@
 """README's "Deployed models" table: what deployment does to robustness.
 
-For each real-weight model and each deployment variant of tests/deployed.py (int8 three ways,
-fp16, onnxruntime-optimised, simplified, uint8 I/O, normalised, rank-3, second bicubic input),
-on Set5 (whole images): clean SR PSNR and SR PSNR under the basic attack (I-FGSM, 50 steps)
-and `--method strongest`, at 2/255 and 8/255. Each file is attacked as sreval attacks any
-foreign file: no override, conventions detected. Results go to a JSON file, one entry per
-(model, variant, method), so an interrupted run resumes; the table is printed from it.
+For each real-weight model and each deployment variant of tests/deployed.py that computes other
+numbers than float32 (int8 three ways, fp16, uint8 I/O with rounding; the onnxruntime-optimised,
+simplified, normalised and rank-3 forms compute float32's numbers, which tests/test_deployed.py
+checks), on Set5's 32x32 LR centre crops (whole images are hours of 2 CPU cores for every
+variant): clean SR PSNR and SR PSNR under the basic attack (I-FGSM, 50 steps) and
+`--method strongest`, at 2/255 and 8/255. Each file is attacked as sreval attacks any foreign
+file: no override, conventions detected. Results go to a JSON file, one entry per (model,
+variant, method), so an interrupted run resumes; the table is printed from it.
 
     python benchmarks/deployed_table.py --out benchmarks/results/deployed.json
 """
@@ -26,32 +28,34 @@ from tests.deployed import VARIANTS, base  # noqa: E402
 
 BUDGETS = "2/255,8/255"
 METHODS = ("ifgsm", "strongest")
+DISTINCT = ("float", "qdq-tensor-s8", "qdq-channel-u8", "qoperator", "dynamic", "fp16", "uint8-nhwc")
+CROP = 32  # LR pixels
 
 
-def measure(path: Path, method: str | None, work: Path) -> dict[str, float]:
-    """Mean SR PSNR over Set5: clean (method None) or per budget."""
+def measure(path: Path, data: Path, method: str | None, work: Path) -> dict[str, float]:
+    """Mean SR PSNR over the images: clean (method None) or per budget."""
     from sreval.commands import attack, evaluate
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if method is None:
-            rep = evaluate(path, "Set5", out=work / "eval", device="cpu")
+            rep = evaluate(path, data, out=work / "eval", device="cpu")
             return {"clean": rep["summary"][0]["psnr_sr"], "runtime": rep["config"]["runtime"]}
-        rep = attack(path, "Set5", alpha=BUDGETS, method=method, sanity=False, out=work / method, device="cpu")
+        rep = attack(path, data, alpha=BUDGETS, method=method, sanity=False, out=work / method, device="cpu")
     return {f"{round(row['alpha'] * 255)}/255": row["psnr_sr"] for row in rep["summary"]}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="carn-m,imdn")
-    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--variants", default=",".join(DISTINCT))
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "deployed.json")
     args = ap.parse_args()
     done = json.loads(args.out.read_text()) if args.out.exists() else {}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        crops = _crops()
+        crops, data = _crops(), _set5_crops(folder / "set5", 4)
         for name in args.models.split(","):
             float_path = base(name, folder)
             for variant in args.variants.split(","):
@@ -60,7 +64,7 @@ def main() -> None:
                     key = f"{name}|{variant}|{method or 'clean'}"
                     if key in done:
                         continue
-                    done[key] = measure(path, method, folder / key.replace("|", "-"))
+                    done[key] = measure(path, data, method, folder / key.replace("|", "-"))
                     args.out.write_text(json.dumps(done, indent=1))
                     print(key, done[key], flush=True)
     print(table(done))
@@ -73,12 +77,23 @@ def _crops() -> list:
     return [s.lr[:48, :48].transpose(2, 0, 1)[None].copy() for s in load_dataset("default", 4)]
 
 
+def _set5_crops(root: Path, scale: int) -> Path:
+    """Set5's central HR crops whose LR (made by the loader, MATLAB bicubic) is CROP square."""
+    from sreval.data import crop_center, load_dataset
+    from sreval.io import write_image
+
+    (root / "HR").mkdir(parents=True)
+    for s in load_dataset("Set5", scale):
+        write_image(root / "HR" / f"{s.name}.png", crop_center(s.hr, CROP * scale, CROP * scale))
+    return root
+
+
 def table(done: dict) -> str:
     lines = ["| model | variant | clean | I-FGSM 2/255 | I-FGSM 8/255 | strongest 2/255 | strongest 8/255 |",
              "|---|---|---|---|---|---|---|"]
     models = dict.fromkeys(k.split("|")[0] for k in done)
     for name in models:
-        for variant in VARIANTS:
+        for variant in DISTINCT:
             cells = [done.get(f"{name}|{variant}|clean", {}).get("clean")]
             for method in METHODS:
                 row = done.get(f"{name}|{variant}|{method}", {})
