@@ -16,7 +16,6 @@ Parametrized over the registry (timm-style).
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -28,17 +27,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from typer.testing import CliRunner
 
 import sreval
-from sreval.cli import app
 from sreval.commands import inspect
 from sreval.data import load_dataset
-from sreval.evaluation import measure, super_resolve, to_tensor
 from sreval.io import imresize, imresize_torch, quantize, write_image
 from tests.deployed import BASES, IMAGENET_MEAN, IMAGENET_STD, VARIANTS, base, native
 from tests.onnx_reference import Reference
 from tests.spandrel_cases import differentiable
+from tests.test_foreign_exports import native_attack, sreval_cli
 
 pytestmark = pytest.mark.slow  # real weights, quantisation and three commands per case
 
@@ -160,24 +157,6 @@ class Deployed(nn.Module):
         return y
 
 
-def reference_attack(net: nn.Module, data: Path, scale: int, budgets: list[float]) -> list[float]:
-    """SR PSNR of the I-FGSM rows (image-major, then budget) on the PyTorch computation."""
-    out = []
-    for i, s in enumerate(load_dataset(data, scale)):
-        x0, hr = to_tensor(s.lr), to_tensor(s.hr)
-        xs, _ = sreval.IFGSM(net, eps=budgets, steps=STEPS).run(x0, hr, ids=[i])
-        sr0 = super_resolve(net, x0)
-        out += [measure(x0, xs[k:k + 1], sr0, super_resolve(net, xs[k:k + 1]), scale)["psnr_sr"]
-                for k in range(len(budgets))]
-    return out
-
-
-def sreval_cli(*args: object, out: Path) -> dict:
-    r = CliRunner().invoke(app, [str(a) for a in args] + ["--device", "cpu", "--out", str(out)])
-    assert r.exit_code == 0, r.output
-    return json.loads((out / "report.json").read_text())
-
-
 # ----------------------------------------------------------------------------- the test
 
 
@@ -203,5 +182,5 @@ def test_a_deployed_model_works_end_to_end(name: str, variant: str, folder: Path
     assert rep["config"]["method"] == "ifgsm"
     budgets = sorted({row["alpha"] for row in rep["results"]})
     got = [row["psnr_sr"] for row in rep["results"]]
-    want = reference_attack(Deployed(name, variant, path, scale).eval(), data, scale, budgets)
+    want = native_attack(Deployed(name, variant, path, scale).eval(), data, scale, budgets, STEPS)
     assert np.allclose(got, want, atol=ATTACK_TOL, rtol=0), (got, want)

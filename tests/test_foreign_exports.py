@@ -156,12 +156,12 @@ def datasets(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
 # ----------------------------------------------------------------------------- references
 
 
-def native_attack(net: nn.Module, data: Path, scale: int, budgets: list[float]) -> list[float]:
+def native_attack(net: nn.Module, data: Path, scale: int, budgets: list[float], steps: int = STEPS) -> list[float]:
     """SR PSNR of the I-FGSM rows (image-major, then budget) on the native module."""
     out = []
     for i, s in enumerate(load_dataset(data, scale)):
         x0, hr = to_tensor(s.lr), to_tensor(s.hr)
-        xs, _ = sreval.IFGSM(net, eps=budgets, steps=STEPS).run(x0, hr, ids=[i])
+        xs, _ = sreval.IFGSM(net, eps=budgets, steps=steps).run(x0, hr, ids=[i])
         sr0 = super_resolve(net, x0)
         out += [measure(x0, xs[k:k + 1], sr0, super_resolve(net, xs[k:k + 1]), scale)["psnr_sr"]
                 for k in range(len(budgets))]
