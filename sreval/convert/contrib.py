@@ -17,13 +17,12 @@ import math
 
 import torch
 import torch.nn.functional as F
-from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
-from onnx2torch.utils.common import OnnxToTorchModule, OperationConverterResult, onnx_mapping_from_node
+from onnx2torch.utils.common import OnnxToTorchModule
 from torch import Tensor, nn
 
 from sreval.convert.quant import DynamicQuantizeLinear, ConvArgs, less_zero, along
-from sreval.convert.registry import MS_DOMAIN, converter
+from sreval.convert.registry import MS_DOMAIN, converter, simple
 
 
 def activation(name: str, params: list[float]):  # noqa: ANN201
@@ -170,37 +169,29 @@ class MatMulIntegerToFloat(nn.Module, OnnxToTorchModule):
         return y + bias if bias is not None else y
 
 
-def _simple(make):  # noqa: ANN001, ANN202
-    """A converter whose module depends on the node only."""
-    def convert(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
-        del graph
-        return OperationConverterResult(make(node), onnx_mapping_from_node(node))
-    return convert
-
-
 def _norm(rms: bool, skip: bool, default_axis: int = -1):  # noqa: ANN202
     def make(node: OnnxNode) -> LayerNorm:
         a = node.attributes
         if a.get("stash_type", 1) != 1:
             raise NotImplementedError("a layer norm with stash_type other than float is not supported")
         return LayerNorm(a.get("axis", default_axis), a.get("epsilon", 1e-5), rms, skip, len(node.output_values))
-    return _simple(make)
+    return simple(make)
 
 
 ALL_OPSETS = tuple(range(1, 26))  # onnxruntime's contrib operators in the ONNX domain are not versioned with it
 ONNX_DOMAIN = frozenset({("SimplifiedLayerNormalization", v) for v in ALL_OPSETS}
                         | {("LayerNormalization", v) for v in range(1, 17)})  # contrib ops without an ONNX schema
 
-converter("FusedConv", (1,), MS_DOMAIN)(_simple(FusedConv))
-converter("FusedGemm", (1,), MS_DOMAIN)(_simple(FusedGemm))
-converter("FusedMatMul", (1,), MS_DOMAIN)(_simple(FusedMatMul))
-converter("Gelu", (1,), MS_DOMAIN)(_simple(lambda node: Gelu("erf")))
-converter("BiasGelu", (1,), MS_DOMAIN)(_simple(lambda node: Gelu("erf")))
-converter("FastGelu", (1,), MS_DOMAIN)(_simple(lambda node: Gelu("tanh")))
-converter("QuickGelu", (1,), MS_DOMAIN)(_simple(lambda node: Gelu("quick", node.attributes.get("alpha", 1.702))))
+converter("FusedConv", (1,), MS_DOMAIN)(simple(FusedConv))
+converter("FusedGemm", (1,), MS_DOMAIN)(simple(FusedGemm))
+converter("FusedMatMul", (1,), MS_DOMAIN)(simple(FusedMatMul))
+converter("Gelu", (1,), MS_DOMAIN)(simple(lambda node: Gelu("erf")))
+converter("BiasGelu", (1,), MS_DOMAIN)(simple(lambda node: Gelu("erf")))
+converter("FastGelu", (1,), MS_DOMAIN)(simple(lambda node: Gelu("tanh")))
+converter("QuickGelu", (1,), MS_DOMAIN)(simple(lambda node: Gelu("quick", node.attributes.get("alpha", 1.702))))
 converter("SkipLayerNormalization", (1,), MS_DOMAIN)(_norm(rms=False, skip=True))
 converter("SkipSimplifiedLayerNormalization", (1,), MS_DOMAIN)(_norm(rms=True, skip=True))
 converter("SimplifiedLayerNormalization", ALL_OPSETS)(_norm(rms=True, skip=False))
 converter("LayerNormalization", tuple(range(1, 17)))(_norm(rms=False, skip=False))  # LN-17's meaning, earlier
-converter("DynamicQuantizeMatMul", (1,), MS_DOMAIN)(_simple(lambda node: DynamicQuantizeMatMul()))
-converter("MatMulIntegerToFloat", (1,), MS_DOMAIN)(_simple(lambda node: MatMulIntegerToFloat()))
+converter("DynamicQuantizeMatMul", (1,), MS_DOMAIN)(simple(lambda node: DynamicQuantizeMatMul()))
+converter("MatMulIntegerToFloat", (1,), MS_DOMAIN)(simple(lambda node: MatMulIntegerToFloat()))

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from sreval.convert.contrib import activation
 from sreval.convert.quant import ConvArgs
-from sreval.convert.registry import NCHWC_DOMAIN, converter
+from sreval.convert.registry import NCHWC_DOMAIN, converter, simple
 
 
 def _blocked(w: np.ndarray, block: int) -> np.ndarray:
@@ -197,18 +197,11 @@ class Upsample(nn.Module, OnnxToTorchModule):
         return F.interpolate(x, scale_factor=self.scales, mode="bilinear", align_corners=self.align == "align_corners")
 
 
-def _simple(make):  # noqa: ANN001, ANN202
-    def convert(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
-        del graph
-        return OperationConverterResult(make(node), onnx_mapping_from_node(node))
-    return convert
-
-
 converter("Conv", (1,), NCHWC_DOMAIN)(_convert_conv)
 converter("ReorderInput", (1,), NCHWC_DOMAIN)(_convert_reorder_input)
 converter("ReorderOutput", (1,), NCHWC_DOMAIN)(_convert_reorder_output)
-converter("MaxPool", (1,), NCHWC_DOMAIN)(_simple(lambda node: Pool(node, "max")))
-converter("AveragePool", (1,), NCHWC_DOMAIN)(_simple(lambda node: Pool(node, "average")))
-converter("GlobalMaxPool", (1,), NCHWC_DOMAIN)(_simple(lambda node: Pool(node, "max")))
-converter("GlobalAveragePool", (1,), NCHWC_DOMAIN)(_simple(lambda node: Pool(node, "average")))
-converter("Upsample", (1,), NCHWC_DOMAIN)(_simple(Upsample))
+converter("MaxPool", (1,), NCHWC_DOMAIN)(simple(lambda node: Pool(node, "max")))
+converter("AveragePool", (1,), NCHWC_DOMAIN)(simple(lambda node: Pool(node, "average")))
+converter("GlobalMaxPool", (1,), NCHWC_DOMAIN)(simple(lambda node: Pool(node, "max")))
+converter("GlobalAveragePool", (1,), NCHWC_DOMAIN)(simple(lambda node: Pool(node, "average")))
+converter("Upsample", (1,), NCHWC_DOMAIN)(simple(Upsample))

@@ -19,7 +19,7 @@ from onnx import defs
 from onnx2torch.node_converters.registry import add_converter, get_converter
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
-from onnx2torch.utils.common import OperationConverterResult, get_const_value
+from onnx2torch.utils.common import OperationConverterResult, get_const_value, onnx_mapping_from_node
 
 Converter = Callable[[OnnxNode, OnnxGraph], OperationConverterResult]
 
@@ -106,6 +106,14 @@ def converter(operation: str, versions: tuple[int, ...], domain: str = "") -> Ca
     return deco
 
 
+def simple(make: Callable[[OnnxNode], torch.nn.Module]) -> Converter:
+    """A converter whose module depends on the node only, fed the node's inputs as they are."""
+    def convert(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+        del graph
+        return OperationConverterResult(make(node), onnx_mapping_from_node(node))
+    return convert
+
+
 def since_version(operation: str, opset: int) -> int | None:
     """The version of an ONNX operator that a model of this opset uses (None: unknown op)."""
     try:
@@ -171,5 +179,5 @@ def _register_aliases() -> None:
 
 _register_aliases()
 
-__all__ = ["DOMAIN", "MS_DOMAIN", "NCHWC_DOMAIN", "REPLACEMENTS", "CONVERTERS", "SAME_AS", "OLD_SAME_AS", "converter", "replaced_name", "torch_domain", "has_converter",
+__all__ = ["DOMAIN", "MS_DOMAIN", "NCHWC_DOMAIN", "REPLACEMENTS", "CONVERTERS", "SAME_AS", "OLD_SAME_AS", "converter", "simple", "replaced_name", "torch_domain", "has_converter",
            "since_version", "constant_ints", "Converter"]

@@ -20,13 +20,11 @@ from collections.abc import Callable
 import torch
 from onnx import TensorProto
 from onnx2torch.node_converters.cast import TENSOR_TYPE_TO_TORCH_TYPE
-from onnx2torch.onnx_graph import OnnxGraph
-from onnx2torch.onnx_node import OnnxNode
-from onnx2torch.utils.common import OnnxToTorchModule, OperationConverterResult, onnx_mapping_from_node
+from onnx2torch.utils.common import OnnxToTorchModule
 from torch import Tensor, nn
 
 from sreval.convert.quant import INT_RANGES
-from sreval.convert.registry import converter
+from sreval.convert.registry import converter, simple
 
 
 def straight_through(x: Tensor, value: Tensor) -> Tensor:
@@ -67,23 +65,11 @@ class SqrtFinite(nn.Module, OnnxToTorchModule):
         return floored + (torch.sqrt(x) - floored).detach()
 
 
-def _convert_rounding(fn: Callable[[Tensor], Tensor]):  # noqa: ANN202
-    def convert(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
-        del graph
-        return OperationConverterResult(RoundSTE(fn), onnx_mapping_from_node(node))
-    return convert
-
-
-def _convert_cast(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
-    del graph
-    return OperationConverterResult(CastSTE(node.attributes["to"]), onnx_mapping_from_node(node))
-
-
-converter("Round", (11, 22))(_convert_rounding(torch.round))
-converter("Floor", (6, 13))(_convert_rounding(torch.floor))
-converter("Ceil", (6, 13))(_convert_rounding(torch.ceil))
-converter("Sqrt", (6, 13))(lambda node, graph: OperationConverterResult(SqrtFinite(), onnx_mapping_from_node(node)))
-converter("Cast", (6, 9, 13, 19, 21, 23, 24, 25, 28))(_convert_cast)
+converter("Round", (11, 22))(simple(lambda node: RoundSTE(torch.round)))
+converter("Floor", (6, 13))(simple(lambda node: RoundSTE(torch.floor)))
+converter("Ceil", (6, 13))(simple(lambda node: RoundSTE(torch.ceil)))
+converter("Sqrt", (6, 13))(simple(lambda node: SqrtFinite()))
+converter("Cast", (6, 9, 13, 19, 21, 23, 24, 25, 28))(simple(lambda node: CastSTE(node.attributes["to"])))
 
 STRAIGHT_THROUGH = ("Round", "Floor", "Ceil", "Cast", "QuantizeLinear", "DynamicQuantizeLinear", "QLinearConv",
                     "QLinearMatMul", "QLinearAdd", "QLinearMul", "QLinearConcat", "QLinearSigmoid",
