@@ -35,7 +35,7 @@ from sreval.conventions import Overrides
 from sreval.convert import unsupported_ops
 from sreval.data import Sample
 from sreval.defenses import evaluate_defended, run_defended_attack
-from sreval.detect import propose
+from sreval.detect import propose, weakness
 from sreval.errors import ConfigError, SrevalError, UnsupportedOperatorError
 from sreval.evaluation import Row, evaluate_clean, images
 from sreval.files import check_writable_dir
@@ -75,7 +75,11 @@ def inspect(model: str | Path, *, device: str = "auto", conventions: Overrides |
         info["straight_through"] = (f"{', '.join(m.straight_through)}: the attack's gradient through them is a "
                                     f"straight-through estimate")
     try:
-        info["detected"] = propose(m).summary() or "nothing to detect"
+        proposal = propose(m)
+        info["detected"] = proposal.summary() or "nothing to detect"
+        doubt = weakness(proposal)
+        if doubt:
+            info["warning"] = doubt
     except SrevalError as e:
         info["detected"] = f"unavailable: {e}"
     c = m.describe().get("checkpoint")

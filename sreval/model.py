@@ -96,9 +96,9 @@ class SRModel:
         fields = list(detect.choices(self.conventions, open_))
         if fields:
             self.conventions, self.detection = detect.adopt(self, fields)
-            for doubt in (detect.ambiguity(self.detection), detect.weakness(self.detection)):
-                if doubt:
-                    warnings.warn(f"{self.path.name}: {doubt}", stacklevel=3)
+            doubt = detect.ambiguity(self.detection)
+            if doubt:
+                warnings.warn(f"{self.path.name}: {doubt}", stacklevel=3)
 
     def input_size(self, layout: str, h: int, w: int) -> tuple[int, int]:
         return self.resolver.input_size(layout, h, w)
@@ -247,6 +247,7 @@ class SRModel:
             "conventions": self.conventions.as_dict(),
             "convention_sources": dict(self.sources),
             "precision": self.precision,
+            "convention_doubt": detect.weakness(self.detection),
             "upscale_input": self.upscale_input.describe() if self.upscale_input is not None else None,
             "straight_through": self.straight_through,
             "metadata": self.metadata,

@@ -41,6 +41,13 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("d") / "set")
 
 
+@pytest.fixture(autouse=True)
+def own_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test in a folder of its own: commands without --out claim runs/<command> there, and
+    two xdist workers in one folder would find each other's claim."""
+    monkeypatch.chdir(tmp_path)
+
+
 def run(*args: str) -> "object":
     return runner.invoke(app, [str(a) for a in args])
 
