@@ -9,7 +9,7 @@ variant): clean SR PSNR and SR PSNR under the basic attack (I-FGSM, 50 steps) an
 file: no override, conventions detected. Results go to a JSON file, one entry per (model,
 variant, method), so an interrupted run resumes; the table is printed from it.
 
-    python benchmarks/deployed_table.py --out benchmarks/results/deployed.json
+    python benchmarks/deployed_table.py --out benchmarks/results/deployed.json  # then --readme
 """
 
 from __future__ import annotations
@@ -50,23 +50,30 @@ def main() -> None:
     ap.add_argument("--models", default="carn-m,imdn")
     ap.add_argument("--variants", default=",".join(DISTINCT))
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "deployed.json")
+    ap.add_argument("--readme", action="store_true", help="only write the table from --out into README.md")
     args = ap.parse_args()
+    if args.readme:
+        write_readme(json.loads(args.out.read_text()))
+        return
     done = json.loads(args.out.read_text()) if args.out.exists() else {}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         crops, data = _crops(), _set5_crops(folder / "set5", 4)
+        files = {}
         for name in args.models.split(","):
             float_path = base(name, folder)
             for variant in args.variants.split(","):
-                path = VARIANTS[variant](float_path, folder / f"{name}-{variant}.onnx", crops)
-                for method in (None, *METHODS):
-                    key = f"{name}|{variant}|{method or 'clean'}"
-                    if key in done:
-                        continue
-                    done[key] = measure(path, data, method, folder / key.replace("|", "-"))
-                    args.out.write_text(json.dumps(done, indent=1))
-                    print(key, done[key], flush=True)
+                files[name, variant] = VARIANTS[variant](float_path, folder / f"{name}-{variant}.onnx", crops)
+        # the cheap columns of every row first, then the strongest attack row by row
+        for method in (None, *METHODS):
+            for (name, variant), path in files.items():
+                key = f"{name}|{variant}|{method or 'clean'}"
+                if key in done:
+                    continue
+                done[key] = measure(path, data, method, folder / key.replace("|", "-"))
+                args.out.write_text(json.dumps(done, indent=1))
+                print(key, done[key], flush=True)
     print(table(done))
 
 
@@ -88,8 +95,17 @@ def _set5_crops(root: Path, scale: int) -> Path:
     return root
 
 
+def write_readme(done: dict) -> None:
+    """The table between README's <!-- deployed-table --> markers."""
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    start, end = "<!-- deployed-table -->\n", "<!-- /deployed-table -->"
+    head, rest = text.split(start, 1)
+    readme.write_text(head + start + table(done) + "\n" + end + rest.split(end, 1)[1])
+
+
 def table(done: dict) -> str:
-    lines = ["| model | variant | clean | I-FGSM 2/255 | I-FGSM 8/255 | strongest 2/255 | strongest 8/255 |",
+    lines = ["| model | form | clean | I-FGSM 2/255 | I-FGSM 8/255 | strongest 2/255 | strongest 8/255 |",
              "|---|---|---|---|---|---|---|"]
     models = dict.fromkeys(k.split("|")[0] for k in done)
     for name in models:
