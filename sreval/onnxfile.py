@@ -452,6 +452,18 @@ QUANTISED_OPS = frozenset({"QuantizeLinear", "DynamicQuantizeLinear", "ConvInteg
                            "QLinearMatMul", "QGemm", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"})
 
 
+def _shape_values(model: onnx.ModelProto) -> set[str]:
+    """Values computed from shapes and constants only (Shape, Size and what follows from them),
+    not from any image data."""
+    constant = {t.name for t in model.graph.initializer}
+    out: set[str] = set()
+    for n in model.graph.node:  # nodes are in topological order
+        if n.op_type in ("Shape", "Size", "Constant") or (n.input and all(
+                i in out or i in constant or not i for i in n.input) and any(i in out for i in n.input)):
+            out.update(n.output)
+    return out
+
+
 def compute_precision(model: onnx.ModelProto) -> str:
     """The precision the graph computes in, whatever its I/O: 'int8' where it quantises, else
     'rounded' where it rounds (Round, Floor, Ceil, a cast to an 8- or 16-bit integer: a uint8
@@ -461,8 +473,9 @@ def compute_precision(model: onnx.ModelProto) -> str:
         return "int8"
     T = onnx.TensorProto
     small_ints = {T.UINT8, T.INT8, T.UINT16, T.INT16}
-    if any(n.op_type in ("Round", "Floor", "Ceil") or (n.op_type == "Cast" and any(
-            a.name == "to" and a.i in small_ints for a in n.attribute)) for n in nodes):
+    shapes = _shape_values(model)  # Floor(h * 2) for a Resize size rounds no pixel
+    if any(n.input and n.input[0] not in shapes and (n.op_type in ("Round", "Floor", "Ceil") or (
+            n.op_type == "Cast" and any(a.name == "to" and a.i in small_ints for a in n.attribute))) for n in nodes):
         return "rounded"
     types = {t.data_type for t in model.graph.initializer}
     types |= {a.i for n in nodes if n.op_type == "Cast" for a in n.attribute if a.name == "to"}

@@ -375,3 +375,18 @@ def test_nchwc_graphs_from_onnxruntime(case: str, tmp_path: Any) -> None:
     NCHWC_SEEN.update(n.op_type for n in model.graph.node if n.domain == "com.microsoft.nchwc")
     want, got = _ort(model, x), _torch(model, x)
     np.testing.assert_allclose(got[0], want[0], atol=1e-4, rtol=1e-4)
+
+
+def test_compute_precision_ignores_shape_arithmetic() -> None:
+    """Floor(h * 2) for a Resize size rounds no pixel; Round on the image does."""
+    from sreval.onnxfile import compute_precision
+
+    mk = helper.make_node
+    size = [mk("Shape", ["x"], ["s"]), mk("Cast", ["s"], ["sf"], to=TensorProto.FLOAT), mk("Mul", ["sf", "two"], ["m"]),
+            mk("Floor", ["m"], ["f"]), mk("Cast", ["f"], ["size"], to=TensorProto.INT64),
+            mk("Resize", ["x", "", "", "size"], ["y"], mode="nearest")]
+    inits = {"two": np.array([1, 1, 2, 2], np.float32)}
+    x = {"x": _f(1, 3, 4, 4)}
+    assert compute_precision(_model(size, x, inits, ["y"], 13)) == "fp32"
+    rounded = size + [mk("Round", ["y"], ["z"])]
+    assert compute_precision(_model(rounded, x, inits, ["z"], 13)) == "rounded"
