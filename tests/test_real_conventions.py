@@ -113,18 +113,23 @@ def test_conversion_parity_and_gradients(models: dict[str, Path]) -> None:
 # ----------------------------------------------------------------------------- normalised deployments
 
 
-def normalized_variant(src: Path, dst: Path, mean: list[float], std: list[float]) -> Path:
+def normalized_variant(src: Path, dst: Path, mean: list[float], std: list[float], hidden: bool = False) -> Path:
     """The model as deployed behind a normalisation: it reads and writes (x - mean) / std
-    (a foreign file: no sreval metadata)."""
+    (a foreign file: no sreval metadata). `hidden`: the input's de-normalisation is a 1x1
+    Conv (as a network whose first layer absorbed it), which the graph's steps do not show."""
     m = onnx.load(str(src))
     g = m.graph
     inp, out = g.input[0].name, g.output[0].name
     g.initializer.extend([numpy_helper.from_array(np.array(v, np.float32).reshape(1, -1, 1, 1), name)
                           for v, name in ((mean, "nv_mean"), (std, "nv_std"))])
+    g.initializer.extend([numpy_helper.from_array(np.diag(np.array(std, np.float32)).reshape(3, 3, 1, 1), "nv_w"),
+                          numpy_helper.from_array(np.array(mean, np.float32), "nv_b")])
     for node in g.node:
         node.input[:] = ["nv_in01" if i == inp else i for i in node.input]
         node.output[:] = ["nv_out01" if o == out else o for o in node.output]
-    nodes = [helper.make_node("Mul", [inp, "nv_std"], ["nv_scaled"]), helper.make_node("Add", ["nv_scaled", "nv_mean"], ["nv_in01"]),
+    first = ([helper.make_node("Conv", [inp, "nv_w", "nv_b"], ["nv_in01"])] if hidden else
+             [helper.make_node("Mul", [inp, "nv_std"], ["nv_scaled"]), helper.make_node("Add", ["nv_scaled", "nv_mean"], ["nv_in01"])])
+    nodes = [*first,
              *g.node,
              helper.make_node("Sub", ["nv_out01", "nv_mean"], ["nv_centred"]), helper.make_node("Div", ["nv_centred", "nv_std"], [out])]
     del g.node[:]
@@ -170,8 +175,12 @@ def test_a_normalised_deployment_gives_the_plain_models_numbers(kind: str, carn_
 def test_an_undetectable_normalisation_is_said(carn_m: Path, tmp_path: Path) -> None:
     """Fed [0, 1], a [-1, 1] wrapper of a trained network scores within 0.2 dB of its own
     convention (SR networks are nearly equivariant under affine intensity changes), while the
-    attack's numbers differ by 1 dB: every load says so and names the options."""
-    path = normalized_variant(carn_m, tmp_path / "signed.onnx", [0.5] * 3, [0.5] * 3)
+    attack's numbers differ by 1 dB. Where the graph's first steps undo the normalisation,
+    they decide; where they do not show it, every load says so and names the options."""
+    shown = SRModel(normalized_variant(carn_m, tmp_path / "shown.onnx", [0.5] * 3, [0.5] * 3), device="cpu")
+    f = shown.detection.fields["normalize"]
+    assert (f.value, f.adopted, f.by_graph, shown.conventions.normalize) == ("signed", True, True, "signed")
+    path = normalized_variant(carn_m, tmp_path / "signed.onnx", [0.5] * 3, [0.5] * 3, hidden=True)
     with pytest.warns(UserWarning, match="normalisation cannot be told apart.*--range -1,1 or --normalize"):
         m = SRModel(path, device="cpu")
     assert set(m.detection.fields["normalize"].alike) | {m.detection.fields["normalize"].value} >= {"none", "signed"}
