@@ -21,6 +21,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from sreval.zoo import _module, build, entry
+from tests.test_foreign_exports import TfStyle
+
 if TYPE_CHECKING:
     import torch
 
@@ -36,15 +39,11 @@ def strip(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def tf_base(folder: Path) -> Path:
     """What tf2onnx writes for an ESPCN-like Keras model (tests/test_foreign_exports.TfStyle)."""
-    from tests.test_foreign_exports import TfStyle
-
     return TfStyle().to_onnx(folder / "tf-style.onnx")
 
 
 def zoo_base(name: str, folder: Path) -> Path:
     """The zoo entry's float32 export, its sreval metadata removed (a foreign file)."""
-    from sreval.zoo import build
-
     path = build(name, out=folder / f"{name}-meta.onnx")
     target = folder / f"{name}.onnx"
     onnx.save(strip(onnx.load(str(path))), str(target))
@@ -238,11 +237,7 @@ def base(name: str, folder: Path) -> Path:
 def native(name: str) -> "torch.nn.Module":
     """The float PyTorch module of a base, NCHW RGB [0, 1] in and out."""
     if name == "tf-style":
-        from tests.test_foreign_exports import TfStyle
-
-        return TfStyle().eval()
-    from sreval.zoo import _module, entry
-
+            return TfStyle().eval()
     return _module(entry(name), None)[0].eval()
 
 

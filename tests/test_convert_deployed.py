@@ -14,6 +14,8 @@ from onnx import TensorProto, helper
 
 from sreval.convert import contrib, quant, rounding, to_torch
 from sreval.convert.registry import CONVERTERS, MS_DOMAIN
+from sreval.convert.nchwc import block_size
+from sreval.onnxfile import compute_precision
 from tests.test_convert import _model, _ort, _torch
 
 RNG = np.random.default_rng(11)
@@ -355,8 +357,6 @@ NCHWC_SEEN: set[str] = set()
 def test_nchwc_graphs_from_onnxruntime(case: str, tmp_path: Any) -> None:
     """Graphs that onnxruntime's ALL level turns into com.microsoft.nchwc operators, converted
     and compared with onnxruntime running the same saved file."""
-    from sreval.convert.nchwc import block_size
-
     if block_size() is None:
         pytest.skip("this machine's onnxruntime writes no NCHWc layout (not x86)")
     nodes, inits = [], {"scales": np.array([1, 1, 2, 2], np.float32)}
@@ -379,8 +379,6 @@ def test_nchwc_graphs_from_onnxruntime(case: str, tmp_path: Any) -> None:
 
 def test_compute_precision_ignores_shape_arithmetic() -> None:
     """Floor(h * 2) for a Resize size rounds no pixel; Round on the image does."""
-    from sreval.onnxfile import compute_precision
-
     mk = helper.make_node
     size = [mk("Shape", ["x"], ["s"]), mk("Cast", ["s"], ["sf"], to=TensorProto.FLOAT), mk("Mul", ["sf", "two"], ["m"]),
             mk("Floor", ["m"], ["f"]), mk("Cast", ["f"], ["size"], to=TensorProto.INT64),

@@ -23,6 +23,7 @@ from sreval.commands import evaluate
 from sreval.conventions import Conventions, parse_normalize
 from sreval.errors import ConfigError
 from sreval.model import SRModel
+from sreval.onnxfile import input_affine
 from sreval.runtime import ValueRange
 from tests.test_conventions import Up, export
 from tests.tiny import TinySR
@@ -222,8 +223,6 @@ def _affine_graph(steps: list[tuple[str, list[float]]]) -> onnx.ModelProto:
 def test_the_graph_names_the_mapping_it_undoes(steps: list, undone: str | None) -> None:
     """Each prefix of the input's constant affine chain is one map; a candidate is named when
     one of them exactly inverts what sreval feeds under it (the identity step says nothing)."""
-    from sreval.onnxfile import input_affine
-
     maps = input_affine(_affine_graph(steps), "x")
     assert len(maps) == len(steps)
     named = {name for name, conv in {"signed": Conventions(scale=1, normalize="signed"),
