@@ -8,6 +8,7 @@ the two (`sreval.parity`). Opening a model by zoo name is `sreval.zoo.open_model
 
 from __future__ import annotations
 
+import functools
 import warnings
 from pathlib import Path
 from typing import Any
@@ -182,12 +183,12 @@ class SRModel:
 
     # ----------------------------------------------------------------- parity
 
-    @property
+    @functools.cached_property
     def straight_through(self) -> list[str]:
         """The graph's operators whose gradient the conversion takes as straight-through."""
         return straight_through_ops(self.proto)
 
-    @property
+    @functools.cached_property
     def precision(self) -> str:
         """The graph's compute precision (`sreval.onnxfile.compute_precision`): it sets the parity tolerances."""
         return compute_precision(self.proto)
