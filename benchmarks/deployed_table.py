@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.readme_table import write_table  # noqa: E402
 from tests.deployed import VARIANTS, base  # noqa: E402
 
 BUDGETS = "2/255,8/255"
@@ -53,7 +54,7 @@ def main() -> None:
     ap.add_argument("--readme", action="store_true", help="only write the table from --out into README.md")
     args = ap.parse_args()
     if args.readme:
-        write_readme(json.loads(args.out.read_text()))
+        write_table("deployed-table", table(json.loads(args.out.read_text())))
         return
     done = json.loads(args.out.read_text()) if args.out.exists() else {}
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -93,15 +94,6 @@ def _set5_crops(root: Path, scale: int) -> Path:
     for s in load_dataset("Set5", scale):
         write_image(root / "HR" / f"{s.name}.png", crop_center(s.hr, CROP * scale, CROP * scale))
     return root
-
-
-def write_readme(done: dict) -> None:
-    """The table between README's <!-- deployed-table --> markers."""
-    readme = ROOT / "README.md"
-    text = readme.read_text()
-    start, end = "<!-- deployed-table -->\n", "<!-- /deployed-table -->"
-    head, rest = text.split(start, 1)
-    readme.write_text(head + start + table(done) + "\n" + end + rest.split(end, 1)[1])
 
 
 def table(done: dict) -> str:

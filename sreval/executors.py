@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from sreval.cells import commit, pack, staging_dir, unpack
 from sreval.commands import attack, evaluate, index, partial, run_attack, targeted, transfer, universal
-from sreval.config import SweepConfig
+from sreval.config import STRONGEST, SweepConfig
 from sreval.data import load_dataset
 from sreval.errors import ConfigError, SrevalError
 from sreval.files import atomic_write
@@ -50,7 +50,9 @@ def _gradient_args(cfg: SweepConfig, attack: str) -> dict[str, Any]:
 
 def _attack_key(cfg: SweepConfig, attack: str) -> dict[str, Any]:
     return {"alphas": list(cfg.alphas), "steps": cfg.steps, "reference": cfg.reference, "quantize": cfg.quantize,
-            "seed": cfg.seed, "batch": cfg.batch, "method": cfg.method_for(attack), "norm": cfg.norm}
+            "seed": cfg.seed, "batch": cfg.batch, "method": cfg.method_for(attack), "norm": cfg.norm,
+            # what `strongest` runs (its members and their convergence) decides its numbers too
+            **({"ensemble": list(STRONGEST), "effort": cfg.effort} if cfg.method_for(attack) == "strongest" else {})}
 
 
 def _saving(cfg: SweepConfig) -> bool:

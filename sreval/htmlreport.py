@@ -23,7 +23,7 @@ from sreval.errors import DataError
 from sreval.files import STDOUT, atomic_write_many
 from sreval.findings import findings
 from sreval.registry import ATTACKS
-from sreval.runview import RunView, load_run
+from sreval.runview import CellView, RunView, load_run
 from sreval.sections import PAPER_SECTIONS, Figure, Section, Table, fmt, int_text, mean_curve
 
 
@@ -100,8 +100,29 @@ def _evidence(run: RunView) -> Section | None:
             + (f"{failed} check(s) FAILED: treat those numbers as an upper bound on robustness only."
                if failed else "Every check passed."))
     figures = [Figure(F.loss_curves(panels[:12], "loss per iteration"), "loss per iteration", "evidence")] if panels else []
-    return Section("evidence", "Attack evidence (sanity checks)", text, figures,
-                   [Table(["model", "dataset", "check", "verdict", "detail"], body)])
+    tables = [Table(["model", "dataset", "check", "verdict", "detail"], body)]
+    conv = _convergence(cells)
+    if conv:
+        text += (" Convergence of `strongest` per budget: images whose last doubling of the iterations lowered SR "
+                 "PSNR by at most the threshold; a row that did not converge is an upper bound on robustness.")
+        tables.append(Table(["model", "dataset", "budget", "converged", "passes per image", "largest last gain (dB)",
+                             "largest spread over starts (dB)"], conv))
+    return Section("evidence", "Attack evidence (sanity checks)", text, figures, tables)
+
+
+def _convergence(cells: Sequence[CellView]) -> list[list[str]]:
+    """Per cell and budget of a converged `strongest`: converged/n, mean passes, worst gain and spread."""
+    out = []
+    for c in cells:
+        for a in c.alphas:
+            rows = [r for r in c.rows if r.get("alpha") == a and "converged" in r]
+            if rows:
+                gains = [r["convergence"]["gain_last_doubling_db"] or 0.0 for r in rows]
+                flag = "" if all(r["converged"] for r in rows) else " NOT CONVERGED"
+                out.append([c.model, c.dataset, F.budget_label(a), f"{sum(r['converged'] for r in rows)}/{len(rows)}{flag}",
+                            f"{sum(r['convergence']['passes'] for r in rows) / len(rows):.0f}", f"{max(gains):.2f}",
+                            f"{max(r['convergence']['restart_spread_db'] for r in rows):.2f}"])
+    return out
 
 
 def _conventions(run: RunView) -> Section | None:

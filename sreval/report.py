@@ -70,6 +70,8 @@ class Row(_RowKeys, total=False):
     ssim_sr: Metric
     method: str  # the member of the loop that made the row ('apgd-linf@clean-sr', ...)
     psnr_sr_by_method: dict[str, Metric]  # `strongest`: what each member reached
+    converged: bool  # `strongest`: the last doubling of its iterations moved SR PSNR by <= the threshold
+    convergence: dict[str, Any]  # `strongest`: passes, gain of the last doubling, restart spread, per member
     loss_curve: list[Metric]  # the loss at the start and after every step
     bad_grad_steps: int
     restart_best_loss: list[Metric]
@@ -118,6 +120,7 @@ class SummaryRow(_SummaryKeys, total=False):
     psnr_hr: Metric
     ssim_hr: Metric
     ssim_sr: Metric
+    n_converged: int  # `strongest`: rows whose attack converged (of n)
 
 
 class _ReportKeys(TypedDict):
@@ -273,6 +276,8 @@ def summarize(rows: Sequence[Row]) -> list[SummaryRow]:
             fin = [v for v in vals if math.isfinite(v)]
             if vals:
                 entry[m] = sum(fin) / len(fin) if fin else math.inf
+        if any("converged" in r for r in rs):  # the converged `strongest`: how many of n converged
+            entry["n_converged"] = sum(bool(r.get("converged")) for r in rs)
         out.append(entry)  # type: ignore[arg-type]
     return out  # type: ignore[return-value]
 

@@ -309,6 +309,7 @@ def sweep(
     index_samples: int = 1024, defenses: Sequence[str] | str = "resize,self-ensemble", keep_images: int = 1,
     executor: str = "local", method: str = "ifgsm", norm: str = "linf", data_root: Path | None = None,
     device: str = "auto", seed: int = 0, progress: Callable[[float, float], None] | None = None,
+    effort: str = "standard",
 ) -> Report:
     """`sreval sweep`: every (attack, model, dataset) cell with all budgets, cached cell by cell
     in `out` (without `out`, in a temporary folder that is removed afterwards); returns the
@@ -316,7 +317,7 @@ def sweep(
     cfg = SweepConfig(models=models, datasets=data, attacks=attacks,  # type: ignore[arg-type] - normalised there
                       alphas=tuple(parse_alpha(alpha, norm)), steps=steps, reference=reference, quantize=quantize,
                       limit=limit, crop=crop, seed=seed, batch=batch, index_samples=index_samples,
-                      defenses=defenses, keep_images=keep_images, method=method, norm=norm)
+                      defenses=defenses, keep_images=keep_images, method=method, norm=norm, effort=effort)
     if out is not None:
         return run_sweep(cfg, Path(out), executor=executor, device=device, data_root=data_root,
                          progress=progress).report

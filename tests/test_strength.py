@@ -149,6 +149,8 @@ def test_bad_method_options_are_one_line_errors(model: torch.nn.Module) -> None:
     for bad in (("ifgsm", "square"), ("pgd@target",)):
         with pytest.raises(ConfigError, match="ensemble"):
             BasicConfig(alphas=(8 / 255,), method="strongest", ensemble=bad)
+    with pytest.raises(ConfigError, match="effort must be one of quick, standard, thorough"):
+        BasicConfig(alphas=(8 / 255,), method="strongest", effort="huge")
 
 
 def test_quantize_aware_optimises_the_delivered_file(model: torch.nn.Module) -> None:
@@ -173,21 +175,82 @@ def sample(name: str, h: int, w: int, seed: int = 0) -> Sample:
 
 def test_strongest_keeps_the_worst_case_and_names_it(model: torch.nn.Module) -> None:
     samples = [sample("a", 10, 10), sample("b", 9, 11, seed=1)]
-    cfg = BasicConfig(alphas=(2 / 255, 8 / 255), steps=4, method="strongest")
+    cfg = BasicConfig(alphas=(2 / 255, 8 / 255), steps=4, method="strongest", effort="quick")
     rows = run_basic(model, samples, 2, cfg, device=CPU)
     assert len(rows) == 4
-    def single(member: str) -> dict[tuple[str, float], float]:
-        name, _, ref = member.partition("@")
-        c = BasicConfig(alphas=cfg.alphas, steps=4, method=name, reference=ref or "auto")
-        return {(r["image"], r["alpha"]): r["psnr_sr"] for r in run_basic(model, samples, 2, c, device=CPU)}
-
-    assert cfg.ensemble == ("ifgsm", "pgd@clean-sr", "apgd@clean-sr", "shift")
-    singles = {m: single(m) for m in cfg.ensemble if m != "shift"}
+    ifgsm = BasicConfig(alphas=cfg.alphas, steps=4)  # the paper's member runs as on its own
+    single = {(r["image"], r["alpha"]): r["psnr_sr"] for r in run_basic(model, samples, 2, ifgsm, device=CPU)}
+    assert cfg.ensemble == ("ifgsm", "apgd@clean-sr", "apgd@psnr-sr", "shift")
     for r in rows:
-        key = (r["image"], r["alpha"])
         assert r["psnr_sr"] == min(r["psnr_sr_by_method"].values())
-        assert r["method"] in {"ifgsm-linf", "pgd-linf@clean-sr", "apgd-linf@clean-sr", "shift-linf"}
-        assert {m: r["psnr_sr_by_method"][m] for m in singles} == {m: singles[m][key] for m in singles}
+        assert r["method"] in {"ifgsm-linf", "apgd-linf@clean-sr", "apgd-linf@psnr-sr", "shift-linf"}
+        assert r["psnr_sr_by_method"]["ifgsm"] == single[(r["image"], r["alpha"])]
+        # the converged members' cost: quick is one start with 50 iterations, then 100
+        conv = r["convergence"]
+        assert set(conv["members"]) == {"apgd-linf@clean-sr", "apgd-linf@psnr-sr"}
+        assert all(m["iterations"] == 100 and m["passes"] == 150 and m["restarts"] == 1
+                   for m in conv["members"].values())
+        assert conv["passes"] == 4 + sum(m["passes"] for m in conv["members"].values())
+        assert r["converged"] == all(m["converged"] for m in conv["members"].values())
+
+
+# ----------------------------------------------------------------------------- convergence
+
+
+class Rugged(torch.nn.Module):
+    """An SR model built to need many iterations: a residual sine network of high frequency
+    (sin(60 conv(x)), then sin(3 conv)), whose loss has so many local maxima that every doubling
+    of APGD's run finds a higher one, up to a few hundred iterations (measured: 2.3 dB gained
+    from 4 to 8 iterations, converged from 256 to 512)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.convs = torch.nn.ModuleList([torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 8, 3, padding=1)])
+        self.head = torch.nn.Conv2d(8, 3, 1)
+        with torch.no_grad():
+            for c in (*self.convs, self.head):
+                c.weight.copy_(torch.randn(c.weight.shape, generator=g) / c.weight[0].numel() ** 0.5)
+                c.bias.copy_(torch.rand(c.bias.shape, generator=g) * 6.28 if c is not self.head else 0 * c.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.sin(3 * self.convs[1](torch.sin(60 * self.convs[0](x))))
+        return torch.nn.functional.interpolate(x + 0.05 * self.head(h), scale_factor=2, mode="nearest")
+
+
+@pytest.mark.parametrize("cap,converged", [(8, False), (512, True)])
+def test_strongest_says_whether_it_converged(monkeypatch: pytest.MonkeyPatch, cap: int, converged: bool) -> None:
+    """A small cap stops while a doubling still gains (converged false, a failed `converged`
+    check), a large one runs until a doubling gains at most the threshold (true)."""
+    from sreval.config import EFFORTS, Effort
+
+    monkeypatch.setitem(EFFORTS, "quick", Effort(restarts=2, first=4, cap=cap))
+    cfg = BasicConfig(alphas=(8 / 255,), method="strongest", effort="quick", ensemble=("apgd@psnr-sr",))
+    (row,) = run_basic(Rugged(), [sample("a", 12, 12)], 2, cfg, device=CPU)
+    conv = row["convergence"]
+    assert row["converged"] is converged and conv["members"]["apgd-linf@psnr-sr"]["converged"] is converged
+    gain = conv["gain_last_doubling_db"]
+    assert (gain <= 0.1) is converged
+    iterations = conv["members"]["apgd-linf@psnr-sr"]["iterations"]
+    assert iterations == cap if not converged else 128 <= iterations <= cap
+    assert conv["passes"] == 2 * (2 * iterations - 4)  # two starts, each run 4, 8, ..., iterations
+    assert len(conv["members"]["apgd-linf@psnr-sr"]["restart_psnr_sr"]) == 2
+    (check,) = [c for c in from_rows([row]) if c.name == "converged"]
+    assert check.ok is converged and ("try --effort thorough" in check.detail) is not converged
+
+
+def test_the_measured_loss_is_the_measured_psnr(model: torch.nn.Module) -> None:
+    """The psnr-sr member's loss is exactly the error the SR PSNR measures (Y, shaved, 8-bit)."""
+    from sreval.attacks.common import measured_mse
+    from sreval.evaluation import measure, super_resolve
+
+    x, _ = images(1, 12, 12)
+    xa = deliver(x + 4 / 255 * torch.sign(torch.randn_like(x)), x, per_sample(4 / 255, 1, x))
+    sr0 = super_resolve(model, x)
+    with torch.no_grad():
+        mse = float(measured_mse(model(x), 2)(model(xa)))
+    psnr = measure(x, xa, sr0, super_resolve(model, xa), 2)["psnr_sr"]
+    assert abs(10 * math.log10(1 / mse) - psnr) < 1e-4
 
 
 def test_shift_finds_the_worst_case_of_a_linear_model() -> None:
@@ -198,7 +261,8 @@ def test_shift_finds_the_worst_case_of_a_linear_model() -> None:
             return torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
 
     samples = [sample("a", 16, 16)]
-    rows = run_basic(Bilinear(), samples, 2, BasicConfig(alphas=(8 / 255,), steps=5, method="strongest"), device=CPU)
+    cfg = BasicConfig(alphas=(8 / 255,), steps=5, method="strongest", effort="quick")
+    rows = run_basic(Bilinear(), samples, 2, cfg, device=CPU)
     (row,) = rows
     assert row["method"] == "shift-linf"
     assert row["psnr_sr"] < min(v for k, v in row["psnr_sr_by_method"].items() if k != "shift") - 1
@@ -249,7 +313,7 @@ def test_evidence_flags_damage_that_falls_with_the_budget() -> None:
 
 def test_every_attack_method_is_accepted_by_the_runner(model: torch.nn.Module) -> None:
     for m in ATTACK_METHODS:
-        rows = run_basic(model, [sample("a", 8, 8)], 2, BasicConfig(alphas=(4 / 255,), steps=2, method=m), device=CPU)
+        rows = run_basic(model, [sample("a", 8, 8)], 2, BasicConfig(alphas=(4 / 255,), steps=2, method=m, effort="quick"), device=CPU)
         assert math.isfinite(rows[0]["psnr_sr"]) and rows[0]["method"]
 
 
@@ -279,14 +343,22 @@ def test_cli_methods_record_evidence(onnx_model: "object", dataset: "object", tm
     from tests.test_cli import run
 
     out = tmp_path / "run"
-    extra = ["--restarts", "2"] if method == "pgd" else []
+    extra = ["--restarts", "2"] if method == "pgd" else ["--effort", "quick"] if method == "strongest" else []
     r = run("attack", onnx_model, "--data", dataset, "--alpha", alpha, "--steps", "3", "--method", method,
             "--norm", norm, "--out", out, "--device", "cpu", *extra)
     assert r.exit_code == 0, r.output
     rep = json.loads((out / "report.json").read_text())
     assert rep["config"]["method"] == method and rep["config"]["norm"] == norm
     assert {c["name"] for c in rep["evidence"]["checks"]} >= {"gradient", "loss_rises", "tiny_budget"}
-    assert all(len(row["loss_curve"]) == 4 for row in rep["results"])
+    # the winner's loss curve: 3 steps, or a converged member's best run (quick: 50 or 100)
+    assert all(len(row["loss_curve"]) in ((4,) if method != "strongest" else (4, 51, 101)) for row in rep["results"])
+    if method == "strongest":  # per-row convergence in the JSON, the summary, the CLI and the HTML report
+        assert all("converged" in row for row in rep["results"]) and "n_converged" in rep["summary"][0]
+        assert "converged" in {c["name"] for c in rep["evidence"]["checks"]} and "converged" in r.output
+        from sreval.htmlreport import render_report
+
+        render_report(out)
+        assert "Convergence of `strongest` per budget" in (out / "report.html").read_text()
     for c in rep["evidence"]["checks"]:  # a failed check is a warning line too, never silent
         assert (f"sanity check {c['name']} failed" in r.output) == (not c["ok"])
 
@@ -310,11 +382,12 @@ def test_sweep_runs_the_method_it_was_given(onnx_model: "object", dataset: "obje
 
     out = tmp_path / "sweep"
     r = run("sweep", "--models", onnx_model, "--data", dataset, "--attacks", "basic,partial", "--alpha", "8/255",
-            "--steps", "2", "--method", "strongest", "--out", out, "--device", "cpu", "--keep-images", "0")
+            "--steps", "2", "--method", "strongest", "--effort", "quick", "--out", out, "--device", "cpu",
+            "--keep-images", "0")
     assert r.exit_code == 0, r.output
     rows = json.loads((out / "report.json").read_text())["results"]
     basic = [x for x in rows if x["attack"] == "basic"]
-    assert basic and all(set(x["psnr_sr_by_method"]) == {"ifgsm", "pgd@clean-sr", "apgd@clean-sr", "shift"}
+    assert basic and all(set(x["psnr_sr_by_method"]) == {"ifgsm", "apgd@clean-sr", "apgd@psnr-sr", "shift"}
                          for x in basic)
     assert {x["method"] for x in rows if x["attack"] == "partial"} == {"ifgsm-linf"}
 

@@ -5,85 +5,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from sreval.attacks.common import deliver, in_chunks, mse_to, objective, per_sample, straight_through
-from sreval.attacks.optim import Trace, optimize, sample_seeds
+from sreval.attacks.common import attack_flat, delivered, in_chunks, mse_to, per_sample
+from sreval.attacks.optim import Trace, sample_seeds
+from sreval.attacks.strongest import converge_member
 from sreval.config import (
-    SHIFT, BasicConfig, Method, budget_list, check_batch, check_precision, check_reference, check_steps, split_member,
+    EFFORTS, SHIFT, BasicConfig, Method, budget_list, check_batch, check_precision, check_reference, check_steps,
+    split_member,
 )
 from sreval.data import Sample
 from sreval.errors import ConfigError
 from sreval.evaluation import ImageSaver, Progress, Row, measure, measure_hr, super_resolve, to_tensor
-
-def start_radius(method: Method, reference: str, eps: Tensor, steps: int, quantize: bool) -> Tensor | None:
-    """The start of ifgsm/mifgsm per sample, as a fraction of its budget: none against HR;
-    against the clean SR a small random one (its gradient at X0 is exactly zero): one step,
-    a/T, or one grey level where the loss sees the 8-bit rounding (a start of less than half a
-    level would round back to X0, where the gradient is zero again)."""
-    if reference == "hr":
-        return None
-    radius = torch.full_like(eps, 1.0 / steps)
-    if quantize and method.quantize_aware:
-        radius = torch.maximum(radius, 1.0 / 255 / eps)
-    return radius.clamp(max=1.0)
-
-
-def delivered(x: Tensor, x0: Tensor, eps: Tensor, norm: str, mask: Tensor | None = None) -> Tensor:
-    """The 8-bit file an attacker delivers (common.deliver); outside a mask nothing changes,
-    not even by rounding (an LR that is not 8-bit stays as it was there)."""
-    q = deliver(x, x0, eps, norm)
-    return q if mask is None else x0 + (q - x0) * mask
-
-
-def attack_flat(
-    model: nn.Module, x0: Tensor, eps: Tensor | Sequence[float], hr: Tensor | None, steps: int,
-    reference: str, *, seeds: Sequence[tuple[int, ...]], method: Method = Method(), quantize: bool = False,
-    precision: str = "fp32", mask: Tensor | None = None, loss_mask: Tensor | None = None,
-    descend: bool = False, on_step: Callable[[int, int], None] | None = None,
-) -> tuple[Tensor, Trace]:
-    """One attack on a flat batch where sample i has its own budget eps[i] (and HR, and seed):
-    (X returned by the method, not yet rounded; its trace). The loss is the MSE to the
-    reference (`hr`, or the clean SR f(X0)), on `loss_mask` pixels only where given; `mask`
-    confines the perturbation (partial attack); `descend` minimises the distance to `hr`
-    instead (targeted attack). With `quantize` and `method.quantize_aware`, the loss sees the
-    delivered 8-bit image (straight-through gradient)."""
-    eps_t = per_sample(eps, x0.shape[0], x0)
-    if reference == "hr" or descend:
-        if hr is None:
-            raise ConfigError("reference 'hr' needs the HR image" if not descend else "a target HR image is needed")
-        target = hr
-    else:
-        with torch.no_grad():
-            target = model(x0)
-
-    def run(x0: Tensor, eps: Tensor, target: Tensor, seeds: Sequence[tuple[int, ...]], radius: Tensor | None,
-            on_step: Callable[[int, int], None] | None = None) -> tuple[Tensor, Trace]:
-        transform = None
-        if quantize and method.quantize_aware:
-            def transform(x: Tensor) -> Tensor:
-                return straight_through(x, delivered(x, x0, eps, method.norm, mask))
-        vg, value = objective(model, mse_to(target, loss_mask), precision=precision, transform=transform,
-                              sign=-1.0 if descend else 1.0)
-        return optimize(vg, x0, eps, steps, method, seeds=seeds, final_value=value, start_radius=radius,
-                        mask=mask, on_step=on_step)
-
-    radius = None if descend else start_radius(method, reference, eps_t, steps, quantize)
-    x, trace = run(x0, eps_t, target, seeds, radius, on_step)
-    stuck = (trace.bad_grad >= steps * method.restarts).nonzero().flatten()
-    if radius is None and len(stuck):
-        # A zero gradient at X0 (an identity model against its own HR, a flat region) would
-        # read as "infinitely robust": re-run those samples from a small random start, as the
-        # clean-sr reference does, and say so in their rows (the masks broadcast: kept whole).
-        eps_s = eps_t[stuck]
-        x2, t2 = run(x0[stuck], eps_s, target[stuck], [seeds[i] for i in stuck.tolist()],
-                     start_radius(method, "clean-sr", eps_s, steps, quantize))
-        x = x.index_copy(0, stuck, x2)
-        trace = trace.replace_samples(stuck, t2)
-    return x, trace
-
 
 @dataclass(frozen=True)
 class GradientAttack:
@@ -283,9 +219,9 @@ def run_basic(
     # CPU: one image at a time (batching buys nothing); GPU: same-size images share a batch.
     per_group = 1 if device.type == "cpu" else max(1, (cfg.batch or 64) // len(cfg.alphas))
     rows: dict[int, list[Row]] = {}
-    # progress in attack steps of (image, budget) pairs, so a long attack moves the bar
-    loop_members = [m for m in cfg.members() if m != SHIFT]
-    total = len(samples) * len(cfg.alphas) * cfg.steps * sum(cfg.loop_method(m).restarts for m in loop_members)
+    # progress in attack steps of (image, budget) pairs, so a long attack moves the bar (a
+    # converged member counts its cap: the bar jumps where a pair converged early)
+    total = len(samples) * len(cfg.alphas) * sum(_passes(cfg, m) for m in cfg.members() if m != SHIFT)
     done = [0]
 
     def on_pairs(k: int) -> None:
@@ -299,13 +235,43 @@ def run_basic(
         group = [samples[i] for i in ids]
         x0 = torch.cat([to_tensor(s.lr, device) for s in group])
         hr = torch.cat([to_tensor(s.hr, device) for s in group]) if group[0].hr is not None else None
-        by_member = {m: shift_attack(model, x0, cfg) if m == SHIFT else
-                     attack_image(model, x0, hr, cfg, reference, image_ids=ids, member=m, on_pairs=on_pairs)
-                     for m in cfg.members()}
+        by_member: dict[str, tuple[Tensor, list[Row]]] = {}
+        for m in cfg.members():
+            if _converges(cfg, m):
+                before = done[0]
+                by_member[m] = converge_member(model, x0, hr, cfg, reference, m, ids, on_pairs)
+                on_pairs(len(ids) * len(cfg.alphas) * _passes(cfg, m) - (done[0] - before))  # the rest of its cap
+            else:
+                xs, tr = shift_attack(model, x0, cfg) if m == SHIFT else attack_image(
+                    model, x0, hr, cfg, reference, image_ids=ids, member=m, on_pairs=on_pairs)
+                by_member[m] = (xs, tr.rows())
         for j, (i, s) in enumerate(zip(ids, group)):
-            per = {m: (xs[j::len(ids)], tr.rows()[j::len(ids)]) for m, (xs, tr) in by_member.items()}
+            per = {m: (xs[j::len(ids)], ev[j::len(ids)]) for m, (xs, ev) in by_member.items()}
             rows[i] = _measure_image(model, s, x0[j:j + 1], per, cfg, scale, saver)
     return [r for i in sorted(rows) for r in rows[i]]
+
+
+def _convergence(cfg: BasicConfig, members: dict[str, dict[str, Any]]) -> Row:
+    """A `strongest` row's convergence: every converging member's, and the whole ensemble's
+    cost in forward+backward passes (the members that ran a fixed number of steps included)."""
+    fixed = sum(_passes(cfg, m) for m in cfg.members() if m != SHIFT and not _converges(cfg, m))
+    worst = [v["gain_last_doubling_db"] for v in members.values() if v["gain_last_doubling_db"] is not None]
+    return {"converged": all(v["converged"] for v in members.values()),
+            "convergence": {"passes": fixed + sum(v["passes"] for v in members.values()),
+                            "gain_last_doubling_db": max(worst) if worst else None,
+                            "restart_spread_db": max(v["restart_spread_db"] for v in members.values()),
+                            "threshold_db": EFFORTS[cfg.effort].threshold_db, "effort": cfg.effort,
+                            "members": members}}
+
+
+def _converges(cfg: BasicConfig, member: str) -> bool:
+    """Members of `strongest` with random starts (pgd, apgd) run to convergence (attacks.strongest)."""
+    return cfg.method == "strongest" and split_member(member)[0] in ("pgd", "apgd")
+
+
+def _passes(cfg: BasicConfig, member: str) -> int:
+    """Forward+backward passes of a member per (image, budget): at most, where it converges."""
+    return EFFORTS[cfg.effort].passes() if _converges(cfg, member) else cfg.steps * cfg.loop_method(member).restarts
 
 
 def _measure_image(model: nn.Module, s: Sample, x0: Tensor, per: dict[str, tuple[Tensor, list[Row]]],
@@ -329,11 +295,13 @@ def _measure_image(model: nn.Module, s: Sample, x0: Tensor, per: dict[str, tuple
         row = {"image": s.name, "attack": "basic", "alpha": alpha, **row, **measure_hr(sr, s.hr, scale)}
         if len(per) > 1:
             row["psnr_sr_by_method"] = reached
+        members = {cfg.member_label(m): ev[a]["convergence"] for m, (_, ev) in per.items() if "convergence" in ev[a]}
+        if members:
+            row.update(_convergence(cfg, members))
         out.append(row)
         saver(f"{s.name}_a{alpha * 255:g}", lr=x[0], sr=sr)
     saver(s.name, sr_clean=sr0)
     return out
 
 
-__all__ = ["GradientAttack", "IFGSM", "PGD", "APGD", "MIFGSM", "attack_flat", "attack_image", "run_basic",
-           "start_radius", "shift_attack"]
+__all__ = ["GradientAttack", "IFGSM", "PGD", "APGD", "MIFGSM", "attack_image", "run_basic", "shift_attack"]

@@ -1,5 +1,6 @@
 """What every attack shares: budgets, the objective the shared loop (optim.py) maximises, the
-8-bit delivery, and memory-adaptive batching."""
+8-bit delivery, one attack on a flat batch (`attack_flat`, which the attack objects and the
+converged `strongest` drive), and memory-adaptive batching."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from sreval.attacks.optim import ValueAndGrad, l2_norm
-from sreval.config import check_precision
+from sreval.attacks.optim import Trace, ValueAndGrad, l2_norm, optimize
+from sreval.config import MEASURED, Method, check_precision
 from sreval.errors import ConfigError
+from sreval.io import quantize, rgb_to_y
 
 LossFn = Callable[[Tensor], Tensor]  # SR batch -> per-sample loss (B,)
 
@@ -97,6 +99,22 @@ def mse_to(reference: Tensor, mask: Tensor | None = None) -> LossFn:
     return loss
 
 
+def measured_mse(reference: Tensor, shave: int) -> LossFn:
+    """The error the SR PSNR measures (metrics.psnr of evaluation.super_resolve's outputs), per
+    sample: MSE on the MATLAB Y channel of the SR clipped and rounded to 8 bits (the rounding
+    straight-through), `shave` border pixels dropped, against `reference` (the clean SR as it
+    is measured). The loss of the `psnr-sr` ensemble member."""
+    crop = (..., slice(shave, -shave or None), slice(shave, -shave or None))
+    ref_y = rgb_to_y(quantize(reference))[crop]
+
+    def loss(sr: Tensor) -> Tensor:
+        clipped = sr.clamp(0.0, 1.0)
+        d = rgb_to_y(straight_through(clipped, quantize(clipped)))[crop] - ref_y
+        return d.square().flatten(1).mean(1)
+
+    return loss
+
+
 def is_oom(err: BaseException) -> bool:
     return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
 
@@ -118,3 +136,78 @@ def in_chunks(fn: Callable[[slice], Tensor], n: int, chunk: int | None = None) -
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
     return torch.cat(parts)
+
+
+def start_radius(method: Method, reference: str, eps: Tensor, steps: int, quantize: bool) -> Tensor | None:
+    """The start of ifgsm/mifgsm per sample, as a fraction of its budget: none against HR;
+    against the clean SR a small random one (its gradient at X0 is exactly zero): one step,
+    a/T, or one grey level where the loss sees the 8-bit rounding (a start of less than half a
+    level would round back to X0, where the gradient is zero again)."""
+    if reference == "hr":
+        return None
+    radius = torch.full_like(eps, 1.0 / steps)
+    if quantize and method.quantize_aware:
+        radius = torch.maximum(radius, 1.0 / 255 / eps)
+    return radius.clamp(max=1.0)
+
+
+def delivered(x: Tensor, x0: Tensor, eps: Tensor, norm: str, mask: Tensor | None = None) -> Tensor:
+    """The 8-bit file an attacker delivers (common.deliver); outside a mask nothing changes,
+    not even by rounding (an LR that is not 8-bit stays as it was there)."""
+    q = deliver(x, x0, eps, norm)
+    return q if mask is None else x0 + (q - x0) * mask
+
+
+def attack_flat(
+    model: nn.Module, x0: Tensor, eps: Tensor | Sequence[float], hr: Tensor | None, steps: int,
+    reference: str, *, seeds: Sequence[tuple[int, ...]], method: Method = Method(), quantize: bool = False,
+    precision: str = "fp32", mask: Tensor | None = None, loss_mask: Tensor | None = None,
+    descend: bool = False, on_step: Callable[[int, int], None] | None = None,
+) -> tuple[Tensor, Trace]:
+    """One attack on a flat batch where sample i has its own budget eps[i] (and HR, and seed):
+    (X returned by the method, not yet rounded; its trace). The loss is the MSE to the
+    reference (`hr`, or the clean SR f(X0); `psnr-sr`: the measured error, common.measured_mse),
+    on `loss_mask` pixels only where given; `mask` confines the perturbation (partial attack);
+    `descend` minimises the distance to `hr` instead (targeted attack). With `quantize` and
+    `method.quantize_aware`, the loss sees the delivered 8-bit image (straight-through
+    gradient)."""
+    eps_t = per_sample(eps, x0.shape[0], x0)
+    if reference == "hr" or descend:
+        if hr is None:
+            raise ConfigError("reference 'hr' needs the HR image" if not descend else "a target HR image is needed")
+        target = hr
+    else:
+        with torch.no_grad():
+            target = model(x0)
+    if reference == MEASURED and loss_mask is not None:
+        raise ConfigError(f"the {MEASURED} loss measures the whole SR image: it takes no loss mask")
+
+    def loss_to(target: Tensor) -> LossFn:
+        if reference == MEASURED:
+            return measured_mse(target, target.shape[-1] // x0.shape[-1])
+        return mse_to(target, loss_mask)
+
+    def run(x0: Tensor, eps: Tensor, target: Tensor, seeds: Sequence[tuple[int, ...]], radius: Tensor | None,
+            on_step: Callable[[int, int], None] | None = None) -> tuple[Tensor, Trace]:
+        transform = None
+        if quantize and method.quantize_aware:
+            def transform(x: Tensor) -> Tensor:
+                return straight_through(x, delivered(x, x0, eps, method.norm, mask))
+        vg, value = objective(model, loss_to(target), precision=precision, transform=transform,
+                              sign=-1.0 if descend else 1.0)
+        return optimize(vg, x0, eps, steps, method, seeds=seeds, final_value=value, start_radius=radius,
+                        mask=mask, on_step=on_step)
+
+    radius = None if descend else start_radius(method, reference, eps_t, steps, quantize)
+    x, trace = run(x0, eps_t, target, seeds, radius, on_step)
+    stuck = (trace.bad_grad >= steps * method.restarts).nonzero().flatten()
+    if radius is None and len(stuck):
+        # A zero gradient at X0 (an identity model against its own HR, a flat region) would
+        # read as "infinitely robust": re-run those samples from a small random start, as the
+        # clean-sr reference does, and say so in their rows (the masks broadcast: kept whole).
+        eps_s = eps_t[stuck]
+        x2, t2 = run(x0[stuck], eps_s, target[stuck], [seeds[i] for i in stuck.tolist()],
+                     start_radius(method, "clean-sr", eps_s, steps, quantize))
+        x = x.index_copy(0, stuck, x2)
+        trace = trace.replace_samples(stuck, t2)
+    return x, trace

@@ -6,7 +6,8 @@ Checks from what the attack already produced:
 - gradient: every step of every (image, budget) had a finite, non-zero input gradient;
 - loss_rises: the loss of the returned iterate is above the loss at the start;
 - restarts: no restart beat the returned result (best-of-restarts really is the best);
-- budget_monotone: per image, SR PSNR does not rise with the budget (0.1 dB slack).
+- budget_monotone: per image, SR PSNR does not rise with the budget (0.1 dB slack);
+- converged (`strongest`): every (image, budget) converged (attacks.strongest).
 And two short probes on the first image:
 - tiny_budget: at 1/100 of the smallest budget (not rounded to 8 bits, which would erase
   it; at most 10 steps) the SR barely changes: PSNR at least 20 dB above the smallest
@@ -73,6 +74,7 @@ def from_rows(rows: Sequence[dict[str, Any]], *, descend: bool = False) -> list[
                    else max(r["restart_best_loss"]) > r["returned_loss"] * (1 + 1e-6))]
     checks.append(Check("restarts", not beaten, "the returned result is the best over all restarts" if not beaten
                         else f"a restart beat the returned result: {_where(beaten)}"))
+    checks += _convergence(rows)
     by_image: dict[str, list[tuple[float, float]]] = {}
     for r in rows:  # per image and attack setting (a defended report has several per image)
         if isinstance(r.get("psnr_sr"), float):
@@ -87,6 +89,24 @@ def from_rows(rows: Sequence[dict[str, Any]], *, descend: bool = False) -> list[
     checks.append(Check("budget_monotone", not rising, "SR PSNR falls (or stays) as the budget grows"
                         if not rising else f"more budget did less damage: {_where(rising)}"))
     return checks
+
+
+def _convergence(rows: Sequence[dict[str, Any]]) -> list[Check]:
+    """`converged` (rows of the converged `strongest` only): every (image, budget)'s last
+    doubling of the iterations lowered the SR PSNR by at most the threshold."""
+    conv = [r for r in rows if "converged" in r]
+    if not conv:
+        return []
+    c = conv[0]["convergence"]
+    stuck = [f"{r['image']} at {_alpha(r['alpha'])} (last doubling {r['convergence']['gain_last_doubling_db']:.2f} dB)"
+             for r in conv if not r["converged"]]
+    passes = sum(r["convergence"]["passes"] for r in conv) / len(conv)
+    if stuck:
+        return [Check("converged", False, f"not converged at effort {c['effort']} (the last doubling of the iterations "
+                      f"still lowered SR PSNR by more than {c['threshold_db']:g} dB): {_where(stuck)}; try --effort "
+                      f"thorough")]
+    return [Check("converged", True, f"every image and budget converged at effort {c['effort']}: the last doubling "
+                  f"lowered SR PSNR by at most {c['threshold_db']:g} dB ({passes:.0f} passes per image and budget)")]
 
 
 def probes(model: nn.Module, samples: Sequence[Sample], scale: int, cfg: BasicConfig,

@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sreval.attacks.basic import GradientAttack, start_radius
+from sreval.attacks.basic import GradientAttack
 from sreval.config import BasicConfig, METHODS, REFERENCES, check_batch, check_steps, parse_alpha
-from sreval.attacks.common import autocast, in_chunks, straight_through
+from sreval.attacks.common import autocast, in_chunks, start_radius, straight_through
 from sreval.attacks.optim import Trace, l2_norm, optimize, sample_seeds
 from sreval.data import Sample
 from sreval.errors import ConfigError

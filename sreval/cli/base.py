@@ -176,7 +176,7 @@ SaveOpt = Annotated[bool, typer.Option("--save-images", help="Save LR/SR images 
 NormOpt = Annotated[str, typer.Option("--norm", help="linf (the paper: --alpha bounds each pixel) or l2 (--alpha bounds the norm of the whole LR perturbation, [0,1] pixel units).")]
 AlphaOpt = Annotated[str, typer.Option("--alpha", "-a", help="Budgets, e.g. 1/255,8/255 or 0.0314.")]
 StepsOpt = Annotated[int, typer.Option("--steps", "-T", help="I-FGSM iterations.")]
-RefOpt = Annotated[str, typer.Option("--reference", help="hr (official code), clean-sr (eq. 1) or auto (hr when HR exists).")]
+RefOpt = Annotated[str, typer.Option("--reference", help="hr (official code), clean-sr (eq. 1), psnr-sr (eq. 1 as the SR PSNR measures it: Y, shaved, 8-bit) or auto (hr when HR exists).")]
 QuantOpt = Annotated[bool, typer.Option("--quantize/--no-quantize", help="Round the attacked LR to 8 bits.")]
 BatchOpt = Annotated[Optional[int], typer.Option("--batch", help="Budgets attacked together (default: all).")]
 
@@ -314,12 +314,12 @@ def command(*groups: OptionGroup, run_folder: bool = True) -> Callable[[F], F]:
     return decorate
 
 
-def loop_options(method: str, loop: LoopOptions, ensemble: str | None = None) -> LoopOptions:
+def loop_options(method: str, loop: LoopOptions, ensemble: str | None = None, effort: str = "standard") -> LoopOptions:
     """The attack command's loop: its --method (square and auto attack through onnxruntime and
-    leave the loop at ifgsm) and the ensemble of --method strongest."""
+    leave the loop at ifgsm) and the ensemble of --method strongest with its effort."""
     members = tuple(m.strip() for m in ensemble.split(",") if m.strip()) if ensemble else STRONGEST
     return LoopOptions("ifgsm" if method in ("square", "auto") else method, loop.norm, loop.restarts,
-                       loop.quantize_aware, members)
+                       loop.quantize_aware, members, effort)
 
 
 # ----------------------------------------------------------------------------- printing
@@ -358,11 +358,14 @@ def new_table(**options: Any) -> Any:
 
 def print_summary(report: dict[str, Any], keys: tuple[str, ...]) -> None:
     table = new_table(title=f"{report['command']}: {report['model']['name'] if report.get('model') else ''}")
-    for k in ("attack", "alpha", "n") + keys:
+    converging = any("n_converged" in s for s in report["summary"])  # the converged `strongest`
+    for k in ("attack", "alpha", "n") + keys + (("converged",) if converging else ()):
         table.add_column(k, justify="right")
     for s in report["summary"]:
         alpha = s.get("alpha") or 0.0
-        table.add_row(str(s["attack"]), budget(alpha) if alpha else "-", str(s["n"]), *[fmt(s.get(k)) for k in keys])
+        conv = (f"{s['n_converged']}/{s['n']}" if "n_converged" in s else "-",) if converging else ()
+        table.add_row(str(s["attack"]), budget(alpha) if alpha else "-", str(s["n"]), *[fmt(s.get(k)) for k in keys],
+                      *conv)
     out.print(table)
     if (report.get("data") or {}).get("lr_note"):
         out.print(label("note:", "yellow", report["data"]["lr_note"]))

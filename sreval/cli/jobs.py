@@ -17,11 +17,15 @@ from sreval.cli.base import (
     command, fmt, gradient, label, loop_options, new_table, out, print_evidence, print_summary,
     progress_bar, report_line,
 )
-from sreval.config import PAPER_ALPHAS, LoopOptions
+from sreval.config import EFFORTS, PAPER_ALPHAS, LoopOptions
 from sreval.conventions import Overrides
 from sreval.errors import ConfigError
 from sreval.registry import ATTACKS
 
+EFFORT_HELP = ("--method strongest: how its APGD/PGD members converge per image and budget: " + "; ".join(
+    f"{name}: {e.restarts} random start{'s' if e.restarts > 1 else ''}, {e.first} iterations doubled while the SR PSNR "
+    f"falls by more than {e.threshold_db:g} dB, at most {e.cap} ({e.passes()} passes per member)"
+    for name, e in EFFORTS.items()) + ".")
 ALL = (DATA, RUN, CONVENTIONS)  # what a job over a dataset takes besides its own options
 
 
@@ -32,7 +36,8 @@ def attack(
     batch: BatchOpt = None,
     defense: Annotated[Optional[list[str]], typer.Option("--defense", help="resize or self-ensemble (repeatable): adds rows basic+D (bare attack through D) and basic+D-adaptive (attack through D).")] = None,
     method: Annotated[str, typer.Option("--method", help="ifgsm (the paper's I-FGSM), pgd, apgd, mifgsm, strongest (per image and budget the worst case over --ensemble), square (gradient-free, onnxruntime only, weaker) or auto (square where onnx2torch cannot convert the model).")] = "ifgsm",
-    ensemble: Annotated[Optional[str], typer.Option("--ensemble", help="Members of --method strongest: METHOD, METHOD@REFERENCE or shift (default ifgsm,pgd@clean-sr,apgd@clean-sr,shift: the paper's I-FGSM, PGD/APGD on eq. 1 (the distance the SR PSNR measures), and X0 +- alpha everywhere, the worst case of a linear model).")] = None,
+    ensemble: Annotated[Optional[str], typer.Option("--ensemble", help="Members of --method strongest: METHOD, METHOD@REFERENCE or shift (default ifgsm,apgd@clean-sr,apgd@psnr-sr,shift: the paper's I-FGSM, APGD on eq. 1 and on the SR PSNR's own error (Y, shaved, 8-bit), and X0 +- alpha everywhere, the worst case of a linear model). APGD and PGD members run to convergence (--effort).")] = None,
+    effort: Annotated[str, typer.Option("--effort", help=EFFORT_HELP)] = "standard",
     sanity: Annotated[bool, typer.Option("--sanity/--no-sanity", help="Run the sanity checks (two short probe attacks on the first image); failures are warnings and flags in report.json.")] = True,
     queries: Annotated[int, typer.Option("--queries", min=1, help="Square attack: model runs per image.")] = 500,
     precision: Annotated[str, typer.Option("--precision", help="fp32, or bf16/fp16 mixed precision for the attack's forward/backward (the report states the PSNR difference to fp32).")] = "fp32",
@@ -42,7 +47,7 @@ def attack(
     with progress_bar("attacking") as bar:
         report = sreval.attack(
             model, data, out=out_dir, batch=batch, progress=bar, method=method,
-            loop=loop_options(method, loop, ensemble), queries=queries, precision=precision, sanity=sanity,
+            loop=loop_options(method, loop, ensemble, effort), queries=queries, precision=precision, sanity=sanity,
             defense=defense, **common)
     print_summary(report, ("psnr_lr", "psnr_sr", "psnr_hr"))
     print_evidence(report)

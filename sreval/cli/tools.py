@@ -43,6 +43,7 @@ def sweep(
     executor: Annotated[str, typer.Option("--executor", help="local, or ray (cluster at RAY_ADDRESS, else a local Ray; needs the ray extra).")] = "local",
     method: Annotated[str, typer.Option("--method", help="The gradient attack: ifgsm, pgd, apgd, mifgsm, or strongest (basic cells; the other attacks then use ifgsm).")] = "ifgsm",
     norm: NormOpt = "linf",
+    effort: Annotated[str, typer.Option("--effort", help="--method strongest: quick, standard or thorough (see sreval attack --help).")] = "standard",
     data_root: DataRoot = None,
     *, out_dir: Path, **common: Any,
 ) -> None:
@@ -52,7 +53,8 @@ def sweep(
         report = sreval.sweep(models, data, attacks=attacks, alpha=alpha, steps=steps, reference=reference,
                               quantize=quantize, out=out_dir, crop=crop, limit=limit, batch=batch,
                               index_samples=index_samples, defenses=defenses, keep_images=keep_images,
-                              executor=executor, method=method, norm=norm, data_root=data_root, progress=bar,
+                              executor=executor, method=method, norm=norm, effort=effort, data_root=data_root,
+                              progress=bar,
                               **common)
     cells = report["sweep"]["cells"]
     done = [c.get("outcome") for c in cells]
