@@ -25,6 +25,7 @@ from sreval import checkpoint, zoo
 from sreval.analysis import (IndexConfig, basic_psnr_from_report, common_scale, correlation, matrix_csv,
                              run_index, run_transfer, unique_names)
 from sreval.attacks.basic import run_basic
+from sreval.attacks.common import Expectation, randomness
 from sreval.attacks.evidence import evidence
 from sreval.attacks.partial import run_partial
 from sreval.attacks.square import NOTE as SQUARE_NOTE, SquareConfig, choose_method, run_square
@@ -37,7 +38,7 @@ from sreval.data import Sample
 from sreval.defenses import evaluate_defended, run_defended_attack
 from sreval.detect import propose, weakness
 from sreval.errors import ConfigError, SrevalError, UnsupportedOperatorError
-from sreval.evaluation import Row, evaluate_clean, images
+from sreval.evaluation import Row, evaluate_clean, images, to_tensor
 from sreval.files import check_writable_dir
 from sreval.io import encode_image
 from sreval.jobs import DEVICE, JobOptions, JobResult, Run, as_model, measure_rows, rows_evidence, run_job, with_method
@@ -163,10 +164,14 @@ def attack(
 
 def _basic(r: Run, cfg: BasicConfig, sanity: bool) -> JobResult:
     net, ref = r.model.torch(), cfg.reference_for(r.samples)
+    random_output = randomness(net, to_tensor(r.samples[0].lr, r.model.device))
+    if random_output:  # dropout or noise inside: attack (and measure) its expectation
+        net = Expectation(net)
     rows = run_basic(net, r.samples, r.scale, cfg, device=r.model.device, progress=r.progress,
                      saver=r.saver)
     sections: dict[str, Any] = {"evidence": evidence(net, r.samples, r.scale, cfg, rows, r.model.device,
-                                                     run_probes=sanity, straight_through=r.model.straight_through)}
+                                                     run_probes=sanity, straight_through=r.model.straight_through,
+                                                     random_output=random_output)}
     if cfg.precision != "fp32":
         sections["precision_check"] = _precision_check(r.model, r.samples[:2], r.scale, cfg, rows)
     return JobResult(rows, {**asdict(cfg), "reference": ref}, sections=sections, quantize=cfg.quantize, reference=ref)

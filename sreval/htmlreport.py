@@ -96,7 +96,9 @@ def _evidence(run: RunView) -> Section | None:
     failed = sum(row[3] == "FAILED" for row in body)
     text = ("Evidence that the attack was strong and converged: checks run with every basic attack "
             "(gradient finite and non-zero; loss rose; best of restarts; damage grows with the budget; a "
-            "near-zero budget changes almost nothing; half the steps is not stronger). "
+            "near-zero budget changes almost nothing; half the steps is not stronger; a gradient-free attack is not "
+            "stronger; the loss follows its gradient; an unbounded budget moves the output as far as an unrelated "
+            "image; the output is not random; `strongest` converged and its random starts agree). "
             + (f"{failed} check(s) FAILED: treat those numbers as an upper bound on robustness only."
                if failed else "Every check passed."))
     figures = [Figure(F.loss_curves(panels[:12], "loss per iteration"), "loss per iteration", "evidence")] if panels else []

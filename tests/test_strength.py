@@ -256,10 +256,6 @@ def test_the_measured_loss_is_the_measured_psnr(model: torch.nn.Module) -> None:
 def test_shift_finds_the_worst_case_of_a_linear_model() -> None:
     """Bilinear upscaling is linear and keeps constants: X0 +- alpha everywhere is its worst
     case, which the gradient methods miss; the ensemble keeps it."""
-    class Bilinear(torch.nn.Module):
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            return torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
-
     samples = [sample("a", 16, 16)]
     cfg = BasicConfig(alphas=(8 / 255,), steps=5, method="strongest", effort="quick")
     rows = run_basic(Bilinear(), samples, 2, cfg, device=CPU)
@@ -286,7 +282,8 @@ def test_evidence_passes_on_a_sound_attack(model: torch.nn.Module) -> None:
     ev = evidence(model, samples, 2, cfg, rows, CPU)
     assert ev["ok"], ev
     names = [c["name"] for c in ev["checks"]]
-    assert names == ["gradient", "loss_rises", "restarts", "budget_monotone", "tiny_budget", "more_steps"]
+    assert names == ["gradient", "loss_rises", "restarts", "budget_monotone", "tiny_budget", "more_steps",
+                     "gradient_free", "loss_stable", "unbounded"]
     assert ev["probes"]["tiny_budget"]["psnr_sr"] > ev["probes"]["tiny_budget"]["needed"]
 
 
@@ -303,6 +300,74 @@ def test_evidence_flags_a_zero_gradient_and_a_flat_loss() -> None:
     rows = run_basic(Flat(), samples, 2, cfg, device=CPU)
     ev = evidence(Flat(), samples, 2, cfg, rows, CPU, run_probes=False)
     assert not ev["ok"] and {"gradient", "loss_rises"} <= set(ev["failed"])
+
+
+class Staircase(torch.nn.Module):
+    """A graph with a non-differentiable step that masks the gradient: it rounds its input to
+    16 levels (zero gradient everywhere), yet its output moves with the input."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.interpolate(torch.round(x * 16) / 16, scale_factor=2, mode="nearest")
+
+
+class Noisy(torch.nn.Module):
+    """A model with random noise inside (dropout left on, a noise input)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear") + 0.05 * torch.randn(
+            x.shape[0], 3, 2 * x.shape[2], 2 * x.shape[3])
+
+
+class Bilinear(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+
+
+def _checks(model: torch.nn.Module, random_output: float | None = None) -> dict[str, dict]:
+    samples = [sample("a", 12, 12)]
+    cfg = BasicConfig(alphas=(4 / 255, 16 / 255), steps=6)
+    rows = run_basic(model, samples, 2, cfg, device=CPU)
+    ev = evidence(model, samples, 2, cfg, rows, CPU, random_output=random_output)
+    return {c["name"]: c for c in ev["checks"]}
+
+
+def test_the_masking_indicators_pass_on_a_sound_model(model: torch.nn.Module) -> None:
+    checks = _checks(model, random_output=0.0)
+    assert all(checks[n]["ok"] for n in ("gradient_free", "loss_stable", "unbounded", "random_output")), checks
+    assert "the same on every run" in checks["random_output"]["detail"]
+
+
+def test_a_masked_gradient_trips_the_unbounded_indicator() -> None:
+    checks = _checks(Staircase())
+    assert not checks["unbounded"]["ok"] and "gradient masking" in checks["unbounded"]["detail"]
+
+
+def test_a_gradient_free_win_trips_its_indicator() -> None:
+    """On a linear model X0 +- alpha beats I-FGSM (the gradient misleads its sign steps)."""
+    checks = _checks(Bilinear())
+    assert not checks["gradient_free"]["ok"] and "shift" in checks["gradient_free"]["detail"]
+
+
+def test_a_random_model_is_detected_and_attacked_through_its_expectation() -> None:
+    from sreval.attacks.common import EOT_SAMPLES, Expectation, randomness
+
+    noisy = Noisy()
+    x, _ = images(1, 12, 12)
+    spread = randomness(noisy, x)
+    assert spread > 0 and randomness(Bilinear(), x) == 0
+    assert randomness(Expectation(noisy), x) < spread  # the mean of 8 runs is steadier
+    assert not _checks(noisy)["loss_stable"]["ok"]  # attacked as it is, its loss jumps at random
+    checks = _checks(Expectation(noisy), random_output=spread)
+    assert checks["random_output"]["ok"] and f"mean of {EOT_SAMPLES} runs" in checks["random_output"]["detail"]
+
+
+def test_restarts_that_disagree_are_flagged() -> None:
+    conv = {"passes": 10, "gain_last_doubling_db": 0.0, "threshold_db": 0.1, "effort": "standard"}
+    rows = [{"image": "a", "alpha": 8 / 255, "psnr_sr": 20.0, "converged": True,
+             "convergence": {**conv, "restart_spread_db": spread}} for spread in (0.05, 0.8)]
+    (agree,) = [c for c in from_rows(rows[:1]) if c.name == "restarts_agree"]
+    (apart,) = [c for c in from_rows(rows) if c.name == "restarts_agree"]
+    assert agree.ok and not apart.ok and "0.80 dB" in apart.detail
 
 
 def test_evidence_flags_damage_that_falls_with_the_budget() -> None:

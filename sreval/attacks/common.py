@@ -115,6 +115,29 @@ def measured_mse(reference: Tensor, shave: int) -> LossFn:
     return loss
 
 
+EOT_SAMPLES = 8  # runs averaged per forward pass of a model with random output
+
+
+def randomness(model: nn.Module, x: Tensor) -> float:
+    """How far two runs of the model on the same input differ (0 for a deterministic model):
+    dropout left on, or noise drawn inside the graph."""
+    with torch.no_grad():
+        return float((model(x) - model(x)).abs().max())
+
+
+class Expectation(nn.Module):
+    """A model with random output as the attack sees it: the mean of `samples` runs per forward
+    pass, so the gradient is that of the expected output (expectation over transformation,
+    Athalye et al. 2018) and the measured SR is the expected SR."""
+
+    def __init__(self, model: nn.Module, samples: int = EOT_SAMPLES) -> None:
+        super().__init__()
+        self.model, self.samples = model, samples
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.stack([self.model(x) for _ in range(self.samples)]).mean(0)
+
+
 def is_oom(err: BaseException) -> bool:
     return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
 
