@@ -102,7 +102,7 @@ def main() -> None:
 
 def table(done: dict) -> str:
     lines = ["| model | budget | effort | I-FGSM (paper, T=50) | strongest | independent | strongest - independent "
-             "| converged | passes per image and budget | minutes (2 CPU cores) |",
+             "| converged | passes per image and budget | minutes (one CPU thread) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for key, res in done.items():
         model, effort = key.split("|")
