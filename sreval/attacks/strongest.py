@@ -24,17 +24,14 @@ from sreval.attacks.common import attack_flat, delivered, in_chunks, per_sample
 from sreval.attacks.optim import sample_seeds
 from sreval.config import EFFORTS, BasicConfig, Method, split_member
 from sreval.evaluation import super_resolve
-from sreval.io import rgb_to_y
+from sreval.metrics import psnr
 
 
 def sr_psnr(model: nn.Module, x: Tensor, sr0: Tensor, shave: int) -> Tensor:
-    """Per sample, the SR PSNR the report measures (Y of the 8-bit SRs, borders shaved), float64;
-    inf where the SR did not change."""
-    crop = (..., slice(shave, -shave or None), slice(shave, -shave or None))
-    sr = super_resolve(model, x)
-    d = (rgb_to_y(sr.double()) - rgb_to_y(sr0.double()))[crop] * 255.0
-    mse = d.square().flatten(1).mean(1)
-    return torch.where(mse > 0, 10.0 * torch.log10(255.0 ** 2 / mse.clamp_min(1e-30)), torch.full_like(mse, math.inf))
+    """Per sample, the SR PSNR the report measures (metrics.psnr of the 8-bit SRs, Y, borders
+    shaved), as a float64 tensor; inf where the SR did not change."""
+    values = psnr(sr0, super_resolve(model, x), y=True, shave=shave)
+    return torch.tensor(values if isinstance(values, list) else [values], dtype=torch.float64)
 
 
 def _gain(before: Tensor, after: Tensor) -> Tensor:
