@@ -25,6 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.readme_table import write_table  # noqa: E402
+from sreval.commands import attack, evaluate  # noqa: E402
+from sreval.data import crop_center, load_dataset  # noqa: E402
+from sreval.io import write_image  # noqa: E402
 from tests.deployed import VARIANTS, base  # noqa: E402
 
 BUDGETS = "2/255,8/255"
@@ -35,8 +38,6 @@ CROP = 32  # LR pixels
 
 def measure(path: Path, data: Path, method: str | None, work: Path) -> dict[str, float]:
     """Mean SR PSNR over the images: clean (method None) or per budget."""
-    from sreval.commands import attack, evaluate
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if method is None:
@@ -80,16 +81,11 @@ def main() -> None:
 
 def _crops() -> list:
     """Calibration data for static quantisation: LR crops of the embedded photos (not Set5)."""
-    from sreval.data import load_dataset
-
     return [s.lr[:48, :48].transpose(2, 0, 1)[None].copy() for s in load_dataset("default", 4)]
 
 
 def _set5_crops(root: Path, scale: int) -> Path:
     """Set5's central HR crops whose LR (made by the loader, MATLAB bicubic) is CROP square."""
-    from sreval.data import crop_center, load_dataset
-    from sreval.io import write_image
-
     (root / "HR").mkdir(parents=True)
     for s in load_dataset("Set5", scale):
         write_image(root / "HR" / f"{s.name}.png", crop_center(s.hr, CROP * scale, CROP * scale))

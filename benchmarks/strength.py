@@ -26,6 +26,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.readme_table import write_table  # noqa: E402
+from sreval.commands import attack  # noqa: E402
+from sreval.config import LoopOptions  # noqa: E402
+from sreval.data import load_dataset  # noqa: E402
+from sreval.sweeps import write_crops  # noqa: E402
 
 BUDGETS = ("2/255", "8/255")
 CROP = 32  # LR pixels
@@ -40,9 +44,6 @@ WITHIN_DB = 0.3
 
 def measure(model: str, data: Path, effort: str, work: Path) -> dict:
     """Per budget: the ensemble's and each member's mean SR PSNR, passes and convergence."""
-    from sreval.commands import attack
-    from sreval.config import LoopOptions
-
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -69,9 +70,6 @@ def _mean(values: list[float]) -> float:
 
 def set5_crops(root: Path, scale: int) -> Path:
     """Set5's 32x32 LR centre crops with their HR, as `sreval sweep --crop 32` writes them."""
-    from sreval.data import load_dataset
-    from sreval.sweeps import write_crops
-
     write_crops(load_dataset("Set5", scale), scale, CROP, root)
     return root
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -11,13 +12,18 @@ import torch
 
 from sreval.attacks.basic import GradientAttack, attack_image, run_basic
 from sreval.cli.base import print_evidence
-from sreval.config import ATTACK_METHODS, BasicConfig, METHODS, Method, NORMS, parse_alpha
-from sreval.attacks.common import deliver, mse_to, objective, per_sample
+from sreval.config import ATTACK_METHODS, EFFORTS, BasicConfig, Effort, METHODS, Method, NORMS, parse_alpha
+from sreval.attacks.common import (
+    EOT_SAMPLES, Expectation, deliver, measured_mse, mse_to, objective, per_sample, randomness,
+)
 from sreval.attacks.evidence import evidence, from_rows
 from sreval.attacks.optim import apgd_checkpoints, l2_norm, optimize, project
 from sreval.data import Sample, downscale
 from sreval.errors import ConfigError
-from tests.tiny import TinySR
+from sreval.evaluation import measure, super_resolve
+from sreval.htmlreport import render_report
+from tests.test_cli import make_dataset, run
+from tests.tiny import TinySR, export
 
 CPU = torch.device("cpu")
 BUDGETS = {"linf": [2 / 255, 8 / 255], "l2": [0.3, 1.2]}
@@ -222,7 +228,6 @@ class Rugged(torch.nn.Module):
 def test_strongest_says_whether_it_converged(monkeypatch: pytest.MonkeyPatch, cap: int, converged: bool) -> None:
     """A small cap stops while a doubling still gains (converged false, a failed `converged`
     check), a large one runs until a doubling gains at most the threshold (true)."""
-    from sreval.config import EFFORTS, Effort
 
     monkeypatch.setitem(EFFORTS, "quick", Effort(restarts=2, first=4, cap=cap))
     cfg = BasicConfig(alphas=(8 / 255,), method="strongest", effort="quick", ensemble=("apgd@psnr-sr",))
@@ -241,8 +246,6 @@ def test_strongest_says_whether_it_converged(monkeypatch: pytest.MonkeyPatch, ca
 
 def test_the_measured_loss_is_the_measured_psnr(model: torch.nn.Module) -> None:
     """The psnr-sr member's loss is exactly the error the SR PSNR measures (Y, shaved, 8-bit)."""
-    from sreval.attacks.common import measured_mse
-    from sreval.evaluation import measure, super_resolve
 
     x, _ = images(1, 12, 12)
     xa = deliver(x + 4 / 255 * torch.sign(torch.randn_like(x)), x, per_sample(4 / 255, 1, x))
@@ -349,7 +352,6 @@ def test_a_gradient_free_win_trips_its_indicator() -> None:
 
 
 def test_a_random_model_is_detected_and_attacked_through_its_expectation() -> None:
-    from sreval.attacks.common import EOT_SAMPLES, Expectation, randomness
 
     noisy = Noisy()
     x, _ = images(1, 12, 12)
@@ -387,14 +389,12 @@ def test_every_attack_method_is_accepted_by_the_runner(model: torch.nn.Module) -
 
 @pytest.fixture(scope="module")
 def onnx_model(tmp_path_factory: pytest.TempPathFactory) -> "object":
-    from tests.tiny import export
 
     return export(TinySR(scale=2), tmp_path_factory.mktemp("m") / "tiny.onnx")
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> "object":
-    from tests.test_cli import make_dataset
 
     return make_dataset(tmp_path_factory.mktemp("d") / "set")
 
@@ -403,9 +403,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> "object":
                                               ("pgd", "linf", "4/255")])
 def test_cli_methods_record_evidence(onnx_model: "object", dataset: "object", tmp_path: "object", method: str,
                                      norm: str, alpha: str) -> None:
-    import json
 
-    from tests.test_cli import run
 
     out = tmp_path / "run"
     extra = ["--restarts", "2"] if method == "pgd" else ["--effort", "quick"] if method == "strongest" else []
@@ -420,7 +418,6 @@ def test_cli_methods_record_evidence(onnx_model: "object", dataset: "object", tm
     if method == "strongest":  # per-row convergence in the JSON, the summary, the CLI and the HTML report
         assert all("converged" in row for row in rep["results"]) and "n_converged" in rep["summary"][0]
         assert "converged" in {c["name"] for c in rep["evidence"]["checks"]} and "converged" in r.output
-        from sreval.htmlreport import render_report
 
         render_report(out)
         assert "Convergence of `strongest` per budget" in (out / "report.html").read_text()
@@ -441,9 +438,7 @@ def test_cli_warns_on_a_failed_check(capsys: pytest.CaptureFixture[str]) -> None
 def test_sweep_runs_the_method_it_was_given(onnx_model: "object", dataset: "object", tmp_path: "object") -> None:
     """The sweep passes its method to every basic cell (once, `strongest` silently became
     ifgsm there); the other attacks of a strongest sweep use ifgsm."""
-    import json
 
-    from tests.test_cli import run
 
     out = tmp_path / "sweep"
     r = run("sweep", "--models", onnx_model, "--data", dataset, "--attacks", "basic,partial", "--alpha", "8/255",
@@ -461,9 +456,7 @@ def test_sweep_runs_the_method_it_was_given(onnx_model: "object", dataset: "obje
 def test_every_attack_report_has_evidence(onnx_model: "object", dataset: "object", tmp_path: "object",
                                           command: str) -> None:
     """The checks an attack's own rows allow are in every attack report, not only `attack`'s."""
-    import json
 
-    from tests.test_cli import run
 
     images = sorted((dataset / "HR").glob("*.png"))
     args = {"partial": ["partial", onnx_model, "--data", dataset],
